@@ -1,0 +1,322 @@
+//! Batches: entries built in one `bumpalo` arena, sealed, and shared
+//! read-only by every sink.
+//!
+//! ```text
+//!  arena pool (dispatcher) ──► OpenBatch ──seal──► Arc<SealedBatch> ──► every sink ring
+//!        ▲                                                │
+//!        └──── reset ◄── Arc::try_unwrap ◄── all sinks reported back
+//! ```
+//!
+//! An [`OpenBatch`] owns a [`Bump`]. Each pushed line is copied into the
+//! arena once; its label set is copied once per run of entries from the same
+//! stream; the entry table itself is an arena vector allocated at open with
+//! room for `batch_size` entries. Sealing freezes the batch: a
+//! [`SealedBatch`] hands out only shared slices and never the arena, so every
+//! sink can read it through one `Arc` at the same time. When the last sink
+//! has reported back, the dispatcher holds the only reference,
+//! [`SealedBatch::into_arena`] takes the arena back, resets it and returns it
+//! to the pool.
+//!
+//! Allocation: the arenas are allocated at start-up with room for a full
+//! batch. `reset` keeps the largest chunk, so after a warm-up a batch
+//! allocates only its self-referential cell and its `Arc` (two allocations
+//! per batch, not per line).
+
+use std::time::Instant;
+
+use bumpalo::Bump;
+use bumpalo::collections::Vec as ArenaVec;
+use self_cell::self_cell;
+
+use crate::labels::{Label, LabelSet};
+use crate::source::StreamId;
+
+/// One log line in a batch, borrowed from the batch's arena.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'arena> {
+    /// The line as read, without its `\n`.
+    pub line: &'arena [u8],
+    /// The labels of the line's stream, sorted by key.
+    pub labels: &'arena [Label],
+    /// When the line was read, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The line ended with `\n` in the input (see `source::split`).
+    pub terminated: bool,
+}
+
+/// The entry table of a batch and the label slice of the last stream seen,
+/// reused while consecutive entries come from the same stream.
+#[derive(Debug)]
+pub struct BatchEntries<'arena> {
+    entries: ArenaVec<'arena, Entry<'arena>>,
+    last_labels: Option<(StreamId, &'arena [Label])>,
+}
+
+self_cell!(
+    struct BatchCell {
+        owner: Bump,
+
+        #[covariant]
+        dependent: BatchEntries,
+    }
+
+    impl {Debug}
+);
+
+/// Sizes an arena so that a full batch fits in its first chunk.
+pub fn arena_capacity_bytes(batch_size: usize, batch_bytes: usize) -> usize {
+    batch_bytes + batch_size * (std::mem::size_of::<Entry<'static>>() + 16)
+}
+
+/// A batch being filled by the dispatcher.
+#[derive(Debug)]
+pub struct OpenBatch {
+    cell: BatchCell,
+    entries_max: usize,
+    bytes: usize,
+    opened_at: Instant,
+}
+
+impl OpenBatch {
+    /// Opens a batch in `arena`, which must be empty (fresh or reset).
+    pub fn new(arena: Bump, entries_max: usize) -> Self {
+        assert!(entries_max > 0, "batch_size is validated non-zero");
+        let cell = BatchCell::new(arena, |arena| BatchEntries {
+            entries: ArenaVec::with_capacity_in(entries_max, arena),
+            last_labels: None,
+        });
+        Self {
+            cell,
+            entries_max,
+            bytes: 0,
+            opened_at: Instant::now(),
+        }
+    }
+
+    /// Copies one line into the arena. The caller seals the batch when
+    /// [`is_full`](Self::is_full) says so; pushing past `entries_max` is a bug.
+    pub fn push(
+        &mut self,
+        line: &[u8],
+        stream: (StreamId, &LabelSet),
+        timestamp_ns: u64,
+        terminated: bool,
+    ) {
+        debug_assert!(
+            self.len() < self.entries_max,
+            "len={} max={}",
+            self.len(),
+            self.entries_max
+        );
+        if self.is_empty() {
+            self.opened_at = Instant::now();
+        }
+        self.cell.with_dependent_mut(|arena, batch| {
+            let labels = match batch.last_labels {
+                Some((last_stream, labels)) if last_stream == stream.0 => labels,
+                _ => {
+                    let labels: &[Label] = arena.alloc_slice_copy(stream.1);
+                    batch.last_labels = Some((stream.0, labels));
+                    labels
+                }
+            };
+            let line = arena.alloc_slice_copy(line);
+            batch.entries.push(Entry {
+                line,
+                labels,
+                timestamp_ns,
+                terminated,
+            });
+        });
+        self.bytes += line.len();
+    }
+
+    pub fn len(&self) -> usize {
+        self.cell.borrow_dependent().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Line bytes in the batch.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// When the first entry was pushed (or the batch opened, if empty).
+    pub fn opened_at(&self) -> Instant {
+        self.opened_at
+    }
+
+    /// True when the batch holds `entries_max` entries or `bytes_max` bytes.
+    pub fn is_full(&self, bytes_max: usize) -> bool {
+        self.len() >= self.entries_max || self.bytes >= bytes_max
+    }
+
+    /// Freezes the batch. `slot` is the dispatcher's in-flight slot index,
+    /// `sequence` a number that orders batches.
+    pub fn seal(self, slot: usize, sequence: u64) -> SealedBatch {
+        SealedBatch {
+            cell: self.cell,
+            slot,
+            sequence,
+            bytes: self.bytes,
+        }
+    }
+
+    /// Gives the arena back without sealing, reset.
+    pub fn into_arena(self) -> Bump {
+        let mut arena = self.cell.into_owner();
+        arena.reset();
+        arena
+    }
+}
+
+/// An immutable batch shared by all sinks through an `Arc`.
+#[derive(Debug)]
+pub struct SealedBatch {
+    cell: BatchCell,
+    slot: usize,
+    sequence: u64,
+    bytes: usize,
+}
+
+// SAFETY: a `SealedBatch` moves between threads as a whole: the arena and
+// every reference into it (the entry table holds `&Bump` and slices of arena
+// memory) travel together, and no other thread keeps a reference into the
+// arena, because the only other holders are the `Arc` clones, which are
+// themselves what moves. `Bump` itself is `Send`.
+unsafe impl Send for SealedBatch {}
+
+// SAFETY: `Bump` is `!Sync` only because allocating through `&Bump` mutates
+// its bump pointer through a `Cell`. Through `&SealedBatch` nothing can reach
+// the arena or the entry table's allocator: the public methods hand out only
+// `&[Entry]` (shared slices of bytes written before sealing) and plain
+// numbers, and `into_arena` takes `self` by value. So shared access from
+// several threads only ever reads memory that no one writes any more.
+unsafe impl Sync for SealedBatch {}
+
+impl SealedBatch {
+    /// The entries in the order they were pushed.
+    pub fn entries(&self) -> &[Entry<'_>] {
+        &self.cell.borrow_dependent().entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+
+    /// Line bytes in the batch.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The dispatcher's in-flight slot of this batch.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Takes the arena back, reset for the next batch.
+    pub fn into_arena(self) -> Bump {
+        let mut arena = self.cell.into_owner();
+        arena.reset();
+        arena
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::SymbolTableBuilder;
+    use std::sync::Arc;
+
+    #[test]
+    fn entries_keep_bytes_labels_and_order() {
+        let mut symbols = SymbolTableBuilder::new();
+        let first = symbols.label_set([("file", "/a")]);
+        let second = symbols.label_set([("file", "/b")]);
+        let mut batch = OpenBatch::new(Bump::with_capacity(4096), 4);
+        batch.push(b"one", (0, &first), 1, true);
+        batch.push(b"", (0, &first), 2, true);
+        batch.push(b"\xff\xfe", (1, &second), 3, false);
+        assert!(!batch.is_full(1024));
+        batch.push(b"four", (0, &first), 4, true);
+        assert!(batch.is_full(1024));
+        let sealed = batch.seal(7, 9);
+        let entries = sealed.entries();
+        let lines: Vec<&[u8]> = entries.iter().map(|entry| entry.line).collect();
+        assert_eq!(lines, vec![&b"one"[..], b"", b"\xff\xfe", b"four"]);
+        assert_eq!(entries[0].labels, &first[..]);
+        assert_eq!(entries[2].labels, &second[..]);
+        assert_eq!(entries[3].labels, &first[..]);
+        assert!(std::ptr::eq(entries[0].labels, entries[1].labels));
+        assert!(!entries[2].terminated);
+        assert_eq!(
+            (sealed.slot(), sealed.sequence(), sealed.bytes()),
+            (7, 9, 9)
+        );
+    }
+
+    #[test]
+    fn bytes_bound_seals() {
+        let labels = LabelSet::new();
+        let mut batch = OpenBatch::new(Bump::new(), 100);
+        batch.push(&[b'x'; 10], (0, &labels), 0, true);
+        assert!(!batch.is_full(11));
+        batch.push(&[b'x'; 1], (0, &labels), 0, true);
+        assert!(batch.is_full(11));
+    }
+
+    /// Goal: the `Send`/`Sync` promises of `SealedBatch`. Method: two threads
+    /// read one batch through an `Arc` while the main thread also reads it;
+    /// then the main thread gets the only reference back and recycles the
+    /// arena, which must be reusable.
+    #[test]
+    fn sealed_batch_is_shared_across_threads_and_recycled() {
+        let labels = LabelSet::new();
+        let mut batch = OpenBatch::new(Bump::with_capacity(1 << 16), 1000);
+        for index in 0..1000u32 {
+            batch.push(
+                index.to_string().as_bytes(),
+                (0, &labels),
+                u64::from(index),
+                true,
+            );
+        }
+        let shared = Arc::new(batch.seal(0, 0));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let batch = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    batch
+                        .entries()
+                        .iter()
+                        .map(|entry| {
+                            std::str::from_utf8(entry.line)
+                                .expect("digits")
+                                .parse::<u64>()
+                                .expect("number")
+                        })
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        for reader in readers {
+            assert_eq!(reader.join().expect("reader thread"), 499_500);
+        }
+        let sealed = Arc::try_unwrap(shared).expect("readers are done");
+        let arena = sealed.into_arena();
+        let mut again = OpenBatch::new(arena, 2);
+        again.push(b"reused", (0, &labels), 0, true);
+        assert_eq!(again.seal(0, 1).entries()[0].line, b"reused");
+    }
+}

@@ -1,0 +1,39 @@
+//! log-capturer: a log shipping daemon for bare-metal hosts.
+//!
+//! Sources (files, syslog) read lines; a dispatcher batches them; sinks
+//! (Kafka, Loki, files) ship the batches. Each stage is a thread, pinned to a
+//! core when configured, and stages talk only through single-producer
+//! single-consumer rings (`rtrb`): no lock on the data path.
+//!
+//! What allocates: everything the data path uses is allocated when the
+//! pipeline starts ([`pipeline::Pipeline::start`]): chunk pools, rings,
+//! batch arenas, encode buffers. In steady state a batch of `batch_size`
+//! lines costs two small allocations (its cell and its `Arc`), not one per
+//! line.
+//!
+//! What blocks: nothing on the data path. A stage with nothing to do parks
+//! and is unparked by the producer of its ring ([`wake`]). A full ring
+//! stops its producer: a file source stops reading (the file is the buffer),
+//! the dispatcher stops taking chunks when every batch arena is in flight.
+//!
+//! ```text
+//!  file source ─┐                      ┌─► file sink ─┐
+//!  file source ─┼─SPSC─► dispatcher ───┼─► stdout    ─┼─ reports (SPSC back)
+//!               │        (batcher)     └─► null      ─┘
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_debug_implementations)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod batch;
+pub mod config;
+pub mod dispatch;
+pub mod labels;
+pub mod limits;
+pub mod metrics;
+pub mod pin;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+pub mod wake;

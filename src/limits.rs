@@ -1,0 +1,48 @@
+//! Compile-time limits that are not worth a config key.
+//!
+//! Every queue and buffer in the daemon has an upper bound. The bounds an
+//! operator tunes live in the config (`[dispatcher]`, `[sources.*]`); the
+//! ones below follow from the data layout and are checked against each other
+//! at compile time.
+
+/// Bytes one source chunk holds when it is allocated at start-up.
+///
+/// A file source reads straight into a chunk, so this is also the size of one
+/// `read(2)`. 128 KiB holds about a thousand 120-byte lines: one ring
+/// hand-off per thousand lines keeps the ring traffic negligible, and a pool
+/// of 64 such chunks is 8 MiB.
+pub const CHUNK_BYTES: usize = 128 * 1024;
+
+/// Most lines one source chunk carries.
+///
+/// The span table of a chunk is allocated once with this capacity. The ring
+/// bound `queue_capacity` (in entries) is turned into a number of chunks by
+/// dividing by this figure.
+pub const CHUNK_LINES_MAX: usize = 1024;
+
+/// Smallest spare room a chunk must have before a read: below this, the chunk
+/// is handed on and a fresh one is taken, so that reads stay large.
+pub const READ_BYTES_MIN: usize = 16 * 1024;
+
+/// Fewest chunks in a source's pool, whatever `queue_capacity` says: one
+/// being filled and one in the ring, so that reading and batching overlap.
+pub const SOURCE_CHUNKS_MIN: usize = 2;
+
+/// Longest a stage parks when it has nothing to do. Parking is ended early by
+/// the producer of the ring the stage waits on; this bound is only how often a
+/// stage looks at the shutdown flag on its own.
+pub const PARK_TIMEOUT_MS_MAX: u64 = 100;
+
+/// Chunks the dispatcher takes from one source before it looks at the next,
+/// so that a fast source cannot starve a slow one.
+pub const DISPATCH_CHUNKS_PER_SOURCE_MAX: usize = 8;
+
+/// Upper bound on `max_line_bytes`: a line longer than this cannot be
+/// configured to stay whole, because a span length is a `u32` and a chunk
+/// that must hold a whole line grows to this size.
+pub const LINE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+const _: () = assert!(CHUNK_BYTES >= 2 * READ_BYTES_MIN);
+const _: () = assert!(CHUNK_LINES_MAX > 0);
+const _: () = assert!(LINE_BYTES_LIMIT <= u32::MAX as usize);
+const _: () = assert!(SOURCE_CHUNKS_MIN >= 2);

@@ -1,0 +1,78 @@
+//! Counters that stages publish and readers (the endpoint, the shutdown
+//! summary, tests) read without a lock.
+//!
+//! Every counter is an `AtomicU64` updated with `Relaxed` ordering: a reader
+//! wants a recent value, not a value ordered with other memory, so no
+//! operation pairs with another. A stage updates its counters once per chunk
+//! or batch, not per line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, amount: u64) {
+        self.0.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters of one source.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    pub id: String,
+    /// Lines (and pieces of over-long lines) pushed to the dispatcher.
+    pub lines_read: Counter,
+    pub bytes_read: Counter,
+    /// Extra pieces cut from lines longer than `max_line_bytes`.
+    pub lines_split: Counter,
+    pub read_errors: Counter,
+    pub files_open: Gauge,
+    /// Times a file was found shorter than the read position.
+    pub truncations: Counter,
+    /// Times a path was found to point to a new file.
+    pub rotations: Counter,
+}
+
+/// Counters of the dispatcher.
+#[derive(Debug, Default)]
+pub struct DispatcherMetrics {
+    /// Entries appended to batches.
+    pub lines_processed: Counter,
+    pub batches_sealed: Counter,
+    /// Batches every sink has reported back on.
+    pub batches_completed: Counter,
+    /// Sealed batches not yet completed.
+    pub batches_in_flight: Gauge,
+}
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    pub id: String,
+    pub sink_type: &'static str,
+    pub lines_sent: Counter,
+    pub lines_failed: Counter,
+    pub batches_sent: Counter,
+    pub batches_failed: Counter,
+    pub bytes_written: Counter,
+}

@@ -1,0 +1,380 @@
+//! Wiring: builds every stage from a [`Config`], links them with rings and
+//! starts one thread per stage.
+//!
+//! ```text
+//!  source thread ─chunks─► dispatcher thread ─Arc<SealedBatch>─► sink thread
+//!        ▲                   │        ▲                              │
+//!        └──empty chunks─────┘        └────────── reports ───────────┘
+//! ```
+//!
+//! Everything that the data path uses is allocated here, once: the chunk
+//! pools, the rings, the batch arenas and the sink buffers. Shutdown runs
+//! front to back: sources stop and drop their rings, the dispatcher seals
+//! what is open, waits for every batch to be reported and drops its rings,
+//! and the sinks flush and end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bumpalo::Bump;
+use rtrb::RingBuffer;
+
+use crate::batch::arena_capacity_bytes;
+use crate::config::{Config, FileSourceConfig, SinkConfig, SourceConfig};
+use crate::dispatch::{BatchSettings, Dispatcher, SinkEnd, SourceEnd};
+use crate::labels::{LabelSet, SymbolTable, SymbolTableBuilder};
+use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics};
+use crate::pin::{CorePlan, pin_current};
+use crate::sink::file::open_file_sink;
+use crate::sink::null::NullSink;
+use crate::sink::stdout::stdout_sink;
+use crate::sink::{Sink, SinkError, SinkLinks, run_sink};
+use crate::source::file::{FileSource, FileSourceSettings, SourceLinks};
+use crate::source::{SourceChunk, StreamId};
+use crate::wake::Waker;
+
+/// Why the pipeline could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("source {source_id}: invalid glob pattern {pattern:?}: {reason}")]
+    Glob {
+        source_id: String,
+        pattern: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("cannot start thread {name}: {source}")]
+    Spawn {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stage threads still running after {timeout_ms} ms: {stages}")]
+    ShutdownTimeout { timeout_ms: u128, stages: String },
+    #[error("stage thread {name} panicked")]
+    Panicked { name: String },
+}
+
+/// Counters of every stage, readable while the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct PipelineMetrics {
+    pub sources: Vec<Arc<SourceMetrics>>,
+    pub dispatcher: Arc<DispatcherMetrics>,
+    pub sinks: Vec<Arc<SinkMetrics>>,
+}
+
+/// A running pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    threads: Vec<(String, JoinHandle<()>)>,
+    stop: Arc<AtomicBool>,
+    source_wakers: Vec<Waker>,
+    metrics: PipelineMetrics,
+    symbols: Arc<SymbolTable>,
+}
+
+/// One source's files before its thread starts.
+struct PlannedSource {
+    id: String,
+    settings: FileSourceSettings,
+    files: Vec<(PathBuf, StreamId)>,
+}
+
+impl Pipeline {
+    /// Builds and starts every stage.
+    pub fn start(config: &Config) -> Result<Pipeline, PipelineError> {
+        let mut symbols = SymbolTableBuilder::new();
+        let mut streams: Vec<LabelSet> = Vec::new();
+        let mut planned = Vec::new();
+        for (id, source) in &config.sources {
+            let SourceConfig::File(file_config) = source;
+            planned.push(plan_file_source(
+                id,
+                file_config,
+                &mut symbols,
+                &mut streams,
+            )?);
+        }
+        let symbols = symbols.freeze();
+        let streams: Arc<[LabelSet]> = streams.into();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut cores = CorePlan::new(config.daemon.pin_threads);
+        let mut threads = Vec::new();
+
+        let dispatcher_waker = Waker::new();
+        let in_flight = config.dispatcher.batches_in_flight.get();
+        let buffer_bytes = config.dispatcher.batch_bytes.get() + config.dispatcher.batch_size.get();
+        let mut sink_ends = Vec::new();
+        let mut sink_metrics = Vec::new();
+        for (id, sink_config) in &config.sinks {
+            let (sink, sink_type) = build_sink(id, sink_config, &symbols, buffer_bytes)?;
+            let metrics = Arc::new(SinkMetrics {
+                id: id.clone(),
+                sink_type,
+                ..SinkMetrics::default()
+            });
+            let (batches_producer, batches_consumer) = RingBuffer::new(in_flight);
+            let (reports_producer, reports_consumer) = RingBuffer::new(in_flight);
+            let sink_waker = Waker::new();
+            let links = SinkLinks {
+                batches: batches_consumer,
+                reports: reports_producer,
+                dispatcher: dispatcher_waker.clone(),
+                own: sink_waker.clone(),
+            };
+            sink_ends.push(SinkEnd {
+                batches: batches_producer,
+                reports: reports_consumer,
+                sink: sink_waker,
+            });
+            let thread_metrics = Arc::clone(&metrics);
+            let core = cores.next_core();
+            let name = format!("sink-{id}");
+            threads.push(spawn(&name, move || {
+                pin_current("sink", core);
+                run_sink(sink, links, thread_metrics);
+            })?);
+            sink_metrics.push(metrics);
+        }
+
+        let chunk_count = config.dispatcher.source_chunks();
+        let mut source_ends = Vec::new();
+        let mut source_starts = Vec::new();
+        let mut source_metrics = Vec::new();
+        let mut source_wakers = Vec::new();
+        for plan in planned {
+            let (chunks_producer, chunks_consumer) = RingBuffer::new(chunk_count);
+            let (returns_producer, returns_consumer) = RingBuffer::new(chunk_count);
+            let source_waker = Waker::new();
+            source_ends.push(SourceEnd::new(
+                chunks_consumer,
+                returns_producer,
+                source_waker.clone(),
+            ));
+            let links = SourceLinks {
+                chunks: chunks_producer,
+                returns: returns_consumer,
+                dispatcher: dispatcher_waker.clone(),
+                own: source_waker.clone(),
+            };
+            let metrics = Arc::new(SourceMetrics {
+                id: plan.id.clone(),
+                ..SourceMetrics::default()
+            });
+            let pool = (0..chunk_count).map(|_| SourceChunk::new()).collect();
+            let source = FileSource::new(
+                plan.settings,
+                plan.files,
+                links,
+                pool,
+                Arc::clone(&stop),
+                Arc::clone(&metrics),
+            );
+            source_starts.push((plan.id, source));
+            source_metrics.push(metrics);
+            source_wakers.push(source_waker);
+        }
+
+        let dispatcher_metrics = Arc::new(DispatcherMetrics::default());
+        let settings = BatchSettings {
+            batch_size: config.dispatcher.batch_size.get(),
+            batch_bytes: config.dispatcher.batch_bytes.get(),
+            batch_timeout: Duration::from_millis(config.dispatcher.batch_timeout_ms.get()),
+        };
+        let arena_bytes = arena_capacity_bytes(settings.batch_size, settings.batch_bytes);
+        let arenas = (0..in_flight)
+            .map(|_| Bump::with_capacity(arena_bytes))
+            .collect();
+        let thread_metrics = Arc::clone(&dispatcher_metrics);
+        let core = cores.next_core();
+        // The dispatcher is built on its own thread: an open batch borrows
+        // its arena and is not `Send`, so the dispatcher never moves.
+        threads.push(spawn("dispatcher", move || {
+            pin_current("dispatcher", core);
+            Dispatcher::new(
+                settings,
+                source_ends,
+                sink_ends,
+                streams,
+                arenas,
+                dispatcher_waker,
+                thread_metrics,
+            )
+            .run();
+        })?);
+
+        for (id, source) in source_starts {
+            let core = cores.next_core();
+            threads.push(spawn(&format!("source-{id}"), move || {
+                pin_current("source", core);
+                source.run();
+            })?);
+        }
+
+        Ok(Pipeline {
+            threads,
+            stop,
+            source_wakers,
+            metrics: PipelineMetrics {
+                sources: source_metrics,
+                dispatcher: dispatcher_metrics,
+                sinks: sink_metrics,
+            },
+            symbols,
+        })
+    }
+
+    pub fn metrics(&self) -> &PipelineMetrics {
+        &self.metrics
+    }
+
+    pub fn symbols(&self) -> &Arc<SymbolTable> {
+        &self.symbols
+    }
+
+    /// Asks the sources to stop; the rest of the pipeline drains behind them.
+    pub fn request_stop(&self) {
+        // Release pairs with the sources' Acquire load of the flag.
+        self.stop.store(true, Ordering::Release);
+        for waker in &self.source_wakers {
+            waker.wake();
+        }
+    }
+
+    /// True when every stage thread has ended (for example after
+    /// `exit_on_eof`).
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(|(_, handle)| handle.is_finished())
+    }
+
+    /// Waits up to `timeout` for every thread to end.
+    pub fn join(self, timeout: Duration) -> Result<(), PipelineError> {
+        let deadline = Instant::now() + timeout;
+        while !self.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !self.is_finished() {
+            let stages: Vec<&str> = self
+                .threads
+                .iter()
+                .filter(|(_, handle)| !handle.is_finished())
+                .map(|(name, _)| name.as_str())
+                .collect();
+            return Err(PipelineError::ShutdownTimeout {
+                timeout_ms: timeout.as_millis(),
+                stages: stages.join(", "),
+            });
+        }
+        for (name, handle) in self.threads {
+            if handle.join().is_err() {
+                return Err(PipelineError::Panicked { name });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<(String, JoinHandle<()>), PipelineError> {
+    let handle = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(body)
+        .map_err(|source| PipelineError::Spawn {
+            name: name.to_string(),
+            source,
+        })?;
+    Ok((name.to_string(), handle))
+}
+
+/// Expands a file source's paths and registers one stream per file.
+fn plan_file_source(
+    id: &str,
+    config: &FileSourceConfig,
+    symbols: &mut SymbolTableBuilder,
+    streams: &mut Vec<LabelSet>,
+) -> Result<PlannedSource, PipelineError> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for pattern in &config.paths {
+        expand_pattern(id, pattern, &mut paths)?;
+    }
+    paths.sort();
+    paths.dedup();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let file_label = path.to_string_lossy().into_owned();
+        let pairs = config
+            .labels
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .chain([("source_id", id), ("file", file_label.as_str())]);
+        let stream = StreamId::try_from(streams.len()).expect("fewer than 4 billion files");
+        streams.push(symbols.label_set(pairs));
+        files.push((path, stream));
+    }
+    Ok(PlannedSource {
+        id: id.to_string(),
+        settings: FileSourceSettings {
+            start_at: config.start_at,
+            max_line_bytes: config.max_line_bytes,
+            poll_interval: Duration::from_millis(config.poll_interval_ms.get()),
+            exit_on_eof: config.exit_on_eof,
+        },
+        files,
+    })
+}
+
+/// A pattern with glob characters is expanded now; a plain path is kept
+/// even if the file does not exist yet (it is opened when it appears).
+fn expand_pattern(id: &str, pattern: &str, paths: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
+    if !pattern.contains(['*', '?', '[']) {
+        paths.push(PathBuf::from(pattern));
+        return Ok(());
+    }
+    let matches = glob::glob(pattern).map_err(|error| PipelineError::Glob {
+        source_id: id.to_string(),
+        pattern: pattern.to_string(),
+        reason: error.to_string(),
+    })?;
+    let before = paths.len();
+    paths.extend(matches.filter_map(Result::ok).filter(|path| path.is_file()));
+    if paths.len() == before {
+        tracing::warn!(source = id, pattern, "glob matches no file");
+    }
+    Ok(())
+}
+
+fn build_sink(
+    id: &str,
+    config: &SinkConfig,
+    symbols: &Arc<SymbolTable>,
+    buffer_bytes: usize,
+) -> Result<(Box<dyn Sink>, &'static str), PipelineError> {
+    Ok(match config {
+        SinkConfig::File(file) => {
+            let sink = open_file_sink(
+                id,
+                &file.path,
+                file.encoding,
+                Arc::clone(symbols),
+                buffer_bytes,
+            )?;
+            (Box::new(sink), "file")
+        }
+        SinkConfig::Stdout(stdout) => (
+            Box::new(stdout_sink(
+                id,
+                stdout.encoding,
+                Arc::clone(symbols),
+                buffer_bytes,
+            )),
+            "stdout",
+        ),
+        SinkConfig::Null(_) => (Box::new(NullSink::default()), "null"),
+    })
+}

@@ -1,0 +1,211 @@
+//! Turning entries into bytes: the `raw` and `json` encodings.
+//!
+//! `raw` writes the line as read and a `\n` only when the input had one
+//! there, so a file sink reproduces its input byte for byte, including the
+//! pieces of over-long lines and a last line without newline.
+//!
+//! `json` writes one object per line:
+//! `{"timestamp":"2026-11-26T23:58:42.123456789Z","message":"...","labels":{"file":"/var/log/a.log"}}`.
+//! Bytes that are not UTF-8 become U+FFFD, as in `String::from_utf8_lossy`.
+//! Encoding appends to a caller's buffer and allocates nothing once the
+//! buffer has grown to a batch.
+
+use crate::batch::Entry;
+use crate::config::Encoding;
+use crate::labels::SymbolTable;
+
+/// Appends one entry in `encoding` to `out`.
+pub fn encode_entry(
+    out: &mut Vec<u8>,
+    entry: &Entry<'_>,
+    encoding: Encoding,
+    symbols: &SymbolTable,
+) {
+    match encoding {
+        Encoding::Raw => encode_raw(out, entry),
+        Encoding::Json => encode_json(out, entry, symbols),
+    }
+}
+
+fn encode_raw(out: &mut Vec<u8>, entry: &Entry<'_>) {
+    out.extend_from_slice(entry.line);
+    if entry.terminated {
+        out.push(b'\n');
+    }
+}
+
+fn encode_json(out: &mut Vec<u8>, entry: &Entry<'_>, symbols: &SymbolTable) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    write_rfc3339_nanos(out, entry.timestamp_ns);
+    out.extend_from_slice(b"\",\"message\":");
+    write_json_string(out, entry.line);
+    out.extend_from_slice(b",\"labels\":{");
+    for (index, &(key, value)) in entry.labels.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, symbols.resolve(key).as_bytes());
+        out.push(b':');
+        write_json_string(out, symbols.resolve(value).as_bytes());
+    }
+    out.extend_from_slice(b"}}\n");
+}
+
+/// Writes `bytes` as a quoted JSON string, replacing invalid UTF-8.
+pub fn write_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for chunk in bytes.utf8_chunks() {
+        write_escaped(out, chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+    out.push(b'"');
+}
+
+fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    let mut start = 0;
+    for (index, &byte) in text.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&text[start..index]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = index + 1;
+    }
+    out.extend_from_slice(&text[start..]);
+}
+
+/// Writes nanoseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+pub fn write_rfc3339_nanos(out: &mut Vec<u8>, timestamp_ns: u64) {
+    let seconds = timestamp_ns / 1_000_000_000;
+    let nanos = timestamp_ns % 1_000_000_000;
+    let days = seconds / 86_400;
+    let second_of_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    write_digits(out, year, 4);
+    out.push(b'-');
+    write_digits(out, month, 2);
+    out.push(b'-');
+    write_digits(out, day, 2);
+    out.push(b'T');
+    write_digits(out, second_of_day / 3600, 2);
+    out.push(b':');
+    write_digits(out, second_of_day / 60 % 60, 2);
+    out.push(b':');
+    write_digits(out, second_of_day % 60, 2);
+    out.push(b'.');
+    write_digits(out, nanos, 9);
+    out.push(b'Z');
+}
+
+fn write_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    for slot in digits[..width].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's
+/// `civil_from_days`, for dates from 1970 on.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::SymbolTableBuilder;
+
+    fn rfc3339(timestamp_ns: u64) -> String {
+        let mut out = Vec::new();
+        write_rfc3339_nanos(&mut out, timestamp_ns);
+        String::from_utf8(out).expect("ascii")
+    }
+
+    #[test]
+    fn timestamps_at_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+        assert_eq!(
+            rfc3339(1_795_737_599_999_999_999),
+            "2026-11-26T23:59:59.999999999Z"
+        );
+        assert_eq!(
+            rfc3339(4_107_542_400_000_000_000),
+            "2100-03-01T00:00:00.000000000Z"
+        );
+    }
+
+    #[test]
+    fn json_is_valid_and_lossy_for_bad_utf8() {
+        let mut builder = SymbolTableBuilder::new();
+        let labels = builder.label_set([("service", "a\"b"), ("file", "/x")]);
+        let symbols = builder.freeze();
+        let entry = Entry {
+            line: b"tab\there \x01 quote\" back\\ \xff end",
+            labels: &labels,
+            timestamp_ns: 1,
+            terminated: true,
+        };
+        let mut out = Vec::new();
+        encode_entry(&mut out, &entry, Encoding::Json, &symbols);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(
+            value["message"],
+            "tab\there \u{1} quote\" back\\ \u{FFFD} end"
+        );
+        assert_eq!(value["labels"]["service"], "a\"b");
+        assert_eq!(value["labels"]["file"], "/x");
+        assert_eq!(value["timestamp"], "1970-01-01T00:00:00.000000001Z");
+    }
+
+    #[test]
+    fn raw_writes_newline_only_when_terminated() {
+        let symbols = SymbolTableBuilder::new().freeze();
+        let mut out = Vec::new();
+        for (line, terminated) in [(&b"a"[..], true), (b"b", false), (b"c", true)] {
+            let entry = Entry {
+                line,
+                labels: &[],
+                timestamp_ns: 0,
+                terminated,
+            };
+            encode_entry(&mut out, &entry, Encoding::Raw, &symbols);
+        }
+        assert_eq!(out, b"a\nbc\n");
+    }
+}

@@ -1,0 +1,114 @@
+//! `type = "file"`: appends encoded batches to one file; and the writer
+//! shared with `stdout`.
+//!
+//! A batch is encoded into one reused buffer and written with one
+//! `write_all`, so a batch costs one system call. The buffer starts at the
+//! size of a full batch; a batch with a very long line grows it, and it is
+//! shrunk back afterwards so that one long line does not pin memory.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::batch::SealedBatch;
+use crate::config::Encoding;
+use crate::labels::SymbolTable;
+use crate::sink::encode::encode_entry;
+use crate::sink::{Sink, SinkError};
+
+/// Encodes batches into a buffer and writes them to `W`.
+#[derive(Debug)]
+pub struct WriterSink<W: Write + Send> {
+    id: String,
+    target: String,
+    writer: W,
+    encoding: Encoding,
+    symbols: Arc<SymbolTable>,
+    buffer: Vec<u8>,
+    buffer_bytes_initial: usize,
+    bytes_last: usize,
+}
+
+impl<W: Write + Send> WriterSink<W> {
+    /// `target` names the destination in error messages.
+    pub fn new(
+        id: &str,
+        target: String,
+        writer: W,
+        encoding: Encoding,
+        symbols: Arc<SymbolTable>,
+        buffer_bytes: usize,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            target,
+            writer,
+            encoding,
+            symbols,
+            buffer: Vec::with_capacity(buffer_bytes),
+            buffer_bytes_initial: buffer_bytes,
+            bytes_last: 0,
+        }
+    }
+
+    fn write_error(&self, source: std::io::Error) -> SinkError {
+        SinkError::Write {
+            sink: self.id.clone(),
+            target: self.target.clone(),
+            source,
+        }
+    }
+}
+
+impl<W: Write + Send> Sink for WriterSink<W> {
+    fn deliver(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
+        self.buffer.clear();
+        for entry in batch.entries() {
+            encode_entry(&mut self.buffer, entry, self.encoding, &self.symbols);
+        }
+        let written = self.writer.write_all(&self.buffer);
+        self.bytes_last = self.buffer.len();
+        if self.buffer.capacity() > 8 * self.buffer_bytes_initial {
+            self.buffer = Vec::with_capacity(self.buffer_bytes_initial);
+        }
+        written.map_err(|source| self.write_error(source))
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.writer
+            .flush()
+            .map_err(|source| self.write_error(source))
+    }
+
+    fn bytes_written_last(&self) -> usize {
+        self.bytes_last
+    }
+}
+
+/// Opens `path` for appending, creating it if needed.
+pub fn open_file_sink(
+    id: &str,
+    path: &Path,
+    encoding: Encoding,
+    symbols: Arc<SymbolTable>,
+    buffer_bytes: usize,
+) -> Result<WriterSink<File>, SinkError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| SinkError::Open {
+            sink: id.to_string(),
+            target: path.display().to_string(),
+            source,
+        })?;
+    Ok(WriterSink::new(
+        id,
+        path.display().to_string(),
+        file,
+        encoding,
+        symbols,
+        buffer_bytes,
+    ))
+}

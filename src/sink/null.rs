@@ -1,0 +1,25 @@
+//! `type = "null"`: accepts every batch and drops it. For benchmarks: it
+//! measures everything but the output.
+
+use crate::batch::SealedBatch;
+use crate::sink::{Sink, SinkError};
+
+#[derive(Debug, Default)]
+pub struct NullSink {
+    bytes_last: usize,
+}
+
+impl Sink for NullSink {
+    fn deliver(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
+        self.bytes_last = batch.bytes();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn bytes_written_last(&self) -> usize {
+        self.bytes_last
+    }
+}

@@ -1,0 +1,25 @@
+//! `type = "stdout"`: writes encoded batches to standard output, one
+//! `write_all` per batch.
+
+use std::io::Stdout;
+use std::sync::Arc;
+
+use crate::config::Encoding;
+use crate::labels::SymbolTable;
+use crate::sink::file::WriterSink;
+
+pub fn stdout_sink(
+    id: &str,
+    encoding: Encoding,
+    symbols: Arc<SymbolTable>,
+    buffer_bytes: usize,
+) -> WriterSink<Stdout> {
+    WriterSink::new(
+        id,
+        "standard output".to_string(),
+        std::io::stdout(),
+        encoding,
+        symbols,
+        buffer_bytes,
+    )
+}

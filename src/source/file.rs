@@ -1,0 +1,362 @@
+//! The file source: one thread that follows a list of files as they grow.
+//!
+//! Each round, the thread reads every file it follows, up to
+//! [`READS_PER_FILE_MAX`] chunks per file so that one busy file does not
+//! starve the others. A read goes straight into a pooled [`SourceChunk`]
+//! after the file's carried-over partial line; the chunk is split into lines
+//! and pushed to the dispatcher. When a round finds nothing new the thread
+//! parks for `poll_interval_ms`, so an idle source costs nothing.
+//!
+//! At end of file the source checks whether the path now names another file
+//! (rotation: the old file's last partial line is emitted, then the new file
+//! is read from its start) or whether the file shrank below the read
+//! position (truncation: reading restarts at 0). Both are counted.
+//!
+//! At shutdown, or at end of input with `exit_on_eof`, the partial last line
+//! of each file is emitted unterminated, so that nothing read is lost.
+//!
+//! Limits: the chunk pool (from `queue_capacity`) bounds what the source
+//! holds; a file's carried-over tail is at most `max_line_bytes` plus one
+//! chunk of complete lines that did not fit a full span table.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rtrb::{Consumer, Producer};
+
+use crate::config::StartAt;
+use crate::limits;
+use crate::metrics::SourceMetrics;
+use crate::source::{SourceChunk, StreamId};
+use crate::wake::{self, Waker};
+
+/// Chunks read from one file before the next file gets its turn.
+pub const READS_PER_FILE_MAX: usize = 8;
+
+/// Settings of one file source, from its config table.
+#[derive(Debug, Clone)]
+pub struct FileSourceSettings {
+    pub start_at: StartAt,
+    pub max_line_bytes: usize,
+    pub poll_interval: Duration,
+    pub exit_on_eof: bool,
+}
+
+/// The rings and wake-ups of one source thread.
+#[derive(Debug)]
+pub struct SourceLinks {
+    /// Filled chunks to the dispatcher.
+    pub chunks: Producer<SourceChunk>,
+    /// Empty chunks back from the dispatcher.
+    pub returns: Consumer<SourceChunk>,
+    pub dispatcher: Waker,
+    pub own: Waker,
+}
+
+/// One followed path and where reading stands in it.
+#[derive(Debug)]
+struct FollowedFile {
+    path: PathBuf,
+    stream: StreamId,
+    file: Option<File>,
+    /// Device and inode of the open file, to notice rotation.
+    identity: (u64, u64),
+    /// Bytes read from the open file.
+    offset: u64,
+    /// Bytes read but not yet part of a line: a partial last line.
+    pending: Vec<u8>,
+    at_eof: bool,
+    /// Whether the first open (which honours `start_at`) has happened.
+    opened_before: bool,
+    missing_reported: bool,
+}
+
+/// What one read produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadStep {
+    Progress,
+    EndOfFile,
+    /// No chunk could be had (stopping, or the dispatcher is gone).
+    NoChunk,
+}
+
+/// A file source thread's state.
+#[derive(Debug)]
+pub struct FileSource {
+    settings: FileSourceSettings,
+    files: Vec<FollowedFile>,
+    links: SourceLinks,
+    /// Empty chunks this thread holds; at most the pool size.
+    spare: Vec<SourceChunk>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl FileSource {
+    /// `files` pairs each path with its stream; `chunks` is the pool, which
+    /// the source owns until it pushes a chunk.
+    pub fn new(
+        settings: FileSourceSettings,
+        files: Vec<(PathBuf, StreamId)>,
+        links: SourceLinks,
+        chunks: Vec<SourceChunk>,
+        stop: Arc<AtomicBool>,
+        metrics: Arc<SourceMetrics>,
+    ) -> Self {
+        assert!(
+            links.chunks.buffer().capacity() >= chunks.len(),
+            "the ring holds the whole pool"
+        );
+        let files = files
+            .into_iter()
+            .map(|(path, stream)| FollowedFile {
+                path,
+                stream,
+                file: None,
+                identity: (0, 0),
+                offset: 0,
+                pending: Vec::with_capacity(4096),
+                at_eof: false,
+                opened_before: false,
+                missing_reported: false,
+            })
+            .collect();
+        Self {
+            settings,
+            files,
+            links,
+            spare: chunks,
+            stop,
+            metrics,
+        }
+    }
+
+    /// The thread body. Returns when stopped, or at end of input with
+    /// `exit_on_eof`; the dispatcher sees the ring abandoned afterwards.
+    pub fn run(mut self) {
+        self.links.own.register_current();
+        // Acquire pairs with the Release store of the shutdown path, so a
+        // stop seen here is a stop requested before.
+        while !self.stop.load(Ordering::Acquire) {
+            let mut progressed = false;
+            for index in 0..self.files.len() {
+                progressed |= self.poll_file(index);
+            }
+            if self.settings.exit_on_eof && self.files.iter().all(|file| file.at_eof) {
+                break;
+            }
+            if !progressed {
+                wake::park(self.settings.poll_interval);
+            }
+        }
+        for index in 0..self.files.len() {
+            self.emit_pending(index);
+        }
+    }
+
+    /// Reads what is new in one file. True if lines were produced.
+    fn poll_file(&mut self, index: usize) -> bool {
+        if self.files[index].file.is_none() && !self.open(index) {
+            // A missing file counts as finished for `exit_on_eof`.
+            self.files[index].at_eof = true;
+            return false;
+        }
+        let mut progressed = false;
+        for _ in 0..READS_PER_FILE_MAX {
+            match self.read_once(index) {
+                Ok(ReadStep::Progress) => {
+                    self.files[index].at_eof = false;
+                    progressed = true;
+                }
+                Ok(ReadStep::EndOfFile) => {
+                    self.files[index].at_eof = true;
+                    self.check_moved(index);
+                    break;
+                }
+                Ok(ReadStep::NoChunk) => break,
+                Err(error) => {
+                    self.metrics.read_errors.add(1);
+                    tracing::warn!(source = %self.metrics.id, path = %self.files[index].path.display(), %error, "read failed; reopening");
+                    self.close(index);
+                    break;
+                }
+            }
+        }
+        progressed
+    }
+
+    fn open(&mut self, index: usize) -> bool {
+        let file = &mut self.files[index];
+        let opened = File::open(&file.path).and_then(|mut handle| {
+            let metadata = handle.metadata()?;
+            let offset = match (file.opened_before, self.settings.start_at) {
+                (false, StartAt::End) => handle.seek(SeekFrom::End(0))?,
+                _ => 0,
+            };
+            Ok((handle, (metadata.dev(), metadata.ino()), offset))
+        });
+        match opened {
+            Ok((handle, identity, offset)) => {
+                file.file = Some(handle);
+                file.identity = identity;
+                file.offset = offset;
+                file.opened_before = true;
+                file.missing_reported = false;
+                file.at_eof = false;
+                self.metrics
+                    .files_open
+                    .set(self.metrics.files_open.get() + 1);
+                true
+            }
+            Err(error) => {
+                if !file.missing_reported {
+                    tracing::warn!(source = %self.metrics.id, path = %file.path.display(), %error, "cannot open file; will retry");
+                    file.missing_reported = true;
+                }
+                false
+            }
+        }
+    }
+
+    fn close(&mut self, index: usize) {
+        if self.files[index].file.take().is_some() {
+            self.metrics
+                .files_open
+                .set(self.metrics.files_open.get().saturating_sub(1));
+        }
+    }
+
+    /// One read into a fresh chunk after the carried-over tail.
+    fn read_once(&mut self, index: usize) -> std::io::Result<ReadStep> {
+        let Some(mut chunk) = self.take_chunk(false) else {
+            return Ok(ReadStep::NoChunk);
+        };
+        let file = &mut self.files[index];
+        chunk.reset(file.stream, now_ns());
+        chunk.append(&file.pending);
+        file.pending.clear();
+        let handle = file
+            .file
+            .as_mut()
+            .expect("read_once is called on open files");
+        let read = handle.read(chunk.spare_mut(limits::READ_BYTES_MIN));
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                file.pending.extend_from_slice(chunk.filled());
+                self.spare.push(chunk);
+                return Err(error);
+            }
+        };
+        chunk.commit_read(bytes);
+        file.offset += bytes as u64;
+        self.metrics.bytes_read.add(bytes as u64);
+        let outcome = chunk.split(self.settings.max_line_bytes, false);
+        file.pending.extend_from_slice(chunk.tail(outcome.consumed));
+        self.metrics.lines_split.add(outcome.pieces_split);
+        let has_lines = !chunk.lines().is_empty();
+        self.hand_on(chunk);
+        Ok(if bytes == 0 && !has_lines {
+            ReadStep::EndOfFile
+        } else {
+            ReadStep::Progress
+        })
+    }
+
+    /// Pushes a chunk with lines to the dispatcher, or keeps an empty one.
+    fn hand_on(&mut self, chunk: SourceChunk) {
+        let lines = chunk.lines().len() as u64;
+        if lines == 0 {
+            self.spare.push(chunk);
+            return;
+        }
+        let pushed = self.links.chunks.push(chunk);
+        assert!(pushed.is_ok(), "the ring holds the whole chunk pool");
+        self.metrics.lines_read.add(lines);
+        self.links.dispatcher.wake();
+    }
+
+    /// An empty chunk from the local spares or from the dispatcher. Waits
+    /// while the dispatcher holds them all: the file is the buffer. Gives up
+    /// when the dispatcher is gone, or when stopping unless `while_stopping`.
+    fn take_chunk(&mut self, while_stopping: bool) -> Option<SourceChunk> {
+        loop {
+            if let Some(chunk) = self.spare.pop() {
+                return Some(chunk);
+            }
+            if let Ok(chunk) = self.links.returns.pop() {
+                return Some(chunk);
+            }
+            if self.links.returns.is_abandoned() {
+                return None;
+            }
+            if !while_stopping && self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
+        }
+    }
+
+    /// Emits a file's carried-over bytes as final lines (unterminated tail).
+    fn emit_pending(&mut self, index: usize) {
+        while !self.files[index].pending.is_empty() {
+            let Some(mut chunk) = self.take_chunk(true) else {
+                tracing::error!(source = %self.metrics.id, path = %self.files[index].path.display(), bytes = self.files[index].pending.len(), "dispatcher gone; last partial line not delivered");
+                return;
+            };
+            let file = &mut self.files[index];
+            chunk.reset(file.stream, now_ns());
+            chunk.append(&file.pending);
+            file.pending.clear();
+            let outcome = chunk.split(self.settings.max_line_bytes, true);
+            file.pending.extend_from_slice(chunk.tail(outcome.consumed));
+            self.metrics.lines_split.add(outcome.pieces_split);
+            self.hand_on(chunk);
+        }
+    }
+
+    /// At end of file: has the path been rotated to a new file, or the file
+    /// truncated below our position?
+    fn check_moved(&mut self, index: usize) {
+        let file = &self.files[index];
+        let Ok(path_metadata) = std::fs::metadata(&file.path) else {
+            return;
+        };
+        if (path_metadata.dev(), path_metadata.ino()) != file.identity {
+            self.metrics.rotations.add(1);
+            tracing::info!(source = %self.metrics.id, path = %file.path.display(), "file rotated; following the new file");
+            self.emit_pending(index);
+            self.close(index);
+            if self.open(index) && self.settings.exit_on_eof {
+                self.files[index].at_eof = false;
+            }
+            return;
+        }
+        if path_metadata.len() < file.offset {
+            self.metrics.truncations.add(1);
+            tracing::warn!(source = %self.metrics.id, path = %file.path.display(), offset = file.offset, length = path_metadata.len(), "file truncated; reading from its start");
+            self.emit_pending(index);
+            let file = &mut self.files[index];
+            if let Some(handle) = file.file.as_mut()
+                && handle.seek(SeekFrom::Start(0)).is_ok()
+            {
+                file.offset = 0;
+                file.at_eof = false;
+            }
+        }
+    }
+}
+
+/// Wall-clock now, nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        })
+}
