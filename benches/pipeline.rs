@@ -24,7 +24,8 @@ fn bench_pipeline(criterion: &mut Criterion) {
         "[daemon]\npin_threads = true\n[sources.app]\ntype = \"file\"\npaths = [\"{}\"]\nexit_on_eof = true\n[sinks.drop]\ntype = \"null\"\n",
         input.display()
     );
-    let config = Config::from_toml(&text, std::path::Path::new("bench.toml")).expect("valid config");
+    let config =
+        Config::from_toml(&text, std::path::Path::new("bench.toml")).expect("valid config");
     let mut group = criterion.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(LINES));
     group.bench_function("file_to_null_500k_lines", |bencher| {

@@ -29,7 +29,9 @@ fn round_trip() {
                     Ok(chunk) => {
                         received += 1;
                         black_box(chunk.lines().len());
-                        back_producer.push(chunk).expect("return ring holds the pool");
+                        back_producer
+                            .push(chunk)
+                            .expect("return ring holds the pool");
                         producer_waker.wake();
                     }
                     Err(_) => park(Duration::from_millis(1)),

@@ -178,6 +178,13 @@ impl Dispatcher {
             self.in_flight.len(),
             "every arena is back at the end"
         );
+        // Drop the rings before the wake-ups, so that each sink sees its ring
+        // abandoned at once instead of at its next park timeout.
+        let sinks: Vec<Waker> = self.sinks.iter().map(|sink| sink.sink.clone()).collect();
+        drop(self);
+        for sink in sinks {
+            sink.wake();
+        }
     }
 
     fn park_timeout(&self) -> Duration {

@@ -157,6 +157,11 @@ impl FileSource {
         for index in 0..self.files.len() {
             self.emit_pending(index);
         }
+        // Drop the ring before the wake-up, so that the dispatcher sees it
+        // abandoned at once instead of at its next park timeout.
+        let dispatcher = self.links.dispatcher.clone();
+        drop(self);
+        dispatcher.wake();
     }
 
     /// Reads what is new in one file. True if lines were produced.
