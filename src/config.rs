@@ -231,9 +231,97 @@ pub enum Encoding {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
+    Kafka(KafkaSinkConfig),
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
     Null(NullSinkConfig),
+}
+
+/// `type = "kafka"`: produce every entry as one message to a topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers: `"host:port,host:port"` or a list of `"host:port"`.
+    #[serde(deserialize_with = "broker_list")]
+    pub brokers: String,
+    #[serde(deserialize_with = "topic_name")]
+    pub topic: String,
+    /// Name of a label whose value becomes the message key.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default = "default_kafka_encoding")]
+    pub encoding: Encoding,
+    /// librdkafka properties, passed through (see `sink::kafka::config` for
+    /// the defaults this sink sets).
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, PropertyValue>,
+    /// How often an open circuit breaker asks the cluster for metadata to
+    /// find out whether it answers again.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: NonZeroU64,
+}
+
+/// A librdkafka property value: TOML strings, integers, floats and booleans
+/// are all passed as their text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+impl std::fmt::Display for PropertyValue {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PropertyValue::Text(text) => formatter.write_str(text),
+            PropertyValue::Integer(value) => write!(formatter, "{value}"),
+            PropertyValue::Float(value) => write!(formatter, "{value}"),
+            PropertyValue::Boolean(value) => write!(formatter, "{value}"),
+        }
+    }
+}
+
+fn default_kafka_encoding() -> Encoding {
+    Encoding::Json
+}
+
+fn default_probe_interval_ms() -> NonZeroU64 {
+    NonZeroU64::new(1000).expect("not zero")
+}
+
+fn broker_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Brokers {
+        Joined(String),
+        List(Vec<String>),
+    }
+    let brokers = match Brokers::deserialize(deserializer)? {
+        Brokers::Joined(text) => text
+            .split(',')
+            .map(|broker| broker.trim().to_string())
+            .collect::<Vec<_>>(),
+        Brokers::List(list) => list,
+    };
+    if brokers.is_empty() || brokers.iter().any(|broker| broker.trim().is_empty()) {
+        return Err(serde::de::Error::custom(
+            "`brokers` must list at least one \"host:port\" and no empty entry",
+        ));
+    }
+    Ok(brokers.join(","))
+}
+
+fn topic_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let topic = String::deserialize(deserializer)?;
+    let valid_byte = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
+    if topic.is_empty() || topic.len() > 249 || !topic.bytes().all(valid_byte) {
+        return Err(serde::de::Error::custom(format!(
+            "`topic` {topic:?} is not a Kafka topic name (1 to 249 characters of [A-Za-z0-9._-])"
+        )));
+    }
+    Ok(topic)
 }
 
 /// `type = "file"`: append to one file.
@@ -298,6 +386,17 @@ impl Config {
         }
         if self.sinks.is_empty() {
             return Err(invalid("sinks", "at least one sink is required"));
+        }
+        for (id, sink) in &self.sinks {
+            if let SinkConfig::Kafka(kafka) = sink {
+                crate::sink::kafka::config::client_config(kafka, 1).map_err(|error| {
+                    ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        key: format!("sinks.{id}.{}", error.key()),
+                        reason: error.to_string(),
+                    }
+                })?;
+            }
         }
         for id in self.sources.keys().chain(self.sinks.keys()) {
             if id.is_empty() || id.len() > 64 || !id.bytes().all(is_id_byte) {

@@ -82,6 +82,8 @@ pub struct SinkEnd {
     pub batches: Producer<Arc<SealedBatch>>,
     pub reports: Consumer<SinkReport>,
     pub sink: Waker,
+    /// The entries this sink failed, per slot (read after a `Failed` report).
+    pub failures: Arc<crate::sink::FailureTable>,
 }
 
 /// A sealed batch waiting for reports.
@@ -205,10 +207,18 @@ impl Dispatcher {
             while let Ok(report) = self.sinks[sink_index].reports.pop() {
                 progressed = true;
                 let slot = report.batch.slot();
-                if let Outcome::Failed { retryable } = report.outcome {
+                if let Outcome::Failed {
+                    retryable,
+                    entries_failed,
+                } = report.outcome
+                {
+                    // The retry wheel will take the failed entries (from the
+                    // sink's failure table); until then the sink counts them
+                    // and they are logged here.
                     tracing::debug!(
                         sink_index,
                         retryable,
+                        entries_failed,
                         sequence = report.batch.sequence(),
                         "batch failed at a sink"
                     );

@@ -74,6 +74,11 @@ pub struct SymbolTable {
 }
 
 impl SymbolTable {
+    /// The symbol of a string, if it was interned.
+    pub fn get(&self, text: &str) -> Option<Symbol> {
+        self.interner.get(text)
+    }
+
     /// The string of a symbol. Every symbol in a label set came from this
     /// table's builder, so a miss is a bug.
     pub fn resolve(&self, symbol: Symbol) -> &str {

@@ -38,6 +38,19 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Run librdkafka's mock Kafka cluster on loopback until SIGTERM, for
+    /// trying the daemon (and clients such as kcat) without a Kafka
+    /// installation. Prints `bootstrap: 127.0.0.1:PORT` as its first line.
+    /// SIGUSR1 takes every broker down, SIGUSR2 brings them back.
+    KafkaMock {
+        /// A topic to create, as NAME or NAME:PARTITIONS (default 4
+        /// partitions). Repeatable.
+        #[arg(long = "topic", value_name = "NAME[:PARTITIONS]")]
+        topics: Vec<String>,
+        /// Number of brokers in the cluster.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
+        brokers: i32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::KafkaMock { topics, brokers } => kafka_mock(&topics, brokers),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,4 +136,87 @@ fn log_summary(metrics: &PipelineMetrics, elapsed: Duration) {
     for sink in &metrics.sinks {
         tracing::info!(sink = %sink.id, sink_type = sink.sink_type, lines_sent = sink.lines_sent.get(), lines_failed = sink.lines_failed.get(), "sink summary");
     }
+}
+
+/// Parses `NAME[:PARTITIONS]`.
+fn parse_topic(spec: &str) -> anyhow::Result<(String, i32)> {
+    let (name, partitions) = match spec.split_once(':') {
+        Some((name, partitions)) => {
+            let partitions: i32 = partitions
+                .parse()
+                .ok()
+                .filter(|count| (1..=10_000).contains(count))
+                .with_context(|| {
+                    format!("--topic {spec:?}: PARTITIONS must be a number from 1 to 10000")
+                })?;
+            (name, partitions)
+        }
+        None => (spec, 4),
+    };
+    anyhow::ensure!(
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')),
+        "--topic {spec:?}: NAME must be 1 or more characters of [A-Za-z0-9._-]"
+    );
+    Ok((name.to_string(), partitions))
+}
+
+fn kafka_mock(topics: &[String], brokers: i32) -> anyhow::Result<()> {
+    use std::io::Write;
+    let topics: Vec<(String, i32)> = topics
+        .iter()
+        .map(|spec| parse_topic(spec))
+        .collect::<anyhow::Result<_>>()?;
+    let terminate = Arc::new(AtomicBool::new(false));
+    let down = Arc::new(AtomicBool::new(false));
+    let up = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [
+        (signal_hook::consts::SIGTERM, &terminate),
+        (signal_hook::consts::SIGINT, &terminate),
+        (signal_hook::consts::SIGUSR1, &down),
+        (signal_hook::consts::SIGUSR2, &up),
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(flag))
+            .with_context(|| format!("cannot install handler for signal {signal}"))?;
+    }
+    // The mock cluster is not `Send`: it is created, used and dropped here.
+    let cluster = rdkafka::mocking::MockCluster::new(brokers)
+        .context("cannot start the mock Kafka cluster")?;
+    for (name, partitions) in &topics {
+        cluster
+            .create_topic(name, *partitions, 1)
+            .with_context(|| format!("cannot create topic {name} with {partitions} partitions"))?;
+    }
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "bootstrap: {}", cluster.bootstrap_servers())?;
+    for (name, partitions) in &topics {
+        writeln!(stdout, "topic: {name} partitions={partitions}")?;
+    }
+    stdout.flush()?;
+    while !terminate.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        for (flag, going_down) in [(&down, true), (&up, false)] {
+            if !flag.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            for broker in 1..=brokers {
+                let result = if going_down {
+                    cluster.broker_down(broker)
+                } else {
+                    cluster.broker_up(broker)
+                };
+                result
+                    .with_context(|| format!("cannot change the state of mock broker {broker}"))?;
+            }
+            writeln!(
+                stdout,
+                "brokers: {}",
+                if going_down { "down" } else { "up" }
+            )?;
+            stdout.flush()?;
+        }
+    }
+    Ok(())
 }

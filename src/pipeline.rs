@@ -29,9 +29,11 @@ use crate::labels::{LabelSet, SymbolTable, SymbolTableBuilder};
 use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics};
 use crate::pin::{CorePlan, pin_current};
 use crate::sink::file::open_file_sink;
+use crate::sink::kafka::sink::{KafkaCreateError, KafkaSinkOptions};
+use crate::sink::kafka::{KafkaMetrics, KafkaSink};
 use crate::sink::null::NullSink;
 use crate::sink::stdout::stdout_sink;
-use crate::sink::{Sink, SinkError, SinkLinks, run_sink};
+use crate::sink::{FailureTable, Sink, SinkError, SinkLinks, run_sink};
 use crate::source::file::{FileSource, FileSourceSettings, SourceLinks};
 use crate::source::{SourceChunk, StreamId};
 use crate::wake::Waker;
@@ -47,6 +49,14 @@ pub enum PipelineError {
     },
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaCreateError),
+    #[error("sink {sink}: {source}")]
+    KafkaConfig {
+        sink: String,
+        #[source]
+        source: crate::sink::kafka::config::KafkaConfigError,
+    },
     #[error("cannot start thread {name}: {source}")]
     Spawn {
         name: String,
@@ -65,6 +75,10 @@ pub struct PipelineMetrics {
     pub sources: Vec<Arc<SourceMetrics>>,
     pub dispatcher: Arc<DispatcherMetrics>,
     pub sinks: Vec<Arc<SinkMetrics>>,
+    /// Kafka-specific counters, by sink id.
+    pub kafka: Vec<(String, Arc<KafkaMetrics>)>,
+    /// Failed entries per batch slot, one table per sink, in `sinks` order.
+    pub failures: Vec<Arc<FailureTable>>,
 }
 
 /// A running pipeline.
@@ -107,11 +121,19 @@ impl Pipeline {
 
         let dispatcher_waker = Waker::new();
         let in_flight = config.dispatcher.batches_in_flight.get();
-        let buffer_bytes = config.dispatcher.batch_bytes.get() + config.dispatcher.batch_size.get();
         let mut sink_ends = Vec::new();
         let mut sink_metrics = Vec::new();
+        let mut kafka_metrics = Vec::new();
+        let mut failure_tables = Vec::new();
         for (id, sink_config) in &config.sinks {
-            let (sink, sink_type) = build_sink(id, sink_config, &symbols, buffer_bytes)?;
+            let failures = Arc::new(FailureTable::new(
+                in_flight,
+                config.dispatcher.batch_size.get(),
+            ));
+            let (body, sink_type) = build_sink(id, sink_config, config, &symbols, &failures)?;
+            if let SinkBody::Kafka(kafka) = &body {
+                kafka_metrics.push((id.clone(), kafka.metrics()));
+            }
             let metrics = Arc::new(SinkMetrics {
                 id: id.clone(),
                 sink_type,
@@ -125,20 +147,26 @@ impl Pipeline {
                 reports: reports_producer,
                 dispatcher: dispatcher_waker.clone(),
                 own: sink_waker.clone(),
+                failures: Arc::clone(&failures),
             };
             sink_ends.push(SinkEnd {
                 batches: batches_producer,
                 reports: reports_consumer,
                 sink: sink_waker,
+                failures: Arc::clone(&failures),
             });
             let thread_metrics = Arc::clone(&metrics);
             let core = cores.next_core();
             let name = format!("sink-{id}");
             threads.push(spawn(&name, move || {
                 pin_current("sink", core);
-                run_sink(sink, links, thread_metrics);
+                match body {
+                    SinkBody::Writer(sink) => run_sink(sink, links, thread_metrics),
+                    SinkBody::Kafka(sink) => sink.run(links, thread_metrics),
+                }
             })?);
             sink_metrics.push(metrics);
+            failure_tables.push(failures);
         }
 
         let chunk_count = config.dispatcher.source_chunks();
@@ -223,6 +251,8 @@ impl Pipeline {
                 sources: source_metrics,
                 dispatcher: dispatcher_metrics,
                 sinks: sink_metrics,
+                kafka: kafka_metrics,
+                failures: failure_tables,
             },
             symbols,
         })
@@ -349,13 +379,42 @@ fn expand_pattern(id: &str, pattern: &str, paths: &mut Vec<PathBuf>) -> Result<(
     Ok(())
 }
 
+/// A sink ready for its thread: a synchronous writer or the Kafka loop.
+enum SinkBody {
+    Writer(Box<dyn Sink>),
+    Kafka(Box<KafkaSink>),
+}
+
 fn build_sink(
     id: &str,
-    config: &SinkConfig,
+    sink_config: &SinkConfig,
+    config: &Config,
     symbols: &Arc<SymbolTable>,
-    buffer_bytes: usize,
-) -> Result<(Box<dyn Sink>, &'static str), PipelineError> {
-    Ok(match config {
+    failures: &Arc<FailureTable>,
+) -> Result<(SinkBody, &'static str), PipelineError> {
+    let buffer_bytes = config.dispatcher.batch_bytes.get() + config.dispatcher.batch_size.get();
+    Ok(match sink_config {
+        SinkConfig::Kafka(kafka) => {
+            let batch_size = config.dispatcher.batch_size.get();
+            let batches_in_flight = config.dispatcher.batches_in_flight.get();
+            let client =
+                crate::sink::kafka::config::client_config(kafka, batch_size * batches_in_flight)
+                    .map_err(|source| PipelineError::KafkaConfig {
+                        sink: id.to_string(),
+                        source,
+                    })?;
+            let options = KafkaSinkOptions {
+                id: id.to_string(),
+                topic: kafka.topic.clone(),
+                key_label: kafka.key.clone(),
+                encoding: kafka.encoding,
+                probe_interval: Duration::from_millis(kafka.probe_interval_ms.get()),
+                batches_in_flight,
+                batch_size,
+            };
+            let sink = KafkaSink::new(options, &client, Arc::clone(symbols), Arc::clone(failures))?;
+            (SinkBody::Kafka(Box::new(sink)), "kafka")
+        }
         SinkConfig::File(file) => {
             let sink = open_file_sink(
                 id,
@@ -364,17 +423,17 @@ fn build_sink(
                 Arc::clone(symbols),
                 buffer_bytes,
             )?;
-            (Box::new(sink), "file")
+            (SinkBody::Writer(Box::new(sink)), "file")
         }
         SinkConfig::Stdout(stdout) => (
-            Box::new(stdout_sink(
+            SinkBody::Writer(Box::new(stdout_sink(
                 id,
                 stdout.encoding,
                 Arc::clone(symbols),
                 buffer_bytes,
-            )),
+            ))),
             "stdout",
         ),
-        SinkConfig::Null(_) => (Box::new(NullSink::default()), "null"),
+        SinkConfig::Null(_) => (SinkBody::Writer(Box::new(NullSink::default())), "null"),
     })
 }

@@ -9,9 +9,13 @@
 //! the last reference once every sink has reported.
 
 pub mod encode;
+pub mod failures;
 pub mod file;
+pub mod kafka;
 pub mod null;
 pub mod stdout;
+
+pub use failures::FailureTable;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +50,12 @@ pub enum SinkError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    /// Not delivered; `retryable` says whether trying again may help.
+    /// Some or all entries were not delivered. Which ones, and which of
+    /// those failed for good, is in the sink's [`FailureTable`] at the
+    /// batch's slot. `retryable` is true when no failed entry failed for good.
     Failed {
         retryable: bool,
+        entries_failed: u32,
     },
 }
 
@@ -82,6 +89,8 @@ pub struct SinkLinks {
     pub dispatcher: Waker,
     /// This thread's own waker, registered at start.
     pub own: Waker,
+    /// Where this sink marks the entries it failed, per batch slot.
+    pub failures: Arc<FailureTable>,
 }
 
 /// The body of a sink thread: deliver batches until the dispatcher drops
@@ -100,7 +109,7 @@ pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<Sink
                 continue;
             }
         };
-        let outcome = deliver_one(sink.as_mut(), &batch, &metrics);
+        let outcome = deliver_one(sink.as_mut(), &batch, &metrics, &links.failures);
         let pushed = links.reports.push(SinkReport { batch, outcome });
         assert!(
             pushed.is_ok(),
@@ -113,7 +122,12 @@ pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<Sink
     }
 }
 
-fn deliver_one(sink: &mut dyn Sink, batch: &SealedBatch, metrics: &SinkMetrics) -> Outcome {
+fn deliver_one(
+    sink: &mut dyn Sink,
+    batch: &SealedBatch,
+    metrics: &SinkMetrics,
+    failures: &FailureTable,
+) -> Outcome {
     let lines = batch.len() as u64;
     match sink.deliver(batch) {
         Ok(()) => {
@@ -126,7 +140,14 @@ fn deliver_one(sink: &mut dyn Sink, batch: &SealedBatch, metrics: &SinkMetrics) 
             metrics.lines_failed.add(lines);
             metrics.batches_failed.add(1);
             tracing::warn!(sink = %metrics.id, %error, lines, "batch not delivered");
-            Outcome::Failed { retryable: true }
+            failures.clear(batch.slot());
+            for entry in 0..batch.len() {
+                failures.mark(batch.slot(), entry, true);
+            }
+            Outcome::Failed {
+                retryable: true,
+                entries_failed: batch.len() as u32,
+            }
         }
     }
 }

@@ -1,0 +1,121 @@
+//! Which entries of a batch a sink failed to deliver.
+//!
+//! A report says only "failed"; the entries are in a table shared by one
+//! sink (writer) and the dispatcher (reader), indexed by the batch's
+//! in-flight slot: one bitmap of failed entries and one of entries that
+//! failed for good (not worth retrying). It is allocated at start-up for
+//! `batches_in_flight` slots of `batch_size` entries, so a failure costs no
+//! allocation however many entries fail.
+//!
+//! Protocol: the sink clears a slot's bits when it starts on a batch, marks
+//! entries while delivery reports come in, and then pushes its report. The
+//! ring push is a release and the dispatcher's pop an acquire, so the
+//! dispatcher reads the finished bits. A slot is reused only after the
+//! dispatcher has completed the batch, so the sink never clears bits that
+//! are still being read. The bits themselves are `Relaxed` atomics: the
+//! ring provides the ordering.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Failed and permanent-failure bitmaps, one pair per slot.
+#[derive(Debug)]
+pub struct FailureTable {
+    entries_per_slot: usize,
+    words_per_slot: usize,
+    failed: Box<[AtomicU64]>,
+    permanent: Box<[AtomicU64]>,
+}
+
+impl FailureTable {
+    pub fn new(slots: usize, entries_per_slot: usize) -> Self {
+        assert!(
+            slots > 0 && entries_per_slot > 0,
+            "slots={slots} entries={entries_per_slot}"
+        );
+        let words_per_slot = entries_per_slot.div_ceil(64);
+        let words = || {
+            (0..slots * words_per_slot)
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        };
+        Self {
+            entries_per_slot,
+            words_per_slot,
+            failed: words(),
+            permanent: words(),
+        }
+    }
+
+    pub fn entries_per_slot(&self) -> usize {
+        self.entries_per_slot
+    }
+
+    fn word(&self, slot: usize, entry: usize) -> (usize, u64) {
+        debug_assert!(
+            entry < self.entries_per_slot,
+            "entry={entry} max={}",
+            self.entries_per_slot
+        );
+        (
+            slot * self.words_per_slot + entry / 64,
+            1u64 << (entry % 64),
+        )
+    }
+
+    /// Forgets the marks of a slot before a new batch uses it.
+    pub fn clear(&self, slot: usize) {
+        let range = slot * self.words_per_slot..(slot + 1) * self.words_per_slot;
+        for index in range {
+            self.failed[index].store(0, Ordering::Relaxed);
+            self.permanent[index].store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks an entry failed; `retryable` false marks it failed for good.
+    pub fn mark(&self, slot: usize, entry: usize, retryable: bool) {
+        let (index, bit) = self.word(slot, entry);
+        self.failed[index].fetch_or(bit, Ordering::Relaxed);
+        if !retryable {
+            self.permanent[index].fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_failed(&self, slot: usize, entry: usize) -> bool {
+        let (index, bit) = self.word(slot, entry);
+        self.failed[index].load(Ordering::Relaxed) & bit != 0
+    }
+
+    pub fn is_permanent(&self, slot: usize, entry: usize) -> bool {
+        let (index, bit) = self.word(slot, entry);
+        self.permanent[index].load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Indices of the failed entries of a slot, in order.
+    pub fn failed_entries(&self, slot: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.entries_per_slot).filter(move |&entry| self.is_failed(slot, entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_are_per_slot_and_cleared() {
+        let table = FailureTable::new(3, 130);
+        for entry in [0, 63, 64, 129] {
+            table.mark(1, entry, entry != 64);
+        }
+        assert_eq!(
+            table.failed_entries(1).collect::<Vec<_>>(),
+            vec![0, 63, 64, 129]
+        );
+        assert!(table.is_permanent(1, 64));
+        assert!(!table.is_permanent(1, 63));
+        assert_eq!(table.failed_entries(0).count(), 0);
+        assert_eq!(table.failed_entries(2).count(), 0);
+        table.clear(1);
+        assert_eq!(table.failed_entries(1).count(), 0);
+        assert!(!table.is_permanent(1, 64));
+    }
+}

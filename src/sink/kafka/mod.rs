@@ -1,0 +1,11 @@
+//! `type = "kafka"`: the Kafka sink, through librdkafka (`rdkafka`).
+//!
+//! `config` turns the sink's table into a librdkafka configuration,
+//! `breaker` is the circuit breaker, `sink` the sink thread.
+
+pub mod breaker;
+pub mod config;
+pub mod sink;
+
+pub use breaker::{Breaker, BreakerState};
+pub use sink::{KafkaMetrics, KafkaSink};

@@ -1,0 +1,507 @@
+//! The Kafka sink thread.
+//!
+//! ```text
+//! loop:
+//!     poll librdkafka: delivery reports land in the per-slot book and the
+//!         failure table; client errors may flag a transport failure
+//!     transport failure flagged: open the breaker, purge librdkafka's queue
+//!     breaker open and a probe due: fetch metadata; an answer closes it
+//!     report every batch whose entries all have a delivery report
+//!     produce: go on with the current batch, or take the next from the ring;
+//!         with the breaker open, fail the batch at once (retryable)
+//! ```
+//!
+//! One librdkafka message per entry, encoded into one reused buffer
+//! (librdkafka copies the payload on `send`). The delivery opaque is a plain
+//! `usize`: `slot * batch_size + entry`, so mapping a report to its batch
+//! allocates nothing. `QueueFull` on `send` is backpressure: the entry is
+//! tried again after a short poll, never dropped.
+//!
+//! Bounds: at most `batches_in_flight` batches are held (one per slot), so
+//! librdkafka's queue holds at most `batch_size x batches_in_flight`
+//! messages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::batch::SealedBatch;
+use crate::config::Encoding;
+use crate::labels::{Symbol, SymbolTable};
+use crate::limits;
+use crate::metrics::{Counter, Gauge, SinkMetrics};
+use crate::sink::encode::encode_entry;
+use crate::sink::kafka::breaker::{Breaker, is_permanent_error, is_transport_error};
+use crate::sink::{FailureTable, Outcome, SinkLinks, SinkReport};
+use crate::wake;
+
+/// Kafka-specific counters of one sink.
+#[derive(Debug, Default)]
+pub struct KafkaMetrics {
+    pub topic: String,
+    /// `kafka_circuit_breaker_state`: 0 closed, 1 open.
+    pub breaker_state: Gauge,
+    /// Times the breaker opened.
+    pub breaker_openings: Counter,
+    /// `kafka_messages_produced_total{status="success"}`.
+    pub messages_delivered: Counter,
+    /// `kafka_messages_produced_total{status="error"}`.
+    pub messages_failed: Counter,
+    /// `kafka_producer_errors_total{error_type="transport"}`.
+    pub errors_transport: Counter,
+    /// `kafka_producer_errors_total{error_type="permanent"}`.
+    pub errors_permanent: Counter,
+    /// `kafka_producer_errors_total{error_type="retryable"}`.
+    pub errors_retryable: Counter,
+    /// `kafka_queue_size`: messages in librdkafka's queue.
+    pub queue_size: Gauge,
+    /// `kafka_connection_status`: 1 when the last probe or delivery
+    /// reached the cluster.
+    pub connected: Gauge,
+}
+
+/// Per-slot delivery book: how many entries still wait for a report.
+#[derive(Debug)]
+struct SlotBook {
+    reports_missing: AtomicU32,
+    entries_failed: AtomicU32,
+    entries_permanent: AtomicU32,
+}
+
+/// librdkafka calls this back on the sink thread, inside `poll`.
+#[derive(Debug)]
+pub struct KafkaContext {
+    sink_id: String,
+    entries_per_slot: usize,
+    slots: Box<[SlotBook]>,
+    failures: Arc<FailureTable>,
+    /// Set by a transport-level error; taken by the sink loop.
+    transport_failed: AtomicBool,
+    metrics: Arc<KafkaMetrics>,
+}
+
+impl KafkaContext {
+    fn record_failure(&self, slot: usize, entry: usize, code: RDKafkaErrorCode) {
+        let permanent = is_permanent_error(code);
+        if is_transport_error(code) {
+            self.transport_failed.store(true, Ordering::Relaxed);
+            self.metrics.errors_transport.add(1);
+        } else if permanent {
+            self.metrics.errors_permanent.add(1);
+        } else {
+            self.metrics.errors_retryable.add(1);
+        }
+        self.failures.mark(slot, entry, !permanent);
+        let book = &self.slots[slot];
+        book.entries_failed.fetch_add(1, Ordering::Relaxed);
+        if permanent {
+            book.entries_permanent.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.messages_failed.add(1);
+    }
+
+    fn settle(&self, slot: usize) {
+        let before = self.slots[slot]
+            .reports_missing
+            .fetch_sub(1, Ordering::Relaxed);
+        assert!(
+            before > 0,
+            "slot {slot}: more delivery reports than entries"
+        );
+    }
+}
+
+impl ClientContext for KafkaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if code.is_some_and(is_transport_error) {
+            self.transport_failed.store(true, Ordering::Relaxed);
+            self.metrics.errors_transport.add(1);
+        }
+        tracing::debug!(sink = %self.sink_id, %error, reason, "librdkafka error");
+    }
+}
+
+impl ProducerContext for KafkaContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let slot = opaque / self.entries_per_slot;
+        let entry = opaque % self.entries_per_slot;
+        match result {
+            Ok(_) => self.metrics.messages_delivered.add(1),
+            Err((error, _message)) => {
+                let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                self.record_failure(slot, entry, code);
+            }
+        }
+        self.settle(slot);
+    }
+}
+
+/// What a Kafka sink is built from.
+#[derive(Debug)]
+pub struct KafkaSinkOptions {
+    pub id: String,
+    pub topic: String,
+    /// Label whose value becomes the message key.
+    pub key_label: Option<String>,
+    pub encoding: Encoding,
+    pub probe_interval: Duration,
+    pub batches_in_flight: usize,
+    pub batch_size: usize,
+}
+
+/// Why a Kafka sink could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink}: cannot create Kafka producer: {source}")]
+pub struct KafkaCreateError {
+    sink: String,
+    #[source]
+    source: KafkaError,
+}
+
+/// A Kafka sink, ready to run on its thread.
+pub struct KafkaSink {
+    options: KafkaSinkOptions,
+    key_symbol: Option<Symbol>,
+    symbols: Arc<SymbolTable>,
+    producer: BaseProducer<KafkaContext>,
+    failures: Arc<FailureTable>,
+    /// Batches taken from the ring and not yet reported, by slot.
+    awaiting: Vec<Option<Arc<SealedBatch>>>,
+    awaiting_count: usize,
+    /// The batch being handed to librdkafka: its slot and next entry.
+    producing: Option<(usize, usize)>,
+    breaker: Breaker,
+    buffer: Vec<u8>,
+    metrics: Arc<KafkaMetrics>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KafkaSink")
+            .field("options", &self.options)
+            .field("awaiting_count", &self.awaiting_count)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries handed to librdkafka before the loop polls again.
+const SENDS_PER_ROUND_MAX: usize = 4096;
+
+impl KafkaSink {
+    /// Creates the producer (librdkafka starts connecting now).
+    pub fn new(
+        options: KafkaSinkOptions,
+        client: &ClientConfig,
+        symbols: Arc<SymbolTable>,
+        failures: Arc<FailureTable>,
+    ) -> Result<Self, KafkaCreateError> {
+        assert_eq!(
+            failures.entries_per_slot(),
+            options.batch_size,
+            "failure table sized by batch_size"
+        );
+        let metrics = Arc::new(KafkaMetrics {
+            topic: options.topic.clone(),
+            ..KafkaMetrics::default()
+        });
+        let context = KafkaContext {
+            sink_id: options.id.clone(),
+            entries_per_slot: options.batch_size,
+            slots: (0..options.batches_in_flight)
+                .map(|_| SlotBook {
+                    reports_missing: AtomicU32::new(0),
+                    entries_failed: AtomicU32::new(0),
+                    entries_permanent: AtomicU32::new(0),
+                })
+                .collect(),
+            failures: Arc::clone(&failures),
+            transport_failed: AtomicBool::new(false),
+            metrics: Arc::clone(&metrics),
+        };
+        let producer: BaseProducer<KafkaContext> =
+            client
+                .create_with_context(context)
+                .map_err(|source| KafkaCreateError {
+                    sink: options.id.clone(),
+                    source,
+                })?;
+        let key_symbol = options
+            .key_label
+            .as_deref()
+            .and_then(|label| symbols.get(label));
+        if options.key_label.is_some() && key_symbol.is_none() {
+            tracing::warn!(sink = %options.id, key = ?options.key_label, "no source sets this label; messages will have no key");
+        }
+        Ok(Self {
+            key_symbol,
+            symbols,
+            producer,
+            failures,
+            awaiting: (0..options.batches_in_flight).map(|_| None).collect(),
+            awaiting_count: 0,
+            producing: None,
+            breaker: Breaker::new(options.probe_interval),
+            buffer: Vec::with_capacity(64 * 1024),
+            metrics,
+            options,
+        })
+    }
+
+    pub fn metrics(&self) -> Arc<KafkaMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The thread body: runs until the dispatcher drops the ring and every
+    /// batch taken has been reported.
+    pub fn run(mut self, mut links: SinkLinks, metrics: Arc<SinkMetrics>) {
+        links.own.register_current();
+        loop {
+            self.producer.poll(Duration::ZERO);
+            self.watch_breaker();
+            self.report_settled(&mut links, &metrics);
+            let progressed = self.produce(&mut links);
+            let idle = self.producing.is_none() && links.batches.is_empty();
+            if idle && links.batches.is_abandoned() && self.awaiting_count == 0 {
+                break;
+            }
+            if !progressed {
+                self.wait(idle);
+            }
+        }
+        if let Err(error) = self.producer.flush(Duration::from_secs(5)) {
+            tracing::warn!(sink = %self.options.id, %error, "flush at shutdown failed");
+        }
+    }
+
+    /// Waits for delivery reports (librdkafka wakes `poll`) or, with nothing
+    /// in librdkafka, for the dispatcher (it unparks this thread).
+    fn wait(&self, idle: bool) {
+        self.metrics
+            .queue_size
+            .set(self.producer.in_flight_count().max(0) as u64);
+        if self.awaiting_count > 0 && !self.breaker.is_open() {
+            self.producer.poll(Duration::from_millis(5));
+        } else if idle {
+            let timeout = if self.breaker.is_open() {
+                50
+            } else {
+                limits::PARK_TIMEOUT_MS_MAX
+            };
+            wake::park(Duration::from_millis(timeout));
+        }
+    }
+
+    fn watch_breaker(&mut self) {
+        let context = self.producer.context();
+        if context.transport_failed.swap(false, Ordering::Relaxed) && self.breaker.open() {
+            self.metrics.breaker_state.set(1);
+            self.metrics.breaker_openings.add(1);
+            self.metrics.connected.set(0);
+            tracing::warn!(sink = %self.options.id, "Kafka unreachable: circuit breaker open; batches fail as retryable until a probe answers");
+            // What librdkafka still holds would only wait for
+            // `message.timeout.ms`; fail it now so that it is retried by us.
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+        }
+        if self.breaker.probe_due() && self.probe() {
+            context.transport_failed.store(false, Ordering::Relaxed);
+            self.breaker.close();
+            self.metrics.breaker_state.set(0);
+            self.metrics.connected.set(1);
+            tracing::info!(sink = %self.options.id, "Kafka answers again: circuit breaker closed");
+        }
+    }
+
+    /// Asks the cluster for the topic's metadata; true if it answered.
+    fn probe(&self) -> bool {
+        let answer: KafkaResult<_> = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.options.topic), Duration::from_millis(500));
+        match answer {
+            Ok(metadata) => {
+                !metadata.brokers().is_empty()
+                    && metadata
+                        .topics()
+                        .iter()
+                        .all(|topic| topic.error().is_none())
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reports every batch whose entries all have their delivery report.
+    fn report_settled(&mut self, links: &mut SinkLinks, metrics: &SinkMetrics) {
+        if self.awaiting_count == 0 {
+            return;
+        }
+        for slot in 0..self.awaiting.len() {
+            let producing_here = self
+                .producing
+                .is_some_and(|(producing, _)| producing == slot);
+            let book = &self.producer.context().slots[slot];
+            if self.awaiting[slot].is_none()
+                || producing_here
+                || book.reports_missing.load(Ordering::Relaxed) > 0
+            {
+                continue;
+            }
+            let batch = self.awaiting[slot].take().expect("checked above");
+            self.awaiting_count -= 1;
+            let failed = book.entries_failed.load(Ordering::Relaxed);
+            let permanent = book.entries_permanent.load(Ordering::Relaxed);
+            let outcome = if failed == 0 {
+                metrics.lines_sent.add(batch.len() as u64);
+                metrics.batches_sent.add(1);
+                self.metrics.connected.set(1);
+                Outcome::Delivered
+            } else {
+                metrics
+                    .lines_sent
+                    .add(batch.len() as u64 - u64::from(failed));
+                metrics.lines_failed.add(u64::from(failed));
+                metrics.batches_failed.add(1);
+                Outcome::Failed {
+                    retryable: permanent == 0,
+                    entries_failed: failed,
+                }
+            };
+            let pushed = links.reports.push(SinkReport { batch, outcome });
+            assert!(
+                pushed.is_ok(),
+                "report ring holds batches_in_flight reports"
+            );
+            links.dispatcher.wake();
+        }
+    }
+
+    /// Hands entries to librdkafka. True if anything moved.
+    fn produce(&mut self, links: &mut SinkLinks) -> bool {
+        if self.producing.is_none() && !self.take_batch(links) {
+            return false;
+        }
+        let (slot, next) = self.producing.expect("a batch is being produced");
+        let batch = Arc::clone(
+            self.awaiting[slot]
+                .as_ref()
+                .expect("the produced batch awaits"),
+        );
+        if self.breaker.is_open() {
+            self.fail_from(slot, next, batch.len());
+            self.producing = None;
+            return true;
+        }
+        let end = batch.len().min(next + SENDS_PER_ROUND_MAX);
+        let mut entry_index = next;
+        while entry_index < end {
+            match self.send(slot, entry_index, &batch) {
+                Ok(()) => entry_index += 1,
+                Err(SendRefused::QueueFull) => {
+                    self.producer.poll(Duration::from_millis(1));
+                    break;
+                }
+            }
+        }
+        self.producing = (entry_index < batch.len()).then_some((slot, entry_index));
+        entry_index > next
+    }
+
+    fn take_batch(&mut self, links: &mut SinkLinks) -> bool {
+        let Ok(batch) = links.batches.pop() else {
+            return false;
+        };
+        let slot = batch.slot();
+        assert!(
+            self.awaiting[slot].is_none(),
+            "slot {slot} is reused only after its report"
+        );
+        assert!(
+            batch.len() <= self.options.batch_size,
+            "a batch holds at most batch_size entries"
+        );
+        self.failures.clear(slot);
+        let book = &self.producer.context().slots[slot];
+        book.reports_missing
+            .store(batch.len() as u32, Ordering::Relaxed);
+        book.entries_failed.store(0, Ordering::Relaxed);
+        book.entries_permanent.store(0, Ordering::Relaxed);
+        self.awaiting[slot] = Some(batch);
+        self.awaiting_count += 1;
+        self.producing = Some((slot, 0));
+        true
+    }
+
+    /// Fails entries `from..len` of a slot as retryable (breaker open).
+    fn fail_from(&self, slot: usize, from: usize, len: usize) {
+        let context = self.producer.context();
+        let book = &context.slots[slot];
+        for entry in from..len {
+            self.failures.mark(slot, entry, true);
+        }
+        let count = (len - from) as u32;
+        book.entries_failed.fetch_add(count, Ordering::Relaxed);
+        book.reports_missing.fetch_sub(count, Ordering::Relaxed);
+        self.metrics.messages_failed.add(u64::from(count));
+    }
+
+    fn send(
+        &mut self,
+        slot: usize,
+        entry_index: usize,
+        batch: &SealedBatch,
+    ) -> Result<(), SendRefused> {
+        let entry = &batch.entries()[entry_index];
+        self.buffer.clear();
+        encode_entry(
+            &mut self.buffer,
+            entry,
+            self.options.encoding,
+            &self.symbols,
+        );
+        let payload = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
+        let key = self
+            .key_symbol
+            .and_then(|key| entry.labels.iter().find(|(label, _)| *label == key))
+            .map(|&(_, value)| self.symbols.resolve(value).as_bytes());
+        let opaque = slot * self.options.batch_size + entry_index;
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.options.topic, opaque)
+                .payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        match self.producer.send(record) {
+            Ok(()) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(SendRefused::QueueFull)
+            }
+            Err((error, _)) => {
+                let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                tracing::debug!(sink = %self.options.id, %error, "produce refused");
+                let context = self.producer.context();
+                context.record_failure(slot, entry_index, code);
+                context.settle(slot);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A `send` that must be tried again.
+#[derive(Debug)]
+enum SendRefused {
+    QueueFull,
+}
