@@ -83,9 +83,12 @@ pub fn send_signal(child: &Child, signal: i32) {
     assert_eq!(result, 0, "kill({}, {signal})", child.id());
 }
 
-/// Writes numbered ~120-byte lines `first..first+count` to `out`.
+/// Bytes of a numbered line, without its newline.
+pub const NUMBERED_LINE_BYTES: usize = 119;
+
+/// Writes numbered 120-byte lines `first..first+count` to `out`.
 pub fn write_numbered_lines(out: &mut impl Write, first: u64, count: u64) {
-    let padding = "x".repeat(90);
+    let padding = "x".repeat(NUMBERED_LINE_BYTES - 17);
     for number in first..first + count {
         writeln!(out, "seq={number:012} {padding}").expect("write line");
     }
