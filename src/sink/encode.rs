@@ -10,20 +10,70 @@
 //! Encoding appends to a caller's buffer and allocates nothing once the
 //! buffer has grown to a batch.
 
+use std::sync::Arc;
+
 use crate::batch::Entry;
 use crate::config::Encoding;
-use crate::labels::SymbolTable;
+use crate::labels::{LabelSet, SymbolTable};
 
-/// Appends one entry in `encoding` to `out`.
-pub fn encode_entry(
-    out: &mut Vec<u8>,
-    entry: &Entry<'_>,
+/// Encodes entries of one sink, caching what consecutive entries share.
+///
+/// Entries of one chunk share their label set and their read time, so the
+/// encoder keeps the JSON of the last label set and the text of the last
+/// timestamp and reuses them while they match. Comparing a few symbol pairs
+/// is much cheaper than resolving and escaping every label again.
+#[derive(Debug)]
+pub struct Encoder {
     encoding: Encoding,
-    symbols: &SymbolTable,
-) {
-    match encoding {
-        Encoding::Raw => encode_raw(out, entry),
-        Encoding::Json => encode_json(out, entry, symbols),
+    symbols: Arc<SymbolTable>,
+    labels_cached: Option<LabelSet>,
+    labels_json: Vec<u8>,
+    timestamp_cached: Option<u64>,
+    timestamp_text: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(encoding: Encoding, symbols: Arc<SymbolTable>) -> Self {
+        Self {
+            encoding,
+            symbols,
+            labels_cached: None,
+            labels_json: Vec::with_capacity(256),
+            timestamp_cached: None,
+            timestamp_text: Vec::with_capacity(32),
+        }
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Appends one entry to `out`.
+    pub fn encode(&mut self, out: &mut Vec<u8>, entry: &Entry<'_>) {
+        match self.encoding {
+            Encoding::Raw => encode_raw(out, entry),
+            Encoding::Json => self.encode_json(out, entry),
+        }
+    }
+
+    fn encode_json(&mut self, out: &mut Vec<u8>, entry: &Entry<'_>) {
+        if self.timestamp_cached != Some(entry.timestamp_ns) {
+            self.timestamp_text.clear();
+            write_rfc3339_nanos(&mut self.timestamp_text, entry.timestamp_ns);
+            self.timestamp_cached = Some(entry.timestamp_ns);
+        }
+        if self.labels_cached.as_deref() != Some(entry.labels) {
+            self.labels_json.clear();
+            write_labels(&mut self.labels_json, entry, &self.symbols);
+            self.labels_cached = Some(entry.labels.iter().copied().collect());
+        }
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        out.extend_from_slice(&self.timestamp_text);
+        out.extend_from_slice(b"\",\"message\":");
+        write_json_string(out, entry.line);
+        out.extend_from_slice(b",\"labels\":");
+        out.extend_from_slice(&self.labels_json);
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -34,12 +84,8 @@ fn encode_raw(out: &mut Vec<u8>, entry: &Entry<'_>) {
     }
 }
 
-fn encode_json(out: &mut Vec<u8>, entry: &Entry<'_>, symbols: &SymbolTable) {
-    out.extend_from_slice(b"{\"timestamp\":\"");
-    write_rfc3339_nanos(out, entry.timestamp_ns);
-    out.extend_from_slice(b"\",\"message\":");
-    write_json_string(out, entry.line);
-    out.extend_from_slice(b",\"labels\":{");
+fn write_labels(out: &mut Vec<u8>, entry: &Entry<'_>, symbols: &SymbolTable) {
+    out.push(b'{');
     for (index, &(key, value)) in entry.labels.iter().enumerate() {
         if index > 0 {
             out.push(b',');
@@ -48,7 +94,7 @@ fn encode_json(out: &mut Vec<u8>, entry: &Entry<'_>, symbols: &SymbolTable) {
         out.push(b':');
         write_json_string(out, symbols.resolve(value).as_bytes());
     }
-    out.extend_from_slice(b"}}\n");
+    out.push(b'}');
 }
 
 /// Writes `bytes` as a quoted JSON string, replacing invalid UTF-8.
@@ -63,30 +109,58 @@ pub fn write_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
+/// Appends `text` (valid UTF-8) with JSON escapes. Eight bytes at a time
+/// are checked for a byte that needs escaping (a control byte, `"` or `\\`);
+/// runs without one are copied whole.
 fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
-    let mut start = 0;
-    for (index, &byte) in text.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&text[start..index]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut run_start = 0;
+    let mut index = 0;
+    while index < text.len() {
+        if let Some(word) = text.get(index..index + 8) {
+            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+            if !word_needs_escape(word) {
+                index += 8;
+                continue;
+            }
+        }
+        let byte = text[index];
+        if byte < 0x20 || byte == b'"' || byte == b'\\' {
+            out.extend_from_slice(&text[run_start..index]);
+            write_escape(out, byte);
+            run_start = index + 1;
+        }
+        index += 1;
+    }
+    out.extend_from_slice(&text[run_start..]);
+}
+
+/// True if any byte of `word` is below 0x20, `"` or `\\` (exact: the
+/// "has a byte less than n" and "has a zero byte" bit tricks).
+fn word_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
+    (below_space | has_quote | has_backslash) != 0
+}
+
+fn write_escape(out: &mut Vec<u8>, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match byte {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        _ => {
             out.extend_from_slice(b"\\u00");
             out.push(HEX[usize::from(byte >> 4)]);
             out.push(HEX[usize::from(byte & 0xf)]);
-        } else {
-            out.extend_from_slice(escape);
         }
-        start = index + 1;
     }
-    out.extend_from_slice(&text[start..]);
 }
 
 /// Writes nanoseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
@@ -181,7 +255,7 @@ mod tests {
             terminated: true,
         };
         let mut out = Vec::new();
-        encode_entry(&mut out, &entry, Encoding::Json, &symbols);
+        Encoder::new(Encoding::Json, symbols).encode(&mut out, &entry);
         assert_eq!(out.last(), Some(&b'\n'));
         let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
         assert_eq!(
@@ -193,9 +267,33 @@ mod tests {
         assert_eq!(value["timestamp"], "1970-01-01T00:00:00.000000001Z");
     }
 
+    /// The word test against a naive per-byte test, for every byte value
+    /// at every position.
+    #[test]
+    fn word_test_matches_naive_test() {
+        let naive = |byte: u8| byte < 0x20 || byte == b'"' || byte == b'\\';
+        for position in 0..8 {
+            for byte in 0..=255u8 {
+                let mut bytes = [b'a'; 8];
+                bytes[position] = byte;
+                assert_eq!(
+                    word_needs_escape(u64::from_le_bytes(bytes)),
+                    naive(byte),
+                    "byte {byte:#x} at {position}"
+                );
+            }
+        }
+        let mut out = Vec::new();
+        let text: Vec<u8> = (0..=127u8).collect();
+        write_escaped(&mut out, &text);
+        let parsed: String = serde_json::from_slice(&[b"\"".as_slice(), &out, b"\""].concat())
+            .expect("valid JSON string");
+        assert_eq!(parsed.as_bytes(), text.as_slice());
+    }
+
     #[test]
     fn raw_writes_newline_only_when_terminated() {
-        let symbols = SymbolTableBuilder::new().freeze();
+        let mut encoder = Encoder::new(Encoding::Raw, SymbolTableBuilder::new().freeze());
         let mut out = Vec::new();
         for (line, terminated) in [(&b"a"[..], true), (b"b", false), (b"c", true)] {
             let entry = Entry {
@@ -204,7 +302,7 @@ mod tests {
                 timestamp_ns: 0,
                 terminated,
             };
-            encode_entry(&mut out, &entry, Encoding::Raw, &symbols);
+            encoder.encode(&mut out, &entry);
         }
         assert_eq!(out, b"a\nbc\n");
     }

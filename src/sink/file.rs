@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::batch::SealedBatch;
 use crate::config::Encoding;
 use crate::labels::SymbolTable;
-use crate::sink::encode::encode_entry;
+use crate::sink::encode::Encoder;
 use crate::sink::{Sink, SinkError};
 
 /// Encodes batches into a buffer and writes them to `W`.
@@ -23,8 +23,7 @@ pub struct WriterSink<W: Write + Send> {
     id: String,
     target: String,
     writer: W,
-    encoding: Encoding,
-    symbols: Arc<SymbolTable>,
+    encoder: Encoder,
     buffer: Vec<u8>,
     buffer_bytes_initial: usize,
     bytes_last: usize,
@@ -44,8 +43,7 @@ impl<W: Write + Send> WriterSink<W> {
             id: id.to_string(),
             target,
             writer,
-            encoding,
-            symbols,
+            encoder: Encoder::new(encoding, symbols),
             buffer: Vec::with_capacity(buffer_bytes),
             buffer_bytes_initial: buffer_bytes,
             bytes_last: 0,
@@ -65,7 +63,7 @@ impl<W: Write + Send> Sink for WriterSink<W> {
     fn deliver(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
         self.buffer.clear();
         for entry in batch.entries() {
-            encode_entry(&mut self.buffer, entry, self.encoding, &self.symbols);
+            self.encoder.encode(&mut self.buffer, entry);
         }
         let written = self.writer.write_all(&self.buffer);
         self.bytes_last = self.buffer.len();

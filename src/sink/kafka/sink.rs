@@ -38,7 +38,7 @@ use crate::config::Encoding;
 use crate::labels::{Symbol, SymbolTable};
 use crate::limits;
 use crate::metrics::{Counter, Gauge, SinkMetrics};
-use crate::sink::encode::encode_entry;
+use crate::sink::encode::Encoder;
 use crate::sink::kafka::breaker::{Breaker, is_permanent_error, is_transport_error};
 use crate::sink::{FailureTable, Outcome, SinkLinks, SinkReport};
 use crate::wake;
@@ -174,6 +174,7 @@ pub struct KafkaSink {
     options: KafkaSinkOptions,
     key_symbol: Option<Symbol>,
     symbols: Arc<SymbolTable>,
+    encoder: Encoder,
     producer: BaseProducer<KafkaContext>,
     failures: Arc<FailureTable>,
     /// Batches taken from the ring and not yet reported, by slot.
@@ -247,6 +248,7 @@ impl KafkaSink {
         }
         Ok(Self {
             key_symbol,
+            encoder: Encoder::new(options.encoding, Arc::clone(&symbols)),
             symbols,
             producer,
             failures,
@@ -465,12 +467,7 @@ impl KafkaSink {
     ) -> Result<(), SendRefused> {
         let entry = &batch.entries()[entry_index];
         self.buffer.clear();
-        encode_entry(
-            &mut self.buffer,
-            entry,
-            self.options.encoding,
-            &self.symbols,
-        );
+        self.encoder.encode(&mut self.buffer, entry);
         let payload = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
         let key = self
             .key_symbol
