@@ -75,6 +75,8 @@ pub struct OpenBatch {
     entries_max: usize,
     bytes: usize,
     opened_at: Instant,
+    /// Earliest read time of an entry, nanoseconds since the epoch.
+    read_ns_oldest: u64,
 }
 
 impl OpenBatch {
@@ -90,6 +92,7 @@ impl OpenBatch {
             entries_max,
             bytes: 0,
             opened_at: Instant::now(),
+            read_ns_oldest: u64::MAX,
         }
     }
 
@@ -129,6 +132,7 @@ impl OpenBatch {
             });
         });
         self.bytes += line.len();
+        self.read_ns_oldest = self.read_ns_oldest.min(timestamp_ns);
     }
 
     pub fn len(&self) -> usize {
@@ -162,6 +166,8 @@ impl OpenBatch {
             slot,
             sequence,
             bytes: self.bytes,
+            sealed_at: Instant::now(),
+            read_ns_oldest: self.read_ns_oldest,
         }
     }
 
@@ -180,6 +186,8 @@ pub struct SealedBatch {
     slot: usize,
     sequence: u64,
     bytes: usize,
+    sealed_at: Instant,
+    read_ns_oldest: u64,
 }
 
 // SAFETY: a `SealedBatch` moves between threads as a whole: the arena and
@@ -223,6 +231,16 @@ impl SealedBatch {
 
     pub fn sequence(&self) -> u64 {
         self.sequence
+    }
+
+    /// When the batch was sealed and handed to the sinks.
+    pub fn sealed_at(&self) -> Instant {
+        self.sealed_at
+    }
+
+    /// Read time of the batch's oldest entry, nanoseconds since the epoch.
+    pub fn read_ns_oldest(&self) -> u64 {
+        self.read_ns_oldest
     }
 
     /// Takes the arena back, reset for the next batch.

@@ -30,9 +30,10 @@ use rtrb::{Consumer, Producer};
 use crate::batch::{OpenBatch, SealedBatch};
 use crate::labels::LabelSet;
 use crate::limits;
-use crate::metrics::DispatcherMetrics;
+use crate::metrics::{DispatcherMetrics, SourceMetrics};
 use crate::sink::{Outcome, SinkReport};
 use crate::source::SourceChunk;
+use crate::telemetry::latency::LatencyPublisher;
 use crate::wake::{self, Waker};
 
 /// Batching settings, from `[dispatcher]`.
@@ -52,6 +53,8 @@ pub struct SourceEnd {
     pub source: Waker,
     /// A chunk partly copied into batches, and the index of its next line.
     current: Option<(SourceChunk, usize)>,
+    /// The source's counters; the dispatcher counts the lines it took.
+    metrics: Arc<SourceMetrics>,
 }
 
 impl SourceEnd {
@@ -59,12 +62,14 @@ impl SourceEnd {
         chunks: Consumer<SourceChunk>,
         returns: Producer<SourceChunk>,
         source: Waker,
+        metrics: Arc<SourceMetrics>,
     ) -> Self {
         Self {
             chunks,
             returns,
             source,
             current: None,
+            metrics,
         }
     }
 
@@ -84,6 +89,10 @@ pub struct SinkEnd {
     pub sink: Waker,
     /// The entries this sink failed, per slot (read after a `Failed` report).
     pub failures: Arc<crate::sink::FailureTable>,
+    /// Time from a line being read to its batch being reported by this sink.
+    pub read_to_ack: LatencyPublisher,
+    /// Time from a batch being sealed to this sink's report.
+    pub seal_to_ack: LatencyPublisher,
 }
 
 /// A sealed batch waiting for reports.
@@ -207,6 +216,14 @@ impl Dispatcher {
             while let Ok(report) = self.sinks[sink_index].reports.pop() {
                 progressed = true;
                 let slot = report.batch.slot();
+                let sink = &mut self.sinks[sink_index];
+                let lines = report.batch.len() as u64;
+                sink.seal_to_ack
+                    .record(report.batch.sealed_at().elapsed(), lines);
+                let read_to_ack_ns =
+                    crate::source::file::now_ns().saturating_sub(report.batch.read_ns_oldest());
+                sink.read_to_ack
+                    .record(Duration::from_nanos(read_to_ack_ns), lines);
                 if let Outcome::Failed {
                     retryable,
                     entries_failed,
@@ -226,6 +243,9 @@ impl Dispatcher {
                 drop(report.batch);
                 self.complete_report(slot);
             }
+            let sink = &mut self.sinks[sink_index];
+            sink.read_to_ack.publish_if_due();
+            sink.seal_to_ack.publish_if_due();
         }
         progressed
     }
@@ -288,6 +308,7 @@ impl Dispatcher {
         while next_line < lines.len() {
             if !self.ensure_open() {
                 self.metrics.lines_processed.add(appended);
+                self.sources[index].metrics.lines_dispatched.add(appended);
                 self.sources[index].current = Some((chunk, next_line));
                 return Drained::Stalled;
             }
@@ -307,6 +328,7 @@ impl Dispatcher {
         }
         self.metrics.lines_processed.add(appended);
         let source = &mut self.sources[index];
+        source.metrics.lines_dispatched.add(appended);
         // A source that has ended no longer takes chunks back; dropping the
         // chunk then frees it, which happens once, at shutdown.
         if source.returns.push(chunk).is_ok() {

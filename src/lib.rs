@@ -36,4 +36,6 @@ pub mod pin;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod telemetry;
+pub mod top;
 pub mod wake;

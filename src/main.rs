@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use log_capturer::config::Config;
 use log_capturer::pipeline::{Pipeline, PipelineMetrics};
+use log_capturer::telemetry::http::MetricsServer;
 
 #[cfg(not(fuzzing))]
 #[global_allocator]
@@ -38,6 +39,16 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Show a live view of a running daemon, read from its metrics
+    /// endpoint: lines/s in and out per sink, queues, RSS, threads.
+    Top {
+        /// The daemon's `metrics_addr`.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        address: std::net::SocketAddr,
+        /// Print one view (rates over one second) and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Run librdkafka's mock Kafka cluster on loopback until SIGTERM, for
     /// trying the daemon (and clients such as kcat) without a Kafka
     /// installation. Prints `bootstrap: 127.0.0.1:PORT` as its first line.
@@ -60,6 +71,8 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::KafkaMock { topics, brokers } => kafka_mock(&topics, brokers),
+        Command::Top { address, once } => log_capturer::top::run(address, once)
+            .with_context(|| format!("cannot read metrics from {address}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,9 +112,27 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot install handler for signal {signal}"))?;
     }
     let started = Instant::now();
-    let pipeline = Pipeline::start(&config)
+    let mut pipeline = Pipeline::start(&config)
         .with_context(|| format!("cannot start pipeline from {}", path.display()))?;
-    tracing::info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), "started");
+    let telemetry = pipeline
+        .take_telemetry()
+        .context("telemetry is taken once")?;
+    let server = match MetricsServer::start(
+        config.daemon.metrics_addr,
+        telemetry,
+        Some(allocator_figures),
+    ) {
+        Ok(server) => server,
+        Err(error) => {
+            // Nothing may be lost: let what was read drain before failing.
+            pipeline.request_stop();
+            let _ = pipeline.join(Duration::from_millis(
+                config.daemon.shutdown_timeout_ms.get(),
+            ));
+            return Err(error.into());
+        }
+    };
+    tracing::info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), metrics = %server.address(), "started");
     while !terminate.load(Ordering::Relaxed) && !pipeline.is_finished() {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -113,8 +144,43 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(config.daemon.shutdown_timeout_ms.get());
     let joined = pipeline.join(timeout);
     log_summary(&metrics, started.elapsed());
+    server.stop();
     joined.context("shutdown did not complete")?;
     Ok(())
+}
+
+/// mimalloc's own figures for `log_capturer_memory_usage_bytes`.
+fn allocator_figures() -> Vec<(&'static str, u64)> {
+    let mut values = [0usize; 8];
+    let [
+        elapsed,
+        user,
+        system,
+        current_rss,
+        peak_rss,
+        current_commit,
+        peak_commit,
+        page_faults,
+    ] = &mut values;
+    // SAFETY: mi_process_info writes one usize through each pointer; all
+    // eight point to distinct, live, writable locals of this frame.
+    unsafe {
+        libmimalloc_sys::mi_process_info(
+            elapsed,
+            user,
+            system,
+            current_rss,
+            peak_rss,
+            current_commit,
+            peak_commit,
+            page_faults,
+        );
+    }
+    vec![
+        ("allocator_committed", values[5] as u64),
+        ("allocator_committed_peak", values[6] as u64),
+        ("peak_rss", values[4] as u64),
+    ]
 }
 
 fn log_summary(metrics: &PipelineMetrics, elapsed: Duration) {

@@ -36,12 +36,29 @@ impl Gauge {
     }
 }
 
+/// State of one followed file.
+#[derive(Debug, Default)]
+pub struct FileMetrics {
+    pub path: String,
+    /// 1 while the file is open.
+    pub open: Gauge,
+    /// Times the path was found to name a new file.
+    pub rotations: Counter,
+    /// Times the file was found shorter than the read position.
+    pub truncations: Counter,
+}
+
 /// Counters of one source.
 #[derive(Debug, Default)]
 pub struct SourceMetrics {
     pub id: String,
+    pub source_type: &'static str,
+    /// One entry per followed file, in the source's file order.
+    pub files: Vec<FileMetrics>,
     /// Lines (and pieces of over-long lines) pushed to the dispatcher.
     pub lines_read: Counter,
+    /// Lines of this source the dispatcher has put into batches.
+    pub lines_dispatched: Counter,
     pub bytes_read: Counter,
     /// Extra pieces cut from lines longer than `max_line_bytes`.
     pub lines_split: Counter,
@@ -75,4 +92,26 @@ pub struct SinkMetrics {
     pub batches_sent: Counter,
     pub batches_failed: Counter,
     pub bytes_written: Counter,
+}
+
+/// Whether a stage thread is running. Set by the thread itself: true at
+/// start, false when it ends for any reason, a panic included.
+#[derive(Debug, Default)]
+pub struct StageHealth {
+    pub name: String,
+    /// `source`, `dispatcher` or `sink`.
+    pub stage_type: &'static str,
+    pub alive: std::sync::atomic::AtomicBool,
+}
+
+impl StageHealth {
+    pub fn is_alive(&self) -> bool {
+        // Acquire pairs with the Release stores of the thread's start and
+        // end, so a reader sees the thread's last word.
+        self.alive.load(Ordering::Acquire)
+    }
+
+    pub fn set_alive(&self, alive: bool) {
+        self.alive.store(alive, Ordering::Release);
+    }
 }

@@ -26,7 +26,7 @@ use crate::batch::arena_capacity_bytes;
 use crate::config::{Config, FileSourceConfig, SinkConfig, SourceConfig};
 use crate::dispatch::{BatchSettings, Dispatcher, SinkEnd, SourceEnd};
 use crate::labels::{LabelSet, SymbolTable, SymbolTableBuilder};
-use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics};
+use crate::metrics::{DispatcherMetrics, FileMetrics, SinkMetrics, SourceMetrics, StageHealth};
 use crate::pin::{CorePlan, pin_current};
 use crate::sink::file::open_file_sink;
 use crate::sink::kafka::sink::{KafkaCreateError, KafkaSinkOptions};
@@ -36,6 +36,8 @@ use crate::sink::stdout::stdout_sink;
 use crate::sink::{FailureTable, Sink, SinkError, SinkLinks, run_sink};
 use crate::source::file::{FileSource, FileSourceSettings, SourceLinks};
 use crate::source::{SourceChunk, StreamId};
+use crate::telemetry::latency::latency_channel;
+use crate::telemetry::{SinkLatency, Telemetry};
 use crate::wake::Waker;
 
 /// Why the pipeline could not start or stop cleanly.
@@ -89,6 +91,7 @@ pub struct Pipeline {
     source_wakers: Vec<Waker>,
     metrics: PipelineMetrics,
     symbols: Arc<SymbolTable>,
+    telemetry: Option<Telemetry>,
 }
 
 /// One source's files before its thread starts.
@@ -118,6 +121,9 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let mut cores = CorePlan::new(config.daemon.pin_threads);
         let mut threads = Vec::new();
+        let mut stages = Vec::new();
+        let mut latency = Vec::new();
+        let mut kafka_brokers = Vec::new();
 
         let dispatcher_waker = Waker::new();
         let in_flight = config.dispatcher.batches_in_flight.get();
@@ -134,6 +140,20 @@ impl Pipeline {
             if let SinkBody::Kafka(kafka) = &body {
                 kafka_metrics.push((id.clone(), kafka.metrics()));
             }
+            if let SinkConfig::Kafka(kafka) = sink_config {
+                kafka_brokers.push((
+                    id.clone(),
+                    kafka.brokers.split(',').map(str::to_string).collect(),
+                ));
+            }
+            let (read_to_ack, read_to_ack_collector) = latency_channel();
+            let (seal_to_ack, seal_to_ack_collector) = latency_channel();
+            latency.push(SinkLatency {
+                sink_id: id.clone(),
+                sink_type,
+                read_to_ack: read_to_ack_collector,
+                seal_to_ack: seal_to_ack_collector,
+            });
             let metrics = Arc::new(SinkMetrics {
                 id: id.clone(),
                 sink_type,
@@ -154,11 +174,13 @@ impl Pipeline {
                 reports: reports_consumer,
                 sink: sink_waker,
                 failures: Arc::clone(&failures),
+                read_to_ack,
+                seal_to_ack,
             });
             let thread_metrics = Arc::clone(&metrics);
             let core = cores.next_core();
             let name = format!("sink-{id}");
-            threads.push(spawn(&name, move || {
+            threads.push(spawn(&name, "sink", &mut stages, move || {
                 pin_current("sink", core);
                 match body {
                     SinkBody::Writer(sink) => run_sink(sink, links, thread_metrics),
@@ -178,10 +200,24 @@ impl Pipeline {
             let (chunks_producer, chunks_consumer) = RingBuffer::new(chunk_count);
             let (returns_producer, returns_consumer) = RingBuffer::new(chunk_count);
             let source_waker = Waker::new();
+            let metrics = Arc::new(SourceMetrics {
+                id: plan.id.clone(),
+                source_type: "file",
+                files: plan
+                    .files
+                    .iter()
+                    .map(|(path, _)| FileMetrics {
+                        path: path.to_string_lossy().into_owned(),
+                        ..FileMetrics::default()
+                    })
+                    .collect(),
+                ..SourceMetrics::default()
+            });
             source_ends.push(SourceEnd::new(
                 chunks_consumer,
                 returns_producer,
                 source_waker.clone(),
+                Arc::clone(&metrics),
             ));
             let links = SourceLinks {
                 chunks: chunks_producer,
@@ -189,10 +225,6 @@ impl Pipeline {
                 dispatcher: dispatcher_waker.clone(),
                 own: source_waker.clone(),
             };
-            let metrics = Arc::new(SourceMetrics {
-                id: plan.id.clone(),
-                ..SourceMetrics::default()
-            });
             let pool = (0..chunk_count).map(|_| SourceChunk::new()).collect();
             let source = FileSource::new(
                 plan.settings,
@@ -221,7 +253,7 @@ impl Pipeline {
         let core = cores.next_core();
         // The dispatcher is built on its own thread: an open batch borrows
         // its arena and is not `Send`, so the dispatcher never moves.
-        threads.push(spawn("dispatcher", move || {
+        threads.push(spawn("dispatcher", "dispatcher", &mut stages, move || {
             pin_current("dispatcher", core);
             Dispatcher::new(
                 settings,
@@ -237,24 +269,38 @@ impl Pipeline {
 
         for (id, source) in source_starts {
             let core = cores.next_core();
-            threads.push(spawn(&format!("source-{id}"), move || {
-                pin_current("source", core);
-                source.run();
-            })?);
+            threads.push(spawn(
+                &format!("source-{id}"),
+                "source",
+                &mut stages,
+                move || {
+                    pin_current("source", core);
+                    source.run();
+                },
+            )?);
         }
 
+        let metrics = PipelineMetrics {
+            sources: source_metrics,
+            dispatcher: dispatcher_metrics,
+            sinks: sink_metrics,
+            kafka: kafka_metrics,
+            failures: failure_tables,
+        };
+        let telemetry = Telemetry {
+            metrics: metrics.clone(),
+            stages,
+            latency,
+            kafka_brokers,
+            ring_capacity_entries: (chunk_count * crate::limits::CHUNK_LINES_MAX) as u64,
+        };
         Ok(Pipeline {
             threads,
             stop,
             source_wakers,
-            metrics: PipelineMetrics {
-                sources: source_metrics,
-                dispatcher: dispatcher_metrics,
-                sinks: sink_metrics,
-                kafka: kafka_metrics,
-                failures: failure_tables,
-            },
+            metrics,
             symbols,
+            telemetry: Some(telemetry),
         })
     }
 
@@ -264,6 +310,12 @@ impl Pipeline {
 
     pub fn symbols(&self) -> &Arc<SymbolTable> {
         &self.symbols
+    }
+
+    /// What the metrics endpoint needs: counters, stage health and the
+    /// collecting ends of the latency histograms. Given out once.
+    pub fn take_telemetry(&mut self) -> Option<Telemetry> {
+        self.telemetry.take()
     }
 
     /// Asks the sources to stop; the rest of the pipeline drains behind them.
@@ -308,17 +360,38 @@ impl Pipeline {
     }
 }
 
+/// Starts a stage thread that reports itself alive until it ends, for any
+/// reason: the flag is cleared by a guard that also runs on a panic.
 fn spawn(
     name: &str,
+    stage_type: &'static str,
+    stages: &mut Vec<Arc<StageHealth>>,
     body: impl FnOnce() + Send + 'static,
 ) -> Result<(String, JoinHandle<()>), PipelineError> {
+    struct AliveGuard(Arc<StageHealth>);
+    impl Drop for AliveGuard {
+        fn drop(&mut self) {
+            self.0.set_alive(false);
+        }
+    }
+    let health = Arc::new(StageHealth {
+        name: name.to_string(),
+        stage_type,
+        ..StageHealth::default()
+    });
+    health.set_alive(true);
+    let guard = AliveGuard(Arc::clone(&health));
     let handle = std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(body)
+        .spawn(move || {
+            let _guard = guard;
+            body();
+        })
         .map_err(|source| PipelineError::Spawn {
             name: name.to_string(),
             source,
         })?;
+    stages.push(health);
     Ok((name.to_string(), handle))
 }
 

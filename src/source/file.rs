@@ -216,6 +216,9 @@ impl FileSource {
                 self.metrics
                     .files_open
                     .set(self.metrics.files_open.get() + 1);
+                if let Some(file_metrics) = self.metrics.files.get(index) {
+                    file_metrics.open.set(1);
+                }
                 true
             }
             Err(error) => {
@@ -233,6 +236,9 @@ impl FileSource {
             self.metrics
                 .files_open
                 .set(self.metrics.files_open.get().saturating_sub(1));
+            if let Some(file_metrics) = self.metrics.files.get(index) {
+                file_metrics.open.set(0);
+            }
         }
     }
 
@@ -334,6 +340,9 @@ impl FileSource {
         };
         if (path_metadata.dev(), path_metadata.ino()) != file.identity {
             self.metrics.rotations.add(1);
+            if let Some(file_metrics) = self.metrics.files.get(index) {
+                file_metrics.rotations.add(1);
+            }
             tracing::info!(source = %self.metrics.id, path = %file.path.display(), "file rotated; following the new file");
             self.emit_pending(index);
             self.close(index);
@@ -344,6 +353,9 @@ impl FileSource {
         }
         if path_metadata.len() < file.offset {
             self.metrics.truncations.add(1);
+            if let Some(file_metrics) = self.metrics.files.get(index) {
+                file_metrics.truncations.add(1);
+            }
             tracing::warn!(source = %self.metrics.id, path = %file.path.display(), offset = file.offset, length = path_metadata.len(), "file truncated; reading from its start");
             self.emit_pending(index);
             let file = &mut self.files[index];

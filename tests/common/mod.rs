@@ -24,6 +24,7 @@ pub fn file_source_config(input: &Path, extra_source_keys: &str, sinks: &str) ->
         r#"
 [daemon]
 pin_threads = false
+metrics_addr = "127.0.0.1:0"
 
 [dispatcher]
 batch_size = 1000

@@ -1,0 +1,44 @@
+//! Observability: the `/metrics` and `/health` endpoint, the Prometheus
+//! exposition, latency histograms and the process's own figures.
+//!
+//! Stages publish counters as atomics (`crate::metrics`) and latency as
+//! histograms sent over SPSC rings (`latency`); the metrics thread reads
+//! them. Nothing here takes a lock that a stage could wait on.
+
+pub mod exposition;
+pub mod http;
+pub mod latency;
+pub mod process;
+
+use std::sync::Arc;
+
+use crate::metrics::StageHealth;
+use crate::pipeline::PipelineMetrics;
+use latency::LatencyCollector;
+
+/// The latency collectors of one sink.
+#[derive(Debug)]
+pub struct SinkLatency {
+    pub sink_id: String,
+    pub sink_type: &'static str,
+    /// From a line being read to its batch being reported by the sink.
+    pub read_to_ack: LatencyCollector,
+    /// From a batch being sealed to the sink's report.
+    pub seal_to_ack: LatencyCollector,
+}
+
+/// Everything the metrics thread reads, handed over by the pipeline.
+#[derive(Debug)]
+pub struct Telemetry {
+    pub metrics: PipelineMetrics,
+    pub stages: Vec<Arc<StageHealth>>,
+    pub latency: Vec<SinkLatency>,
+    /// Bootstrap brokers of each Kafka sink, by sink id.
+    pub kafka_brokers: Vec<(String, Vec<String>)>,
+    /// Entries one source ring can hold.
+    pub ring_capacity_entries: u64,
+}
+
+/// Figures of the global allocator, supplied by the binary (which chose
+/// the allocator): (type label, bytes).
+pub type AllocatorFigures = fn() -> Vec<(&'static str, u64)>;
