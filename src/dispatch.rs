@@ -172,6 +172,10 @@ impl Dispatcher {
         self.own.register_current();
         loop {
             let mut progressed = self.collect_reports();
+            for sink in &mut self.sinks {
+                sink.read_to_ack.publish_if_due();
+                sink.seal_to_ack.publish_if_due();
+            }
             progressed |= self.drain_sources();
             self.seal_if_due();
             if self.sources.iter().all(SourceEnd::is_finished) {
@@ -243,9 +247,6 @@ impl Dispatcher {
                 drop(report.batch);
                 self.complete_report(slot);
             }
-            let sink = &mut self.sinks[sink_index];
-            sink.read_to_ack.publish_if_due();
-            sink.seal_to_ack.publish_if_due();
         }
         progressed
     }

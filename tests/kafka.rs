@@ -605,29 +605,23 @@ fn bad_kafka_config_gives_clear_errors() {
         "unreachable.toml",
         &common::file_source_config(&input, "", &sinks),
     );
-    let mut daemon = common::spawn_run(&config);
-    let stderr = daemon.stderr.take().expect("stderr");
-    let (lines_sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_sender.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let daemon = common::Daemon::start(&config);
     let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !seen
         .iter()
         .any(|line: &String| line.contains("circuit breaker open"))
     {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(remaining) {
+        match daemon.stderr.recv_timeout(remaining) {
             Ok(line) => seen.push(line),
             Err(_) => panic!("no breaker message; stderr so far: {seen:#?}"),
         }
     }
-    common::send_signal(&daemon, libc::SIGTERM);
-    assert!(common::wait_with_timeout(&mut daemon, Duration::from_secs(10)).success());
-    let rest: Vec<String> = lines.try_iter().collect();
+    let (status, health) = daemon.get("/health");
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("Kafka circuit breaker is open"), "{health}");
+    let rest: Vec<String> = daemon.stderr.try_iter().collect();
     assert!(
         !seen
             .iter()
@@ -635,4 +629,5 @@ fn bad_kafka_config_gives_clear_errors() {
             .any(|line| line.contains("panicked")),
         "{seen:#?} {rest:#?}"
     );
+    daemon.stop();
 }

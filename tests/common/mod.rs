@@ -94,3 +94,117 @@ pub fn write_numbered_lines(out: &mut impl Write, first: u64, count: u64) {
         writeln!(out, "seq={number:012} {padding}").expect("write line");
     }
 }
+
+/// A daemon started with its stderr followed, and its metrics address.
+pub struct Daemon {
+    pub child: Child,
+    pub metrics: std::net::SocketAddr,
+    pub stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts `run --config CONFIG` and waits for the `started` log line
+    /// that names the bound metrics address.
+    pub fn start(config: &Path) -> Daemon {
+        use std::io::BufRead;
+        let mut child = spawn_run(config);
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Owned by the `Daemon` from here on, so that its `Drop` reaps the
+        // child even if this function panics.
+        let mut daemon = Daemon {
+            child,
+            metrics: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            stderr: lines,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while daemon.metrics.port() == 0 {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = daemon
+                .stderr
+                .recv_timeout(remaining)
+                .expect("daemon logs `started` with its metrics address");
+            if let Some(at) = line.find("metrics=") {
+                let address = line[at + 8..].split_whitespace().next().expect("address");
+                daemon.metrics = address.parse().expect("socket address");
+            }
+        }
+        daemon
+    }
+
+    /// One HTTP GET on the metrics endpoint: (status code, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::Read;
+        let mut stream =
+            std::net::TcpStream::connect(self.metrics).expect("connect to metrics endpoint");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("response");
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("status code");
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Sends SIGTERM and expects exit 0 within 10 s.
+    pub fn stop(mut self) {
+        send_signal(&self.child, libc::SIGTERM);
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(10));
+        assert!(status.success(), "daemon exit {status}");
+    }
+}
+
+impl Drop for Daemon {
+    /// A test that failed half-way leaves no daemon behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of one sample line `name{labels} value` (labels as written).
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Resident memory of another process, bytes.
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}

@@ -1,0 +1,313 @@
+//! The metrics endpoint against a live daemon: promtool, a real Prometheus
+//! server, exact counters, hostile clients.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn file_to_file_config(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let input = dir.join("input.log");
+    std::fs::write(&input, "").expect("create input");
+    let output = dir.join("output.log");
+    let sinks = format!(
+        "[sinks.archive]\ntype = \"file\"\npath = \"{}\"\n\n[sinks.drop]\ntype = \"null\"",
+        output.display()
+    );
+    let config = write_file(dir, "config.toml", &file_source_config(&input, "", &sinks));
+    (input, output, config)
+}
+
+fn append_lines(input: &std::path::Path, first: u64, count: u64) {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(input)
+        .expect("open input");
+    let mut buffer = Vec::new();
+    write_numbered_lines(&mut buffer, first, count);
+    file.write_all(&buffer).expect("append");
+}
+
+/// Goal: the exposition is valid Prometheus text. Method: ship lines, then
+/// pipe `/metrics` through `promtool check metrics`; also `/health` is 200
+/// JSON naming every stage and unknown paths are 404.
+#[test]
+fn exposition_passes_promtool_and_health_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _, config) = file_to_file_config(dir.path());
+    append_lines(&input, 0, 5_000);
+    let daemon = Daemon::start(&config);
+    wait_until("lines processed", Duration::from_secs(20), || {
+        sample(
+            &daemon.get("/metrics").1,
+            "log_capturer_logs_processed_total{source_type=\"file\",source_id=\"app\",pipeline=\"default\"}",
+        ) == Some(5000.0)
+    });
+    let (status, body) = daemon.get("/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "log_capturer_threads",
+        "log_capturer_file_descriptors_open",
+        "log_capturer_cpu_usage_percent",
+        "log_capturer_processing_duration_seconds_bucket",
+        "log_capturer_sink_send_duration_seconds_count",
+    ] {
+        assert!(body.contains(name), "missing {name}");
+    }
+    assert!(body.contains("log_capturer_memory_usage_bytes{type=\"rss\"}"));
+    assert!(
+        body.contains("log_capturer_memory_usage_bytes{type=\"allocator_committed\"}"),
+        "mimalloc figures"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (apt package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("pipe metrics");
+    let checked = promtool.wait_with_output().expect("promtool");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(checked.status.success(), "promtool: {findings}");
+    assert!(findings.trim().is_empty(), "promtool findings: {findings}");
+
+    let (status, health) = daemon.get("/health");
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("health is JSON");
+    assert_eq!(health["status"], "ok");
+    for stage in ["source-app", "dispatcher", "sink-archive", "sink-drop"] {
+        assert_eq!(health["components"][stage], "ok", "{health}");
+    }
+    assert_eq!(daemon.get("/nothing-here").0, 404);
+    daemon.stop();
+}
+
+/// Goal: counters match reality. Method: ship N lines in three appends to
+/// two sinks; processed and sent totals must equal N exactly, for each sink.
+#[test]
+fn counters_equal_lines_shipped_exactly() {
+    const LINES: u64 = 123_457;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, output, config) = file_to_file_config(dir.path());
+    let daemon = Daemon::start(&config);
+    append_lines(&input, 0, 50_000);
+    append_lines(&input, 50_000, 50_000);
+    append_lines(&input, 100_000, LINES - 100_000);
+    let processed = "log_capturer_logs_processed_total{source_type=\"file\",source_id=\"app\",pipeline=\"default\"}";
+    let sent_file =
+        "log_capturer_sink_logs_total{sink=\"archive\",sink_type=\"file\",status=\"success\"}";
+    let sent_null =
+        "log_capturer_sink_logs_total{sink=\"drop\",sink_type=\"null\",status=\"success\"}";
+    let latency_count = "log_capturer_processing_duration_seconds_count{component=\"sink:archive\",operation=\"read_to_ack\"}";
+    wait_until("every line sent", Duration::from_secs(30), || {
+        let body = daemon.get("/metrics").1;
+        sample(&body, sent_file) == Some(LINES as f64)
+            && sample(&body, sent_null) == Some(LINES as f64)
+    });
+    // Latency histograms are published about once a second.
+    wait_until("latency recorded", Duration::from_secs(5), || {
+        sample(&daemon.get("/metrics").1, latency_count) == Some(LINES as f64)
+    });
+    let body = daemon.get("/metrics").1;
+    assert_eq!(sample(&body, processed), Some(LINES as f64));
+    assert_eq!(
+        sample(
+            &body,
+            "log_capturer_logs_sent_total{sink_type=\"file\",status=\"success\"}"
+        ),
+        Some(LINES as f64)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "log_capturer_logs_sent_total{sink_type=\"file\",status=\"error\"}"
+        ),
+        Some(0.0)
+    );
+    let written = std::fs::read(&output).expect("output");
+    assert_eq!(
+        written.iter().filter(|&&byte| byte == b'\n').count() as u64,
+        LINES
+    );
+    daemon.stop();
+}
+
+/// Goal: a client that opens 1,000 connections and sends nothing neither
+/// stops the data path nor grows memory, and the endpoint keeps answering.
+/// Method: open the connections, ship lines meanwhile, sample RSS.
+#[test]
+fn thousand_idle_connections_do_not_stall_the_data_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, output, config) = file_to_file_config(dir.path());
+    let daemon = Daemon::start(&config);
+    append_lines(&input, 0, 10_000);
+    wait_until("warm-up lines", Duration::from_secs(20), || {
+        std::fs::metadata(&output)
+            .map(|meta| meta.len())
+            .unwrap_or(0)
+            == 10_000 * 120
+    });
+    let rss_before = rss_of(daemon.child.id());
+
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(stream) = TcpStream::connect(daemon.metrics) {
+            idle.push(stream);
+        }
+    }
+    assert!(idle.len() >= 900, "opened {} connections", idle.len());
+    append_lines(&input, 10_000, 100_000);
+    let started = Instant::now();
+    wait_until(
+        "lines flow past idle connections",
+        Duration::from_secs(20),
+        || {
+            std::fs::metadata(&output)
+                .map(|meta| meta.len())
+                .unwrap_or(0)
+                == 110_000 * 120
+        },
+    );
+    let flowed_in = started.elapsed();
+    let (status, body) = daemon.get("/metrics");
+    assert_eq!(
+        status, 200,
+        "endpoint answers while idle connections are open"
+    );
+    let fds = sample(&body, "log_capturer_file_descriptors_open").expect("fd gauge");
+    assert!(fds < 200.0, "descriptors held: {fds}");
+    let rss_after = rss_of(daemon.child.id());
+    assert!(
+        rss_after < rss_before + (16 << 20),
+        "RSS {} MiB -> {} MiB",
+        rss_before >> 20,
+        rss_after >> 20
+    );
+    println!(
+        "100k lines in {flowed_in:?} with {} idle connections; RSS {} -> {} MiB; fds {fds}",
+        idle.len(),
+        rss_before >> 20,
+        rss_after >> 20
+    );
+    drop(idle);
+    daemon.stop();
+}
+
+/// Goal: a huge request head is refused without growing memory. Method:
+/// send 64 KiB of header bytes; expect 431.
+#[test]
+fn oversized_request_head_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, _, config) = file_to_file_config(dir.path());
+    let daemon = Daemon::start(&config);
+    let mut stream = TcpStream::connect(daemon.metrics).expect("connect");
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nX-Filler: ");
+    let _ = stream.write_all(&vec![b'a'; 64 * 1024]);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    daemon.stop();
+}
+
+/// Goal: a real Prometheus server scrapes the daemon and sees
+/// `log_capturer_logs_processed_total` grow. Method: start Debian's
+/// prometheus on loopback with a 1 s scrape of the daemon, ship lines in
+/// two steps, query the HTTP API after each.
+#[test]
+fn prometheus_server_scrapes_growing_counter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _, config) = file_to_file_config(dir.path());
+    let daemon = Daemon::start(&config);
+    let prometheus_port = free_port();
+    let scrape = write_file(
+        dir.path(),
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: log-capturer\n    static_configs:\n      - targets: ['{}']\n",
+            daemon.metrics
+        ),
+    );
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", scrape.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed (apt package prometheus)");
+
+    append_lines(&input, 0, 1_000);
+    let first = wait_for_query_value(prometheus_port, |value| value >= 1000.0);
+    append_lines(&input, 1_000, 4_000);
+    let second = wait_for_query_value(prometheus_port, |value| value >= 5000.0);
+    prometheus.kill().ok();
+    prometheus.wait().ok();
+    daemon.stop();
+    assert_eq!(first, 1000.0);
+    assert_eq!(second, 5000.0);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// Queries `log_capturer_logs_processed_total` through Prometheus's API
+/// until `accept` holds; returns the value.
+fn wait_for_query_value(port: u16, accept: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = query(port, "log_capturer_logs_processed_total")
+            && accept(value)
+        {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never saw the expected value"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn query(port: u16, expression: &str) -> Option<f64> {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /api/v1/query?query={expression} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    let json_start = body.find('{')?;
+    let json_end = body.rfind('}')?;
+    let value: serde_json::Value = serde_json::from_str(&body[json_start..=json_end]).ok()?;
+    value["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
