@@ -272,9 +272,15 @@ impl KafkaSink {
         links.own.register_current();
         loop {
             self.producer.poll(Duration::ZERO);
-            self.watch_breaker();
+            self.open_on_transport_error();
+            let mut progressed = self.produce(&mut links);
+            // With the breaker open every waiting batch fails at once, before
+            // a probe can hold this thread.
+            while self.breaker.is_open() && self.produce(&mut links) {
+                progressed = true;
+            }
             self.report_settled(&mut links, &metrics);
-            let progressed = self.produce(&mut links);
+            self.close_if_probe_answers();
             let idle = self.producing.is_none() && links.batches.is_empty();
             if idle && links.batches.is_abandoned() && self.awaiting_count == 0 {
                 break;
@@ -306,7 +312,7 @@ impl KafkaSink {
         }
     }
 
-    fn watch_breaker(&mut self) {
+    fn open_on_transport_error(&mut self) {
         let context = self.producer.context();
         if context.transport_failed.swap(false, Ordering::Relaxed) && self.breaker.open() {
             self.metrics.breaker_state.set(1);
@@ -318,8 +324,14 @@ impl KafkaSink {
             self.producer
                 .purge(PurgeConfig::default().queue().inflight());
         }
+    }
+
+    fn close_if_probe_answers(&mut self) {
         if self.breaker.probe_due() && self.probe() {
-            context.transport_failed.store(false, Ordering::Relaxed);
+            self.producer
+                .context()
+                .transport_failed
+                .store(false, Ordering::Relaxed);
             self.breaker.close();
             self.metrics.breaker_state.set(0);
             self.metrics.connected.set(1);
@@ -327,12 +339,16 @@ impl KafkaSink {
         }
     }
 
-    /// Asks the cluster for the topic's metadata; true if it answered.
+    /// Asks the cluster for the topic's metadata; true if it answered. The
+    /// wait is half the probe interval (50 to 500 ms): the thread is blocked
+    /// meanwhile, so batches that arrive wait at most that long to be failed.
     fn probe(&self) -> bool {
+        let timeout = (self.options.probe_interval / 2)
+            .clamp(Duration::from_millis(50), Duration::from_millis(500));
         let answer: KafkaResult<_> = self
             .producer
             .client()
-            .fetch_metadata(Some(&self.options.topic), Duration::from_millis(500));
+            .fetch_metadata(Some(&self.options.topic), timeout);
         match answer {
             Ok(metadata) => {
                 !metadata.brokers().is_empty()
