@@ -69,6 +69,10 @@ pub struct Config {
     #[serde(default)]
     pub dispatcher: DispatcherConfig,
     #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub dlq: DlqConfig,
+    #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
@@ -134,6 +138,76 @@ impl DispatcherConfig {
     /// Chunks in each source ring and pool, from `queue_capacity`.
     pub fn source_chunks(&self) -> usize {
         (self.queue_capacity.get() / limits::CHUNK_LINES_MAX).max(limits::SOURCE_CHUNKS_MIN)
+    }
+}
+
+/// `[retry]`: the retry timing wheel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Most (batch, sink) retries waiting at once. Each holds its batch's
+    /// arena, so memory is bounded by `batches_in_flight + max_batches`
+    /// arenas. A failure that finds the wheel full goes to the DLQ.
+    pub max_batches: NonZeroUsize,
+    /// Delay before the first retry; doubled per attempt, with jitter.
+    pub base_delay_ms: NonZeroU64,
+    /// Longest delay between attempts.
+    pub max_delay_ms: NonZeroU64,
+    /// Deliveries tried per batch and sink (the first included) before the
+    /// failed entries go to the DLQ.
+    pub max_attempts: std::num::NonZeroU32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_batches: NonZeroUsize::new(64).expect("not zero"),
+            base_delay_ms: NonZeroU64::new(200).expect("not zero"),
+            max_delay_ms: NonZeroU64::new(30_000).expect("not zero"),
+            max_attempts: std::num::NonZeroU32::new(5).expect("not zero"),
+        }
+    }
+}
+
+/// What the DLQ does when it reaches `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DlqPolicy {
+    /// Delete the oldest segment to make room (counted).
+    #[default]
+    DropOldest,
+    /// Refuse new entries (counted).
+    DropNew,
+}
+
+/// `[dlq]`: the dead-letter queue on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// Directory of the segments; default `<data_dir>/dlq`.
+    pub dir: Option<PathBuf>,
+    /// Size of each preallocated segment file (at least 64 KiB).
+    pub segment_bytes: NonZeroUsize,
+    /// Bound on the segments of one sink, bytes.
+    pub max_bytes: NonZeroU64,
+    pub policy: DlqPolicy,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            segment_bytes: NonZeroUsize::new(64 * 1024 * 1024).expect("not zero"),
+            max_bytes: NonZeroU64::new(1024 * 1024 * 1024).expect("not zero"),
+            policy: DlqPolicy::DropOldest,
+        }
+    }
+}
+
+impl Config {
+    /// The DLQ directory: `[dlq] dir`, or `<data_dir>/dlq`.
+    pub fn dlq_dir(&self) -> PathBuf {
+        self.dlq.dir.clone().unwrap_or_else(|| self.daemon.data_dir.join("dlq"))
     }
 }
 
@@ -381,6 +455,15 @@ impl Config {
             key: key.to_string(),
             reason: reason.to_string(),
         };
+        if self.retry.max_delay_ms < self.retry.base_delay_ms {
+            return Err(invalid("retry.max_delay_ms", "must be at least retry.base_delay_ms"));
+        }
+        if self.dlq.segment_bytes.get() < 64 * 1024 {
+            return Err(invalid("dlq.segment_bytes", "must be at least 65536"));
+        }
+        if self.dlq.max_bytes.get() < self.dlq.segment_bytes.get() as u64 {
+            return Err(invalid("dlq.max_bytes", "must hold at least one segment (dlq.segment_bytes)"));
+        }
         if self.sources.is_empty() {
             return Err(invalid("sources", "at least one source is required"));
         }

@@ -29,6 +29,7 @@
 pub mod batch;
 pub mod config;
 pub mod dispatch;
+pub mod dlq;
 pub mod labels;
 pub mod limits;
 pub mod metrics;

@@ -1,0 +1,361 @@
+//! The dead-letter queue: entries that could not be delivered, kept on disk
+//! in fixed-size, preallocated, memory-mapped segment files, one directory
+//! per sink (`<dir>/<sink id>/segment-NNNN.dlq`).
+//!
+//! Invariants (see `segment` and `record` for the byte layouts):
+//! * a segment is preallocated at its full size and never grows; a full disk
+//!   is an error when a segment is created, never a SIGBUS;
+//! * every record carries a CRC32C; a torn or corrupt record is detected,
+//!   counted and skipped, never trusted;
+//! * records are self-describing: sink id and labels are strings;
+//! * records never span segments;
+//! * the writer (the dispatcher) creates segments; replay deletes a segment
+//!   only after every record in it was acknowledged; both hold an exclusive
+//!   `flock` on a segment while they use it;
+//! * the total size is bounded by `max_bytes`; at the bound, `drop_oldest`
+//!   deletes the oldest sealed segment and `drop_new` refuses the new
+//!   entries; both count what they drop.
+//!
+//! Durability: records reach the page cache when appended (a shared map),
+//! so they survive a crash of the process; the map is flushed
+//! asynchronously when a segment is sealed and once a second, and
+//! synchronously when the writer is dropped.
+
+pub mod record;
+pub mod segment;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::DlqPolicy;
+use crate::metrics::{Counter, Gauge};
+use record::{Reason, Record, encode_frame};
+use segment::{ReadableSegment, SegmentError, WritableSegment, list_segments};
+
+/// Why an entry could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("DLQ directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("DLQ for sink {sink} is full ({max_bytes} bytes, policy drop_new)")]
+    Full { sink: String, max_bytes: u64 },
+    #[error("DLQ record of {bytes} bytes does not fit a segment of {segment_bytes} bytes")]
+    TooLarge { bytes: usize, segment_bytes: usize },
+}
+
+/// Counters of one sink's DLQ.
+#[derive(Debug, Default)]
+pub struct DlqMetrics {
+    pub sink: String,
+    /// Stored records by reason: retry queue full, attempts exhausted,
+    /// permanent error, shutdown (`Reason` codes 1 to 4).
+    pub stored: [Counter; 4],
+    /// Records in the segments on disk.
+    pub entries: Gauge,
+    /// Bytes of the segment files on disk.
+    pub size_bytes: Gauge,
+    /// Records dropped at the size bound (either policy).
+    pub dropped: Counter,
+    /// Records that could not be written (disk full, read-only, ...).
+    pub write_errors: Counter,
+    /// Corrupt or torn records found when scanning.
+    pub corrupt: Counter,
+}
+
+impl DlqMetrics {
+    pub fn stored_for(&self, reason: Reason) -> &Counter {
+        &self.stored[reason as usize - 1]
+    }
+}
+
+/// Settings of the DLQ, from `[dlq]`.
+#[derive(Debug, Clone)]
+pub struct DlqSettings {
+    pub dir: PathBuf,
+    pub segment_bytes: usize,
+    pub max_bytes: u64,
+    pub policy: DlqPolicy,
+}
+
+/// One sink's DLQ writer, owned by the dispatcher.
+#[derive(Debug)]
+pub struct DlqWriter {
+    sink: String,
+    dir: PathBuf,
+    settings: DlqSettings,
+    active: Option<WritableSegment>,
+    /// Sealed segments: sequence, path, records.
+    sealed: VecDeque<(u64, PathBuf, u64)>,
+    sequence_next: u64,
+    frame: Vec<u8>,
+    flushed_at: Instant,
+    metrics: Arc<DlqMetrics>,
+}
+
+impl DlqWriter {
+    /// Opens `<dir>/<sink>`, creating it, and scans the segments already
+    /// there (they are kept for replay; new records go to a new segment).
+    pub fn open(sink: &str, settings: &DlqSettings) -> Result<Self, DlqError> {
+        let dir = settings.dir.join(sink);
+        let directory_error = |source| DlqError::Directory { path: dir.clone(), source };
+        std::fs::create_dir_all(&dir).map_err(directory_error)?;
+        let metrics = Arc::new(DlqMetrics {
+            sink: sink.to_string(),
+            ..DlqMetrics::default()
+        });
+        let mut sealed = VecDeque::new();
+        let mut sequence_next = 1;
+        for (sequence, path) in list_segments(&dir).map_err(directory_error)? {
+            sequence_next = sequence_next.max(sequence + 1);
+            match ReadableSegment::open(&path) {
+                Ok(segment) => {
+                    let summary = segment.scan(|_| {});
+                    metrics.corrupt.add(summary.corrupt);
+                    if summary.corrupt > 0 {
+                        tracing::warn!(path = %path.display(), corrupt = summary.corrupt, torn_tail = summary.torn_tail, "DLQ segment has corrupt records; they are skipped");
+                    }
+                    sealed.push_back((sequence, path, summary.records));
+                }
+                Err(error) => tracing::warn!(%error, "DLQ segment skipped"),
+            }
+        }
+        metrics.entries.set(sealed.iter().map(|(_, _, records)| records).sum());
+        let writer = Self {
+            sink: sink.to_string(),
+            dir,
+            settings: settings.clone(),
+            active: None,
+            sealed,
+            sequence_next,
+            frame: Vec::with_capacity(64 * 1024),
+            flushed_at: Instant::now(),
+            metrics,
+        };
+        writer.publish_size();
+        Ok(writer)
+    }
+
+    pub fn metrics(&self) -> Arc<DlqMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stores one record. On error the record is counted (dropped or
+    /// write error) by this writer; the caller only logs.
+    pub fn append(&mut self, record: &Record<'_>) -> Result<(), DlqError> {
+        encode_frame(&mut self.frame, record);
+        let result = self.append_frame();
+        match &result {
+            Ok(()) => self.metrics.stored_for(record.reason).add(1),
+            Err(DlqError::Full { .. }) => self.metrics.dropped.add(1),
+            Err(_) => self.metrics.write_errors.add(1),
+        }
+        result
+    }
+
+    fn append_frame(&mut self) -> Result<(), DlqError> {
+        let capacity = self.settings.segment_bytes - segment::SEGMENT_HEADER_BYTES - 4;
+        if self.frame.len() > capacity {
+            return Err(DlqError::TooLarge {
+                bytes: self.frame.len(),
+                segment_bytes: self.settings.segment_bytes,
+            });
+        }
+        let needs_roll = self.active.as_ref().is_none_or(|active| active.free_bytes() < self.frame.len());
+        if needs_roll {
+            self.roll()?;
+        }
+        let active = self.active.as_mut().expect("roll opened a segment");
+        active.append(&self.frame);
+        self.metrics.entries.set(self.metrics.entries.get() + 1);
+        Ok(())
+    }
+
+    /// Seals the active segment and creates the next one, making room at
+    /// the size bound first.
+    fn roll(&mut self) -> Result<(), DlqError> {
+        if let Some(active) = self.active.take() {
+            active.flush_async();
+            self.sealed.push_back((active.sequence, active.path.clone(), active.records));
+        }
+        let segment_bytes = self.settings.segment_bytes as u64;
+        while (self.sealed.len() as u64 + 1) * segment_bytes > self.settings.max_bytes {
+            if self.settings.policy == DlqPolicy::DropNew || !self.drop_oldest() {
+                self.publish_size();
+                return Err(DlqError::Full {
+                    sink: self.sink.clone(),
+                    max_bytes: self.settings.max_bytes,
+                });
+            }
+        }
+        let segment = WritableSegment::create(&self.dir, self.sequence_next, self.settings.segment_bytes, crate::source::file::now_ns())?;
+        self.sequence_next += 1;
+        self.active = Some(segment);
+        self.publish_size();
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segment. False if none can be deleted.
+    fn drop_oldest(&mut self) -> bool {
+        let Some((_, path, records)) = self.sealed.pop_front() else {
+            return false;
+        };
+        match ReadableSegment::open(&path) {
+            Ok(segment) => {
+                if let Err(error) = segment.delete() {
+                    tracing::warn!(%error, "cannot delete the oldest DLQ segment");
+                    return false;
+                }
+                self.metrics.dropped.add(records);
+                self.metrics.entries.set(self.metrics.entries.get().saturating_sub(records));
+                tracing::warn!(sink = %self.sink, path = %path.display(), records, "DLQ full: oldest segment dropped (policy drop_oldest)");
+                true
+            }
+            // Already gone (replayed and deleted): that freed the room.
+            Err(SegmentError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => true,
+            Err(error) => {
+                tracing::warn!(%error, "cannot drop the oldest DLQ segment");
+                false
+            }
+        }
+    }
+
+    fn publish_size(&self) {
+        let segments = self.sealed.len() as u64 + u64::from(self.active.is_some());
+        self.metrics.size_bytes.set(segments * self.settings.segment_bytes as u64);
+    }
+
+    /// Flushes the active segment about once a second (call freely).
+    pub fn flush_if_due(&mut self) {
+        if self.flushed_at.elapsed().as_secs() >= 1 {
+            if let Some(active) = &self.active {
+                active.flush_async();
+            }
+            self.flushed_at = Instant::now();
+        }
+    }
+
+    /// Seals the active segment so that replay can take it.
+    pub fn seal(&mut self) {
+        if let Some(active) = self.active.take() {
+            active.flush_async();
+            self.sealed.push_back((active.sequence, active.path.clone(), active.records));
+        }
+    }
+}
+
+/// Records of every segment in `dir` (one sink's directory), oldest first:
+/// `(segment sequence, records, corrupt)`.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf, segment::ScanSummary)>, DlqError> {
+    let directory_error = |source| DlqError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut listing = Vec::new();
+    for (sequence, path) in list_segments(dir).map_err(directory_error)? {
+        let segment = ReadableSegment::open(&path)?;
+        listing.push((sequence, path, segment.scan(|_| {})));
+    }
+    Ok(listing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path, max_segments: u64, policy: DlqPolicy) -> DlqSettings {
+        DlqSettings {
+            dir: dir.to_path_buf(),
+            segment_bytes: 4096,
+            max_bytes: 4096 * max_segments,
+            policy,
+        }
+    }
+
+    fn record(message: &str) -> Record<'_> {
+        Record {
+            timestamp_ns: 5,
+            attempts: 1,
+            reason: Reason::AttemptsExhausted,
+            terminated: true,
+            sink: "k",
+            labels: vec![("file", "/x")],
+            message: message.as_bytes(),
+        }
+    }
+
+    fn write(writer: &mut DlqWriter, count: usize) -> (usize, usize) {
+        let (mut stored, mut refused) = (0, 0);
+        for index in 0..count {
+            match writer.append(&record(&format!("message {index:06} {}", "p".repeat(100)))) {
+                Ok(()) => stored += 1,
+                Err(DlqError::Full { .. }) => refused += 1,
+                Err(error) => panic!("{error}"),
+            }
+        }
+        (stored, refused)
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_and_counts_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = DlqWriter::open("k", &settings(dir.path(), 3, DlqPolicy::DropOldest)).expect("open");
+        let (stored, refused) = write(&mut writer, 500);
+        assert_eq!((stored, refused), (500, 0));
+        let metrics = writer.metrics();
+        drop(writer);
+        let listing = list(&dir.path().join("k")).expect("list");
+        assert_eq!(listing.len(), 3, "bounded to three segments");
+        let kept: u64 = listing.iter().map(|(_, _, summary)| summary.records).sum();
+        assert_eq!(kept + metrics.dropped.get(), 500, "every record is kept or counted dropped");
+        assert_eq!(metrics.entries.get(), kept);
+    }
+
+    #[test]
+    fn drop_new_refuses_and_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = DlqWriter::open("k", &settings(dir.path(), 2, DlqPolicy::DropNew)).expect("open");
+        let (stored, refused) = write(&mut writer, 500);
+        assert!(refused > 0);
+        assert_eq!(writer.metrics().dropped.get(), refused as u64);
+        drop(writer);
+        let kept: u64 = list(&dir.path().join("k")).expect("list").iter().map(|(_, _, summary)| summary.records).sum();
+        assert_eq!(kept, stored as u64);
+    }
+
+    #[test]
+    fn reopening_keeps_old_segments_and_starts_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = settings(dir.path(), 100, DlqPolicy::DropOldest);
+        let mut writer = DlqWriter::open("k", &settings).expect("open");
+        write(&mut writer, 10);
+        drop(writer);
+        let mut writer = DlqWriter::open("k", &settings).expect("reopen");
+        assert_eq!(writer.metrics().entries.get(), 10);
+        write(&mut writer, 5);
+        drop(writer);
+        let listing = list(&dir.path().join("k")).expect("list");
+        let counts: Vec<u64> = listing.iter().map(|(_, _, summary)| summary.records).collect();
+        assert_eq!(counts, vec![10, 5]);
+    }
+
+    #[test]
+    fn unwritable_directory_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, "x").expect("file");
+        let error = DlqWriter::open("k", &settings(&file, 2, DlqPolicy::DropNew)).expect_err("a file is no directory");
+        assert!(error.to_string().contains("not-a-directory"), "{error}");
+    }
+}
