@@ -207,7 +207,10 @@ impl Default for DlqConfig {
 impl Config {
     /// The DLQ directory: `[dlq] dir`, or `<data_dir>/dlq`.
     pub fn dlq_dir(&self) -> PathBuf {
-        self.dlq.dir.clone().unwrap_or_else(|| self.daemon.data_dir.join("dlq"))
+        self.dlq
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.daemon.data_dir.join("dlq"))
     }
 }
 
@@ -456,13 +459,19 @@ impl Config {
             reason: reason.to_string(),
         };
         if self.retry.max_delay_ms < self.retry.base_delay_ms {
-            return Err(invalid("retry.max_delay_ms", "must be at least retry.base_delay_ms"));
+            return Err(invalid(
+                "retry.max_delay_ms",
+                "must be at least retry.base_delay_ms",
+            ));
         }
         if self.dlq.segment_bytes.get() < 64 * 1024 {
             return Err(invalid("dlq.segment_bytes", "must be at least 65536"));
         }
         if self.dlq.max_bytes.get() < self.dlq.segment_bytes.get() as u64 {
-            return Err(invalid("dlq.max_bytes", "must hold at least one segment (dlq.segment_bytes)"));
+            return Err(invalid(
+                "dlq.max_bytes",
+                "must hold at least one segment (dlq.segment_bytes)",
+            ));
         }
         if self.sources.is_empty() {
             return Err(invalid("sources", "at least one source is required"));

@@ -35,6 +35,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pin;
 pub mod pipeline;
+pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -105,7 +105,10 @@ impl DlqWriter {
     /// there (they are kept for replay; new records go to a new segment).
     pub fn open(sink: &str, settings: &DlqSettings) -> Result<Self, DlqError> {
         let dir = settings.dir.join(sink);
-        let directory_error = |source| DlqError::Directory { path: dir.clone(), source };
+        let directory_error = |source| DlqError::Directory {
+            path: dir.clone(),
+            source,
+        };
         std::fs::create_dir_all(&dir).map_err(directory_error)?;
         let metrics = Arc::new(DlqMetrics {
             sink: sink.to_string(),
@@ -127,7 +130,9 @@ impl DlqWriter {
                 Err(error) => tracing::warn!(%error, "DLQ segment skipped"),
             }
         }
-        metrics.entries.set(sealed.iter().map(|(_, _, records)| records).sum());
+        metrics
+            .entries
+            .set(sealed.iter().map(|(_, _, records)| records).sum());
         let writer = Self {
             sink: sink.to_string(),
             dir,
@@ -172,7 +177,10 @@ impl DlqWriter {
                 segment_bytes: self.settings.segment_bytes,
             });
         }
-        let needs_roll = self.active.as_ref().is_none_or(|active| active.free_bytes() < self.frame.len());
+        let needs_roll = self
+            .active
+            .as_ref()
+            .is_none_or(|active| active.free_bytes() < self.frame.len());
         if needs_roll {
             self.roll()?;
         }
@@ -187,7 +195,8 @@ impl DlqWriter {
     fn roll(&mut self) -> Result<(), DlqError> {
         if let Some(active) = self.active.take() {
             active.flush_async();
-            self.sealed.push_back((active.sequence, active.path.clone(), active.records));
+            self.sealed
+                .push_back((active.sequence, active.path.clone(), active.records));
         }
         let segment_bytes = self.settings.segment_bytes as u64;
         while (self.sealed.len() as u64 + 1) * segment_bytes > self.settings.max_bytes {
@@ -199,7 +208,12 @@ impl DlqWriter {
                 });
             }
         }
-        let segment = WritableSegment::create(&self.dir, self.sequence_next, self.settings.segment_bytes, crate::source::file::now_ns())?;
+        let segment = WritableSegment::create(
+            &self.dir,
+            self.sequence_next,
+            self.settings.segment_bytes,
+            crate::source::file::now_ns(),
+        )?;
         self.sequence_next += 1;
         self.active = Some(segment);
         self.publish_size();
@@ -218,12 +232,18 @@ impl DlqWriter {
                     return false;
                 }
                 self.metrics.dropped.add(records);
-                self.metrics.entries.set(self.metrics.entries.get().saturating_sub(records));
+                self.metrics
+                    .entries
+                    .set(self.metrics.entries.get().saturating_sub(records));
                 tracing::warn!(sink = %self.sink, path = %path.display(), records, "DLQ full: oldest segment dropped (policy drop_oldest)");
                 true
             }
             // Already gone (replayed and deleted): that freed the room.
-            Err(SegmentError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => true,
+            Err(SegmentError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                true
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot drop the oldest DLQ segment");
                 false
@@ -233,7 +253,9 @@ impl DlqWriter {
 
     fn publish_size(&self) {
         let segments = self.sealed.len() as u64 + u64::from(self.active.is_some());
-        self.metrics.size_bytes.set(segments * self.settings.segment_bytes as u64);
+        self.metrics
+            .size_bytes
+            .set(segments * self.settings.segment_bytes as u64);
     }
 
     /// Flushes the active segment about once a second (call freely).
@@ -250,7 +272,8 @@ impl DlqWriter {
     pub fn seal(&mut self) {
         if let Some(active) = self.active.take() {
             active.flush_async();
-            self.sealed.push_back((active.sequence, active.path.clone(), active.records));
+            self.sealed
+                .push_back((active.sequence, active.path.clone(), active.records));
         }
     }
 }
@@ -310,7 +333,8 @@ mod tests {
     #[test]
     fn drop_oldest_keeps_the_newest_and_counts_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut writer = DlqWriter::open("k", &settings(dir.path(), 3, DlqPolicy::DropOldest)).expect("open");
+        let mut writer =
+            DlqWriter::open("k", &settings(dir.path(), 3, DlqPolicy::DropOldest)).expect("open");
         let (stored, refused) = write(&mut writer, 500);
         assert_eq!((stored, refused), (500, 0));
         let metrics = writer.metrics();
@@ -318,19 +342,28 @@ mod tests {
         let listing = list(&dir.path().join("k")).expect("list");
         assert_eq!(listing.len(), 3, "bounded to three segments");
         let kept: u64 = listing.iter().map(|(_, _, summary)| summary.records).sum();
-        assert_eq!(kept + metrics.dropped.get(), 500, "every record is kept or counted dropped");
+        assert_eq!(
+            kept + metrics.dropped.get(),
+            500,
+            "every record is kept or counted dropped"
+        );
         assert_eq!(metrics.entries.get(), kept);
     }
 
     #[test]
     fn drop_new_refuses_and_counts() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut writer = DlqWriter::open("k", &settings(dir.path(), 2, DlqPolicy::DropNew)).expect("open");
+        let mut writer =
+            DlqWriter::open("k", &settings(dir.path(), 2, DlqPolicy::DropNew)).expect("open");
         let (stored, refused) = write(&mut writer, 500);
         assert!(refused > 0);
         assert_eq!(writer.metrics().dropped.get(), refused as u64);
         drop(writer);
-        let kept: u64 = list(&dir.path().join("k")).expect("list").iter().map(|(_, _, summary)| summary.records).sum();
+        let kept: u64 = list(&dir.path().join("k"))
+            .expect("list")
+            .iter()
+            .map(|(_, _, summary)| summary.records)
+            .sum();
         assert_eq!(kept, stored as u64);
     }
 
@@ -346,7 +379,10 @@ mod tests {
         write(&mut writer, 5);
         drop(writer);
         let listing = list(&dir.path().join("k")).expect("list");
-        let counts: Vec<u64> = listing.iter().map(|(_, _, summary)| summary.records).collect();
+        let counts: Vec<u64> = listing
+            .iter()
+            .map(|(_, _, summary)| summary.records)
+            .collect();
         assert_eq!(counts, vec![10, 5]);
     }
 
@@ -355,7 +391,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("not-a-directory");
         std::fs::write(&file, "x").expect("file");
-        let error = DlqWriter::open("k", &settings(&file, 2, DlqPolicy::DropNew)).expect_err("a file is no directory");
+        let error = DlqWriter::open("k", &settings(&file, 2, DlqPolicy::DropNew))
+            .expect_err("a file is no directory");
         assert!(error.to_string().contains("not-a-directory"), "{error}");
     }
 }

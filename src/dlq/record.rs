@@ -99,7 +99,10 @@ pub enum DecodeError {
 
 /// Bytes the frame of a record will take.
 pub fn frame_bytes(sink: &str, labels: &[(&str, &str)], message: &[u8]) -> usize {
-    let labels_bytes: usize = labels.iter().map(|(key, value)| 4 + key.len() + value.len()).sum();
+    let labels_bytes: usize = labels
+        .iter()
+        .map(|(key, value)| 4 + key.len() + value.len())
+        .sum();
     FRAME_HEADER_BYTES + BODY_FIXED_BYTES + sink.len() + labels_bytes + message.len()
 }
 
@@ -112,7 +115,11 @@ pub fn encode_frame(out: &mut Vec<u8>, record: &Record<'_>) {
     out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
     out.push(RECORD_VERSION);
     out.push(record.reason as u8);
-    out.push(if record.terminated { FLAG_TERMINATED } else { 0 });
+    out.push(if record.terminated {
+        FLAG_TERMINATED
+    } else {
+        0
+    });
     out.push(0);
     out.extend_from_slice(&record.attempts.to_le_bytes());
     out.extend_from_slice(&record.timestamp_ns.to_le_bytes());
@@ -130,7 +137,10 @@ pub fn encode_frame(out: &mut Vec<u8>, record: &Record<'_>) {
     }
     out.extend_from_slice(record.message);
     let body_bytes = out.len() - FRAME_HEADER_BYTES;
-    assert!(body_bytes <= BODY_BYTES_MAX, "a DLQ record body is at most {BODY_BYTES_MAX} bytes");
+    assert!(
+        body_bytes <= BODY_BYTES_MAX,
+        "a DLQ record body is at most {BODY_BYTES_MAX} bytes"
+    );
     let checksum = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
     out[0..4].copy_from_slice(&(body_bytes as u32).to_le_bytes());
     out[4..8].copy_from_slice(&checksum.to_le_bytes());
@@ -174,7 +184,10 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, DecodeError> {
 }
 
 fn decode_body(body: &[u8]) -> Result<Record<'_>, DecodeError> {
-    let mut reader = Reader { bytes: body, offset: 0 };
+    let mut reader = Reader {
+        bytes: body,
+        offset: 0,
+    };
     let version = reader.u8()?;
     if version != RECORD_VERSION {
         return Err(DecodeError::Version(version));
@@ -222,7 +235,10 @@ impl<'a> Reader<'a> {
     fn take(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
         let available = self.bytes.len() - self.offset;
         if count > available {
-            return Err(DecodeError::Truncated { needed: count, available });
+            return Err(DecodeError::Truncated {
+                needed: count,
+                available,
+            });
         }
         let taken = &self.bytes[self.offset..self.offset + count];
         self.offset += count;
@@ -274,7 +290,10 @@ mod tests {
     fn round_trips() {
         let mut frame = Vec::new();
         encode_frame(&mut frame, &sample());
-        assert_eq!(frame.len(), frame_bytes("kafka", &sample().labels, sample().message));
+        assert_eq!(
+            frame.len(),
+            frame_bytes("kafka", &sample().labels, sample().message)
+        );
         let decoded = decode_frame(&frame).expect("valid frame");
         assert_eq!(decoded, Frame::Record(sample(), frame.len()));
         assert_eq!(decode_frame(&[0; 16]), Ok(Frame::End));
@@ -290,14 +309,19 @@ mod tests {
                 let mut corrupt = frame.clone();
                 corrupt[index] ^= 1 << bit;
                 match decode_frame(&corrupt) {
-                    Ok(Frame::Record(record, _)) => panic!("flip at {index} bit {bit} accepted: {record:?}"),
+                    Ok(Frame::Record(record, _)) => {
+                        panic!("flip at {index} bit {bit} accepted: {record:?}")
+                    }
                     Ok(Frame::End) => assert!(index < 4, "only a zeroed length reads as the end"),
                     Err(_) => {}
                 }
             }
         }
         for cut in 1..frame.len() {
-            assert!(decode_frame(&frame[..cut]).is_err(), "cut at {cut} accepted");
+            assert!(
+                decode_frame(&frame[..cut]).is_err(),
+                "cut at {cut} accepted"
+            );
         }
     }
 }

@@ -46,7 +46,10 @@ pub enum SegmentError {
     Header { path: PathBuf },
 }
 
-fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> SegmentError + 'a {
+fn io_error<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> SegmentError + 'a {
     move |source| SegmentError::Io {
         path: path.to_path_buf(),
         action,
@@ -61,7 +64,10 @@ pub fn segment_name(sequence: u64) -> String {
 
 /// The sequence of a segment file name, if it is one.
 pub fn segment_sequence(name: &str) -> Option<u64> {
-    name.strip_prefix("segment-")?.strip_suffix(".dlq")?.parse().ok()
+    name.strip_prefix("segment-")?
+        .strip_suffix(".dlq")?
+        .parse()
+        .ok()
 }
 
 /// Segment files in `dir`, oldest first.
@@ -87,7 +93,9 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), SegmentError> {
     }
     let error = std::io::Error::last_os_error();
     if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(SegmentError::Locked { path: path.to_path_buf() });
+        return Err(SegmentError::Locked {
+            path: path.to_path_buf(),
+        });
     }
     Err(io_error(path, "lock")(error))
 }
@@ -115,8 +123,16 @@ pub struct WritableSegment {
 
 impl WritableSegment {
     /// Creates segment `sequence` in `dir`, preallocated to `segment_bytes`.
-    pub fn create(dir: &Path, sequence: u64, segment_bytes: usize, created_ns: u64) -> Result<Self, SegmentError> {
-        assert!(segment_bytes > SEGMENT_HEADER_BYTES + 4, "segment_bytes is validated");
+    pub fn create(
+        dir: &Path,
+        sequence: u64,
+        segment_bytes: usize,
+        created_ns: u64,
+    ) -> Result<Self, SegmentError> {
+        assert!(
+            segment_bytes > SEGMENT_HEADER_BYTES + 4,
+            "segment_bytes is validated"
+        );
         let path = dir.join(segment_name(sequence));
         let file = OpenOptions::new()
             .read(true)
@@ -127,10 +143,13 @@ impl WritableSegment {
         lock_exclusive(&file, &path)?;
         // SAFETY: posix_fallocate reads the descriptor and two integers; no
         // memory is shared with the call.
-        let result = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, segment_bytes as libc::off_t) };
+        let result =
+            unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, segment_bytes as libc::off_t) };
         if result != 0 {
             let _ = std::fs::remove_file(&path);
-            return Err(io_error(&path, "preallocate")(std::io::Error::from_raw_os_error(result)));
+            return Err(io_error(&path, "preallocate")(
+                std::io::Error::from_raw_os_error(result),
+            ));
         }
         let mut map = match map(&file, &path) {
             Ok(map) => map,
@@ -167,7 +186,12 @@ impl WritableSegment {
 
     /// Appends one encoded frame. The caller checked `free_bytes`.
     pub fn append(&mut self, frame: &[u8]) {
-        assert!(frame.len() <= self.free_bytes(), "frame of {} bytes, {} free", frame.len(), self.free_bytes());
+        assert!(
+            frame.len() <= self.free_bytes(),
+            "frame of {} bytes, {} free",
+            frame.len(),
+            self.free_bytes()
+        );
         let end = self.write_offset + frame.len();
         // Body first, length last: a crash between the two leaves a zero
         // length, which reads as the end of the segment.
@@ -223,7 +247,9 @@ impl ReadableSegment {
         lock_exclusive(&file, path)?;
         let bytes = std::fs::read(path).map_err(io_error(path, "read"))?;
         if bytes.len() < SEGMENT_HEADER_BYTES || &bytes[0..8] != SEGMENT_MAGIC {
-            return Err(SegmentError::Header { path: path.to_path_buf() });
+            return Err(SegmentError::Header {
+                path: path.to_path_buf(),
+            });
         }
         let sequence = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
         Ok(Self {
@@ -266,7 +292,9 @@ pub fn scan_frames(bytes: &[u8], visit: &mut impl FnMut(Record<'_>)) -> ScanSumm
             }
             Err(_) => {
                 summary.corrupt += 1;
-                let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes")) as usize;
+                let length =
+                    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))
+                        as usize;
                 offset += 8 + length;
             }
         }
@@ -317,8 +345,17 @@ mod tests {
         let path = dir.path().join(segment_name(7));
         assert_eq!(std::fs::metadata(&path).expect("file").len(), 4096);
         let mut seen = Vec::new();
-        let summary = ReadableSegment::open(&path).expect("open").scan(|record| seen.push(record.attempts));
-        assert_eq!(summary, ScanSummary { records: count as u64, corrupt: 0, torn_tail: false });
+        let summary = ReadableSegment::open(&path)
+            .expect("open")
+            .scan(|record| seen.push(record.attempts));
+        assert_eq!(
+            summary,
+            ScanSummary {
+                records: count as u64,
+                corrupt: 0,
+                torn_tail: false
+            }
+        );
         assert_eq!(seen, (0..count).collect::<Vec<_>>());
 
         // Flip a byte inside record 3's message and cut the file inside the
@@ -330,7 +367,9 @@ mod tests {
         bytes.truncate(cut);
         std::fs::write(&path, &bytes).expect("write");
         let mut seen = Vec::new();
-        let summary = ReadableSegment::open(&path).expect("open").scan(|record| seen.push(record.attempts));
+        let summary = ReadableSegment::open(&path)
+            .expect("open")
+            .scan(|record| seen.push(record.attempts));
         assert_eq!(summary.corrupt, 2, "{summary:?}");
         assert!(summary.torn_tail);
         assert_eq!(seen.len() as u32, count - 2);
