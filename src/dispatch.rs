@@ -1,25 +1,33 @@
-//! The dispatcher: one thread that batches the lines of every source and
-//! hands each sealed batch to every sink.
+//! The dispatcher: one thread that batches the lines of every source, hands
+//! each sealed batch to every sink, retries per sink through the timing
+//! wheel, and stores what cannot be delivered in the DLQ.
 //!
 //! ```text
 //! loop:
-//!     collect sink reports; a batch every sink reported on is complete:
-//!         take its arena back (the dispatcher holds the last Arc), reset it
-//!     drain source rings round-robin, at most DISPATCH_CHUNKS_PER_SOURCE_MAX
-//!         chunks each: copy lines into the open batch, seal it on batch_size
-//!         or batch_bytes, give the empty chunk back to its source
-//!     seal the open batch once batch_timeout_ms passed since its first entry
-//!     nothing to do: park until woken or until the open batch is due
+//!     collect sink reports:
+//!         delivered          -> that sink is done with the batch
+//!         failed, permanent  -> those entries to the DLQ
+//!         failed, retryable  -> into the retry wheel for that sink only, or
+//!                               to the DLQ when attempts are used up or the
+//!                               wheel is full
+//!         a batch every sink is done with is complete: its arena returns
+//!     hand every retry that came due to its sink (failed entries only)
+//!     drain source rings round-robin into the open batch; seal it on
+//!         batch_size, batch_bytes or batch_timeout_ms
+//!     nothing to do: park until woken, the batch deadline or the next retry
 //! ```
 //!
-//! Invariants: the number of arenas (free, open, or in flight) equals
-//! `batches_in_flight`, and so does the number of in-flight slots; a batch in
-//! flight occupies one slot and one arena. When no arena is free the
-//! dispatcher stops taking chunks, so sources stop reading: backpressure
-//! reaches the files without any queue growing.
+//! Invariants: arenas (free, open, or held by a batch) and batch slots both
+//! number `batches_in_flight + retry.max_batches`; a batch holds one slot and
+//! one arena from seal to completion. Every sink ring and report ring holds
+//! that many elements, so no push can fail (each is asserted). When no arena
+//! is free the dispatcher stops taking chunks and sources stop reading:
+//! backpressure reaches the files, no queue grows.
 //!
-//! The dispatcher ends when every source has dropped its ring and every
-//! batch is complete; dropping its rings then tells the sinks to finish.
+//! Shutdown: once every source has ended, the open batch is sealed, the
+//! wheel is emptied into the DLQ, and what is still at a sink after
+//! `drain_timeout` goes to the DLQ too (reason `shutdown`). A batch stored
+//! in the DLQ counts as complete.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,10 +36,14 @@ use bumpalo::Bump;
 use rtrb::{Consumer, Producer};
 
 use crate::batch::{OpenBatch, SealedBatch};
-use crate::labels::LabelSet;
+use crate::dlq::DlqSink;
+use crate::dlq::record::{Reason, Record};
+use crate::labels::{LabelSet, SymbolTable};
 use crate::limits;
 use crate::metrics::{DispatcherMetrics, SourceMetrics};
-use crate::sink::{Outcome, SinkReport};
+use crate::retry::wheel::RetryItem;
+use crate::retry::{Backoff, RetryWheel};
+use crate::sink::{FailureTable, Outcome, SinkReport};
 use crate::source::SourceChunk;
 use crate::telemetry::latency::LatencyPublisher;
 use crate::wake::{self, Waker};
@@ -42,6 +54,17 @@ pub struct BatchSettings {
     pub batch_size: usize,
     pub batch_bytes: usize,
     pub batch_timeout: Duration,
+}
+
+/// Retry settings, from `[retry]`, and the shutdown bound.
+#[derive(Debug)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub wheel_capacity: usize,
+    /// How long, after the sources ended, batches at sinks are waited for
+    /// before they go to the DLQ.
+    pub drain_timeout: Duration,
 }
 
 /// The dispatcher's end of one source's rings.
@@ -81,89 +104,122 @@ impl SourceEnd {
     }
 }
 
-/// The dispatcher's end of one sink's rings.
+/// A batch for a sink: the whole batch, or (a retry) only the entries
+/// marked failed in the sink's failure table.
+#[derive(Debug)]
+pub struct SinkJob {
+    pub batch: Arc<SealedBatch>,
+    pub retry: bool,
+}
+
+/// The dispatcher's end of one sink's rings, and its DLQ.
 #[derive(Debug)]
 pub struct SinkEnd {
-    pub batches: Producer<Arc<SealedBatch>>,
+    pub id: String,
+    pub jobs: Producer<SinkJob>,
     pub reports: Consumer<SinkReport>,
     pub sink: Waker,
     /// The entries this sink failed, per slot (read after a `Failed` report).
-    pub failures: Arc<crate::sink::FailureTable>,
+    pub failures: Arc<FailureTable>,
     /// Time from a line being read to its batch being reported by this sink.
     pub read_to_ack: LatencyPublisher,
     /// Time from a batch being sealed to this sink's report.
     pub seal_to_ack: LatencyPublisher,
+    pub dlq: DlqSink,
 }
 
-/// A sealed batch waiting for reports.
-#[derive(Debug)]
-struct InFlight {
-    batch: Arc<SealedBatch>,
-    reports_missing: usize,
+/// What the dispatcher knows of one batch slot.
+#[derive(Debug, Default)]
+struct SlotState {
+    batch: Option<Arc<SealedBatch>>,
+    /// Bit per sink that has not finished with the batch (delivered it, or
+    /// had its failed entries stored in the DLQ).
+    sinks_pending: u64,
+    /// Jobs handed to sinks and not yet reported.
+    reports_missing: u32,
 }
 
 /// The dispatcher thread's state.
 #[derive(Debug)]
 pub struct Dispatcher {
     settings: BatchSettings,
+    retry: RetrySettings,
     sources: Vec<SourceEnd>,
     sinks: Vec<SinkEnd>,
     /// Label set of each stream, indexed by `StreamId`.
     streams: Arc<[LabelSet]>,
+    /// To write labels as strings into DLQ records.
+    symbols: Arc<SymbolTable>,
     /// Free arenas, reset.
     arenas: Vec<Bump>,
     open: Option<OpenBatch>,
-    /// Indexed by a sealed batch's slot.
-    in_flight: Vec<Option<InFlight>>,
+    slots: Vec<SlotState>,
     free_slots: Vec<usize>,
+    /// Deliveries tried, per slot and sink (`slot * sinks + sink`).
+    attempts: Vec<u32>,
+    wheel: RetryWheel,
+    /// Items the wheel found due, taken out before any is handled.
+    due: Vec<RetryItem>,
     sequence_next: u64,
     /// First source to drain in the next round, for fairness.
     source_first: usize,
+    /// Set when every source has ended.
+    draining_since: Option<Instant>,
     own: Waker,
     metrics: Arc<DispatcherMetrics>,
 }
 
+/// The parts a dispatcher is built from.
+#[derive(Debug)]
+pub struct DispatcherParts {
+    pub settings: BatchSettings,
+    pub retry: RetrySettings,
+    pub sources: Vec<SourceEnd>,
+    pub sinks: Vec<SinkEnd>,
+    pub streams: Arc<[LabelSet]>,
+    pub symbols: Arc<SymbolTable>,
+    /// The preallocated arenas; their number is the number of slots.
+    pub arenas: Vec<Bump>,
+    pub own: Waker,
+    pub metrics: Arc<DispatcherMetrics>,
+}
+
 impl Dispatcher {
-    /// `arenas` are the preallocated batch arenas; their number is the bound
-    /// on batches in flight. Each sink ring must hold that many batches.
-    pub fn new(
-        settings: BatchSettings,
-        sources: Vec<SourceEnd>,
-        sinks: Vec<SinkEnd>,
-        streams: Arc<[LabelSet]>,
-        arenas: Vec<Bump>,
-        own: Waker,
-        metrics: Arc<DispatcherMetrics>,
-    ) -> Self {
-        assert!(
-            !arenas.is_empty(),
-            "batches_in_flight is validated non-zero"
-        );
-        assert!(!sinks.is_empty(), "a config has at least one sink");
-        for sink in &sinks {
+    pub fn new(parts: DispatcherParts) -> Self {
+        let slots = parts.arenas.len();
+        assert!(slots > 0, "batches_in_flight is validated non-zero");
+        assert!(!parts.sinks.is_empty(), "a config has at least one sink");
+        assert!(parts.sinks.len() <= 64, "at most 64 sinks (one bit each)");
+        for sink in &parts.sinks {
             assert!(
-                sink.batches.buffer().capacity() >= arenas.len(),
-                "a sink ring holds every batch in flight"
+                sink.jobs.buffer().capacity() >= slots,
+                "a sink ring holds every slot"
             );
             assert!(
-                sink.reports.buffer().capacity() >= arenas.len(),
-                "a report ring holds every batch in flight"
+                sink.reports.buffer().capacity() >= slots,
+                "a report ring holds every slot"
             );
         }
-        let slots = arenas.len();
+        let sink_count = parts.sinks.len();
         Self {
-            settings,
-            sources,
-            sinks,
-            streams,
-            arenas,
+            settings: parts.settings,
+            wheel: RetryWheel::new(parts.retry.wheel_capacity),
+            due: Vec::with_capacity(parts.retry.wheel_capacity),
+            retry: parts.retry,
+            sources: parts.sources,
+            sinks: parts.sinks,
+            streams: parts.streams,
+            symbols: parts.symbols,
+            arenas: parts.arenas,
             open: None,
-            in_flight: (0..slots).map(|_| None).collect(),
+            slots: (0..slots).map(|_| SlotState::default()).collect(),
             free_slots: (0..slots).rev().collect(),
+            attempts: vec![0; slots * sink_count],
             sequence_next: 0,
             source_first: 0,
-            own,
-            metrics,
+            draining_since: None,
+            own: parts.own,
+            metrics: parts.metrics,
         }
     }
 
@@ -172,17 +228,21 @@ impl Dispatcher {
         self.own.register_current();
         loop {
             let mut progressed = self.collect_reports();
+            progressed |= self.send_due_retries();
             for sink in &mut self.sinks {
                 sink.read_to_ack.publish_if_due();
                 sink.seal_to_ack.publish_if_due();
+                sink.dlq.flush_if_due();
             }
-            progressed |= self.drain_sources();
-            self.seal_if_due();
-            if self.sources.iter().all(SourceEnd::is_finished) {
-                self.seal_open();
-                if self.free_slots.len() == self.in_flight.len() {
-                    break;
+            if self.draining_since.is_none() {
+                progressed |= self.drain_sources();
+                self.seal_if_due();
+                if self.sources.iter().all(SourceEnd::is_finished) {
+                    self.start_draining();
                 }
+            }
+            if self.draining_since.is_some() && self.finish_draining() {
+                break;
             }
             if !progressed {
                 wake::park(self.park_timeout());
@@ -190,7 +250,7 @@ impl Dispatcher {
         }
         assert_eq!(
             self.arenas.len(),
-            self.in_flight.len(),
+            self.slots.len(),
             "every arena is back at the end"
         );
         // Drop the rings before the wake-ups, so that each sink sees its ring
@@ -203,75 +263,211 @@ impl Dispatcher {
     }
 
     fn park_timeout(&self) -> Duration {
-        let longest = Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX);
-        match &self.open {
-            Some(open) if !open.is_empty() => {
-                let due = open.opened_at() + self.settings.batch_timeout;
-                due.saturating_duration_since(Instant::now()).min(longest)
-            }
-            _ => longest,
+        let mut timeout = Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX);
+        if let Some(open) = self.open.as_ref().filter(|open| !open.is_empty()) {
+            let due = open.opened_at() + self.settings.batch_timeout;
+            timeout = timeout.min(due.saturating_duration_since(Instant::now()));
+        }
+        if let Some(retry_in) = self.wheel.next_due_in(Instant::now()) {
+            timeout = timeout.min(retry_in);
+        }
+        timeout
+    }
+
+    fn start_draining(&mut self) {
+        self.seal_open();
+        self.draining_since = Some(Instant::now());
+        let mut waiting = Vec::with_capacity(self.wheel.len());
+        self.wheel.drain(&mut waiting);
+        self.metrics.retry_queue_size.set(0);
+        for item in waiting {
+            let (slot, sink) = (item.batch_slot as usize, usize::from(item.sink));
+            self.store_failed(slot, sink, Reason::Shutdown);
+            self.finish_sink(slot, sink);
         }
     }
 
-    /// Takes every report; completes batches all sinks reported on.
+    /// True when every batch is complete. Past the drain timeout, what is
+    /// still at a sink goes to the DLQ and the batch completes.
+    fn finish_draining(&mut self) -> bool {
+        if self.free_slots.len() == self.slots.len() {
+            return true;
+        }
+        let since = self.draining_since.expect("draining");
+        if since.elapsed() < self.retry.drain_timeout {
+            return false;
+        }
+        for slot in 0..self.slots.len() {
+            for sink in 0..self.sinks.len() {
+                if self.slots[slot].sinks_pending & (1 << sink) != 0 {
+                    tracing::warn!(sink = %self.sinks[sink].id, slot, "sink did not finish before the shutdown deadline; batch stored in the DLQ");
+                    self.store_entries(slot, sink, Reason::Shutdown, |_| true);
+                }
+            }
+        }
+        true
+    }
+
+    /// Takes every report and acts on it. True if any came.
     fn collect_reports(&mut self) -> bool {
         let mut progressed = false;
-        for sink_index in 0..self.sinks.len() {
-            while let Ok(report) = self.sinks[sink_index].reports.pop() {
+        for sink in 0..self.sinks.len() {
+            while let Ok(report) = self.sinks[sink].reports.pop() {
                 progressed = true;
                 let slot = report.batch.slot();
-                let sink = &mut self.sinks[sink_index];
+                let end = &mut self.sinks[sink];
                 let lines = report.batch.len() as u64;
-                sink.seal_to_ack
+                end.seal_to_ack
                     .record(report.batch.sealed_at().elapsed(), lines);
                 let read_to_ack_ns =
                     crate::source::file::now_ns().saturating_sub(report.batch.read_ns_oldest());
-                sink.read_to_ack
+                end.read_to_ack
                     .record(Duration::from_nanos(read_to_ack_ns), lines);
-                if let Outcome::Failed {
-                    retryable,
-                    entries_failed,
-                } = report.outcome
-                {
-                    // The retry wheel will take the failed entries (from the
-                    // sink's failure table); until then the sink counts them
-                    // and they are logged here.
-                    tracing::debug!(
-                        sink_index,
-                        retryable,
-                        entries_failed,
-                        sequence = report.batch.sequence(),
-                        "batch failed at a sink"
-                    );
-                }
                 drop(report.batch);
-                self.complete_report(slot);
+                let state = &mut self.slots[slot];
+                assert!(
+                    state.reports_missing > 0,
+                    "slot {slot}: a report nobody waited for"
+                );
+                state.reports_missing -= 1;
+                match report.outcome {
+                    Outcome::Delivered => self.finish_sink(slot, sink),
+                    Outcome::Failed { .. } => self.handle_failure(slot, sink),
+                }
             }
         }
         progressed
     }
 
-    fn complete_report(&mut self, slot: usize) {
-        let in_flight = self.in_flight[slot]
-            .as_mut()
-            .expect("a report names a batch in flight");
-        assert!(
-            in_flight.reports_missing > 0,
-            "slot={slot}: more reports than sinks"
-        );
-        in_flight.reports_missing -= 1;
-        if in_flight.reports_missing > 0 {
+    /// A sink failed some entries of a batch: permanent ones to the DLQ,
+    /// the rest to the wheel or, when that cannot be, to the DLQ.
+    fn handle_failure(&mut self, slot: usize, sink: usize) {
+        let failures = Arc::clone(&self.sinks[sink].failures);
+        self.store_entries(slot, sink, Reason::Permanent, |entry| {
+            failures.is_failed(slot, entry) && failures.is_permanent(slot, entry)
+        });
+        if failures.failed_entries(slot).next().is_none() {
+            self.finish_sink(slot, sink);
             return;
         }
-        let in_flight = self.in_flight[slot].take().expect("checked above");
-        let batch = Arc::try_unwrap(in_flight.batch)
-            .expect("every sink handed its reference back with its report");
+        let attempts = &mut self.attempts[slot * self.sinks.len() + sink];
+        *attempts += 1;
+        let attempts = *attempts;
+        if self.draining_since.is_some() {
+            self.store_failed(slot, sink, Reason::Shutdown);
+        } else if attempts >= self.retry.max_attempts {
+            self.store_failed(slot, sink, Reason::AttemptsExhausted);
+        } else {
+            let item = RetryItem {
+                batch_slot: slot as u32,
+                sink: sink as u16,
+            };
+            let delay = self.retry.backoff.delay(attempts);
+            match self.wheel.insert(item, delay, Instant::now()) {
+                Ok(()) => {
+                    self.metrics.retry_queue_size.set(self.wheel.len() as u64);
+                    return;
+                }
+                Err(_) => {
+                    let entries = failures.failed_entries(slot).count() as u64;
+                    self.metrics.retry_drops.add(entries);
+                    self.store_failed(slot, sink, Reason::RetryQueueFull);
+                }
+            }
+        }
+        self.finish_sink(slot, sink);
+    }
+
+    /// Hands every due retry to its sink. True if any.
+    fn send_due_retries(&mut self) -> bool {
+        self.wheel.expire(Instant::now(), &mut self.due);
+        if self.due.is_empty() {
+            return false;
+        }
+        self.metrics.retry_queue_size.set(self.wheel.len() as u64);
+        for index in 0..self.due.len() {
+            let item = self.due[index];
+            let (slot, sink) = (item.batch_slot as usize, usize::from(item.sink));
+            let batch = Arc::clone(
+                self.slots[slot]
+                    .batch
+                    .as_ref()
+                    .expect("a waiting retry holds its batch"),
+            );
+            self.slots[slot].reports_missing += 1;
+            let end = &mut self.sinks[sink];
+            let pushed = end.jobs.push(SinkJob { batch, retry: true });
+            assert!(pushed.is_ok(), "a sink ring holds every slot");
+            end.sink.wake();
+            self.metrics.retries_sent.add(1);
+        }
+        self.due.clear();
+        true
+    }
+
+    /// Stores a sink's failed entries of a batch in its DLQ.
+    fn store_failed(&mut self, slot: usize, sink: usize, reason: Reason) {
+        let failures = Arc::clone(&self.sinks[sink].failures);
+        self.store_entries(slot, sink, reason, |entry| failures.is_failed(slot, entry));
+    }
+
+    /// Stores the entries of a batch that `select` picks in a sink's DLQ and
+    /// clears their failure marks.
+    fn store_entries(
+        &mut self,
+        slot: usize,
+        sink: usize,
+        reason: Reason,
+        select: impl Fn(usize) -> bool,
+    ) {
+        let batch = Arc::clone(
+            self.slots[slot]
+                .batch
+                .as_ref()
+                .expect("the slot holds a batch"),
+        );
+        let attempts = self.attempts[slot * self.sinks.len() + sink].max(1);
+        let end = &mut self.sinks[sink];
+        for (index, entry) in batch.entries().iter().enumerate() {
+            if !select(index) {
+                continue;
+            }
+            let labels = entry
+                .labels
+                .iter()
+                .map(|&(key, value)| (self.symbols.resolve(key), self.symbols.resolve(value)))
+                .collect();
+            end.dlq.store(&Record {
+                timestamp_ns: entry.timestamp_ns,
+                attempts,
+                reason,
+                terminated: entry.terminated,
+                sink: &end.id,
+                labels,
+                message: entry.line,
+            });
+            end.failures.unmark(slot, index);
+        }
+    }
+
+    /// A sink is done with a batch; complete the batch if all are.
+    fn finish_sink(&mut self, slot: usize, sink: usize) {
+        let state = &mut self.slots[slot];
+        state.sinks_pending &= !(1 << sink);
+        if state.sinks_pending != 0 || state.reports_missing != 0 {
+            return;
+        }
+        let batch = state.batch.take().expect("a pending batch");
+        let batch =
+            Arc::try_unwrap(batch).expect("every sink handed its reference back with its report");
         self.arenas.push(batch.into_arena());
         self.free_slots.push(slot);
+        let sinks = self.sinks.len();
+        self.attempts[slot * sinks..(slot + 1) * sinks].fill(0);
         self.metrics.batches_completed.add(1);
         self.metrics
             .batches_in_flight
-            .set((self.in_flight.len() - self.free_slots.len()) as u64);
+            .set((self.slots.len() - self.free_slots.len()) as u64);
     }
 
     /// Copies lines from the source rings into batches. True if any moved.
@@ -308,8 +504,7 @@ impl Dispatcher {
         let mut appended = 0u64;
         while next_line < lines.len() {
             if !self.ensure_open() {
-                self.metrics.lines_processed.add(appended);
-                self.sources[index].metrics.lines_dispatched.add(appended);
+                self.count_dispatched(index, appended);
                 self.sources[index].current = Some((chunk, next_line));
                 return Drained::Stalled;
             }
@@ -327,9 +522,8 @@ impl Dispatcher {
                 self.seal_open();
             }
         }
-        self.metrics.lines_processed.add(appended);
+        self.count_dispatched(index, appended);
         let source = &mut self.sources[index];
-        source.metrics.lines_dispatched.add(appended);
         // A source that has ended no longer takes chunks back; dropping the
         // chunk then frees it, which happens once, at shutdown.
         if source.returns.push(chunk).is_ok() {
@@ -338,7 +532,12 @@ impl Dispatcher {
         Drained::Chunk
     }
 
-    /// Opens a batch if none is open. False when every arena is in flight.
+    fn count_dispatched(&self, source: usize, lines: u64) {
+        self.metrics.lines_processed.add(lines);
+        self.sources[source].metrics.lines_dispatched.add(lines);
+    }
+
+    /// Opens a batch if none is open. False when every arena is taken.
     fn ensure_open(&mut self) -> bool {
         if self.open.is_some() {
             return true;
@@ -378,18 +577,27 @@ impl Dispatcher {
         let batch = Arc::new(open.seal(slot, self.sequence_next));
         self.sequence_next += 1;
         for sink in &mut self.sinks {
-            let pushed = sink.batches.push(Arc::clone(&batch));
-            assert!(pushed.is_ok(), "a sink ring holds every batch in flight");
+            let pushed = sink.jobs.push(SinkJob {
+                batch: Arc::clone(&batch),
+                retry: false,
+            });
+            assert!(pushed.is_ok(), "a sink ring holds every slot");
             sink.sink.wake();
         }
-        self.in_flight[slot] = Some(InFlight {
-            batch,
-            reports_missing: self.sinks.len(),
-        });
+        let sink_count = self.sinks.len();
+        self.slots[slot] = SlotState {
+            batch: Some(batch),
+            sinks_pending: if sink_count == 64 {
+                u64::MAX
+            } else {
+                (1u64 << sink_count) - 1
+            },
+            reports_missing: sink_count as u32,
+        };
         self.metrics.batches_sealed.add(1);
         self.metrics
             .batches_in_flight
-            .set((self.in_flight.len() - self.free_slots.len()) as u64);
+            .set((self.slots.len() - self.free_slots.len()) as u64);
     }
 }
 
@@ -400,6 +608,6 @@ enum Drained {
     Chunk,
     /// The ring had nothing.
     Empty,
-    /// Every arena is in flight; the chunk waits.
+    /// Every arena is taken; the chunk waits.
     Stalled,
 }

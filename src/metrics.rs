@@ -80,6 +80,12 @@ pub struct DispatcherMetrics {
     pub batches_completed: Counter,
     /// Sealed batches not yet completed.
     pub batches_in_flight: Gauge,
+    /// (batch, sink) pairs waiting in the retry wheel.
+    pub retry_queue_size: Gauge,
+    /// Entries sent to the DLQ because the retry wheel was full.
+    pub retry_drops: Counter,
+    /// Retries handed to sinks.
+    pub retries_sent: Counter,
 }
 
 /// Counters of one sink.

@@ -24,10 +24,14 @@ use rtrb::RingBuffer;
 
 use crate::batch::arena_capacity_bytes;
 use crate::config::{Config, FileSourceConfig, SinkConfig, SourceConfig};
-use crate::dispatch::{BatchSettings, Dispatcher, SinkEnd, SourceEnd};
+use crate::dispatch::{
+    BatchSettings, Dispatcher, DispatcherParts, RetrySettings, SinkEnd, SourceEnd,
+};
+use crate::dlq::{DlqMetrics, DlqSettings, DlqSink};
 use crate::labels::{LabelSet, SymbolTable, SymbolTableBuilder};
 use crate::metrics::{DispatcherMetrics, FileMetrics, SinkMetrics, SourceMetrics, StageHealth};
 use crate::pin::{CorePlan, pin_current};
+use crate::retry::Backoff;
 use crate::sink::file::open_file_sink;
 use crate::sink::kafka::sink::{KafkaCreateError, KafkaSinkOptions};
 use crate::sink::kafka::{KafkaMetrics, KafkaSink};
@@ -81,6 +85,8 @@ pub struct PipelineMetrics {
     pub kafka: Vec<(String, Arc<KafkaMetrics>)>,
     /// Failed entries per batch slot, one table per sink, in `sinks` order.
     pub failures: Vec<Arc<FailureTable>>,
+    /// Dead-letter queue counters, one per sink, in `sinks` order.
+    pub dlq: Vec<Arc<DlqMetrics>>,
 }
 
 /// A running pipeline.
@@ -126,14 +132,23 @@ impl Pipeline {
         let mut kafka_brokers = Vec::new();
 
         let dispatcher_waker = Waker::new();
-        let in_flight = config.dispatcher.batches_in_flight.get();
+        // A batch slot and an arena per batch in flight and per batch that
+        // the retry wheel may hold: the memory bound of the whole pipeline.
+        let slot_count = config.dispatcher.batches_in_flight.get() + config.retry.max_batches.get();
+        let dlq_settings = DlqSettings {
+            dir: config.dlq_dir(),
+            segment_bytes: config.dlq.segment_bytes.get(),
+            max_bytes: config.dlq.max_bytes.get(),
+            policy: config.dlq.policy,
+        };
+        let mut dlq_metrics = Vec::new();
         let mut sink_ends = Vec::new();
         let mut sink_metrics = Vec::new();
         let mut kafka_metrics = Vec::new();
         let mut failure_tables = Vec::new();
         for (id, sink_config) in &config.sinks {
             let failures = Arc::new(FailureTable::new(
-                in_flight,
+                slot_count,
                 config.dispatcher.batch_size.get(),
             ));
             let (body, sink_type) = build_sink(id, sink_config, config, &symbols, &failures)?;
@@ -159,23 +174,27 @@ impl Pipeline {
                 sink_type,
                 ..SinkMetrics::default()
             });
-            let (batches_producer, batches_consumer) = RingBuffer::new(in_flight);
-            let (reports_producer, reports_consumer) = RingBuffer::new(in_flight);
+            let (jobs_producer, jobs_consumer) = RingBuffer::new(slot_count);
+            let (reports_producer, reports_consumer) = RingBuffer::new(slot_count);
             let sink_waker = Waker::new();
             let links = SinkLinks {
-                batches: batches_consumer,
+                jobs: jobs_consumer,
                 reports: reports_producer,
                 dispatcher: dispatcher_waker.clone(),
                 own: sink_waker.clone(),
                 failures: Arc::clone(&failures),
             };
+            let dlq = DlqSink::open(id, &dlq_settings);
+            dlq_metrics.push(dlq.metrics());
             sink_ends.push(SinkEnd {
-                batches: batches_producer,
+                id: id.clone(),
+                jobs: jobs_producer,
                 reports: reports_consumer,
                 sink: sink_waker,
                 failures: Arc::clone(&failures),
                 read_to_ack,
                 seal_to_ack,
+                dlq,
             });
             let thread_metrics = Arc::clone(&metrics);
             let core = cores.next_core();
@@ -246,25 +265,37 @@ impl Pipeline {
             batch_timeout: Duration::from_millis(config.dispatcher.batch_timeout_ms.get()),
         };
         let arena_bytes = arena_capacity_bytes(settings.batch_size, settings.batch_bytes);
-        let arenas = (0..in_flight)
+        let arenas = (0..slot_count)
             .map(|_| Bump::with_capacity(arena_bytes))
             .collect();
-        let thread_metrics = Arc::clone(&dispatcher_metrics);
+        let retry = RetrySettings {
+            max_attempts: config.retry.max_attempts.get(),
+            backoff: Backoff::new(
+                Duration::from_millis(config.retry.base_delay_ms.get()),
+                Duration::from_millis(config.retry.max_delay_ms.get()),
+                crate::source::file::now_ns(),
+            ),
+            wheel_capacity: config.retry.max_batches.get(),
+            // The dispatcher gives up on sinks before the process does.
+            drain_timeout: Duration::from_millis(config.daemon.shutdown_timeout_ms.get() * 4 / 5),
+        };
+        let parts = DispatcherParts {
+            settings,
+            retry,
+            sources: source_ends,
+            sinks: sink_ends,
+            streams,
+            symbols: Arc::clone(&symbols),
+            arenas,
+            own: dispatcher_waker,
+            metrics: Arc::clone(&dispatcher_metrics),
+        };
         let core = cores.next_core();
         // The dispatcher is built on its own thread: an open batch borrows
         // its arena and is not `Send`, so the dispatcher never moves.
         threads.push(spawn("dispatcher", "dispatcher", &mut stages, move || {
             pin_current("dispatcher", core);
-            Dispatcher::new(
-                settings,
-                source_ends,
-                sink_ends,
-                streams,
-                arenas,
-                dispatcher_waker,
-                thread_metrics,
-            )
-            .run();
+            Dispatcher::new(parts).run();
         })?);
 
         for (id, source) in source_starts {
@@ -286,6 +317,7 @@ impl Pipeline {
             sinks: sink_metrics,
             kafka: kafka_metrics,
             failures: failure_tables,
+            dlq: dlq_metrics,
         };
         let telemetry = Telemetry {
             metrics: metrics.clone(),
@@ -469,7 +501,8 @@ fn build_sink(
     Ok(match sink_config {
         SinkConfig::Kafka(kafka) => {
             let batch_size = config.dispatcher.batch_size.get();
-            let batches_in_flight = config.dispatcher.batches_in_flight.get();
+            let batches_in_flight =
+                config.dispatcher.batches_in_flight.get() + config.retry.max_batches.get();
             let client =
                 crate::sink::kafka::config::client_config(kafka, batch_size * batches_in_flight)
                     .map_err(|source| PipelineError::KafkaConfig {

@@ -104,16 +104,25 @@ impl DlqWriter {
     /// Opens `<dir>/<sink>`, creating it, and scans the segments already
     /// there (they are kept for replay; new records go to a new segment).
     pub fn open(sink: &str, settings: &DlqSettings) -> Result<Self, DlqError> {
+        let metrics = Arc::new(DlqMetrics {
+            sink: sink.to_string(),
+            ..DlqMetrics::default()
+        });
+        Self::open_with_metrics(sink, settings, metrics)
+    }
+
+    /// [`open`](Self::open), counting into existing metrics.
+    pub fn open_with_metrics(
+        sink: &str,
+        settings: &DlqSettings,
+        metrics: Arc<DlqMetrics>,
+    ) -> Result<Self, DlqError> {
         let dir = settings.dir.join(sink);
         let directory_error = |source| DlqError::Directory {
             path: dir.clone(),
             source,
         };
         std::fs::create_dir_all(&dir).map_err(directory_error)?;
-        let metrics = Arc::new(DlqMetrics {
-            sink: sink.to_string(),
-            ..DlqMetrics::default()
-        });
         let mut sealed = VecDeque::new();
         let mut sequence_next = 1;
         for (sequence, path) in list_segments(&dir).map_err(directory_error)? {
@@ -274,6 +283,97 @@ impl DlqWriter {
             active.flush_async();
             self.sealed
                 .push_back((active.sequence, active.path.clone(), active.records));
+        }
+    }
+}
+
+/// A sink's DLQ as the dispatcher uses it: never fails to exist. When the
+/// directory cannot be opened (read-only, missing mount) the records are
+/// counted as write errors and opening is tried again every 10 s; errors are
+/// logged at most every 10 s, with the count of those not logged.
+#[derive(Debug)]
+pub struct DlqSink {
+    sink: String,
+    settings: DlqSettings,
+    writer: Option<DlqWriter>,
+    metrics: Arc<DlqMetrics>,
+    reopen_at: Instant,
+    logged_at: Option<Instant>,
+    unlogged: u64,
+}
+
+const DLQ_RETRY_OPEN: std::time::Duration = std::time::Duration::from_secs(10);
+const DLQ_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl DlqSink {
+    pub fn open(sink: &str, settings: &DlqSettings) -> Self {
+        let metrics = Arc::new(DlqMetrics {
+            sink: sink.to_string(),
+            ..DlqMetrics::default()
+        });
+        let mut dlq = Self {
+            sink: sink.to_string(),
+            settings: settings.clone(),
+            writer: None,
+            metrics,
+            reopen_at: Instant::now(),
+            logged_at: None,
+            unlogged: 0,
+        };
+        dlq.try_open();
+        dlq
+    }
+
+    fn try_open(&mut self) {
+        match DlqWriter::open_with_metrics(&self.sink, &self.settings, Arc::clone(&self.metrics)) {
+            Ok(writer) => self.writer = Some(writer),
+            Err(error) => {
+                tracing::error!(sink = %self.sink, %error, "dead-letter queue unavailable; undeliverable entries are counted as DLQ write errors until it opens");
+                self.reopen_at = Instant::now() + DLQ_RETRY_OPEN;
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<DlqMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Stores one record; a failure is counted and logged (rate-limited).
+    pub fn store(&mut self, record: &Record<'_>) {
+        if self.writer.is_none() && Instant::now() >= self.reopen_at {
+            self.try_open();
+        }
+        let result = match self.writer.as_mut() {
+            Some(writer) => writer.append(record),
+            None => {
+                self.metrics.write_errors.add(1);
+                Err(DlqError::Directory {
+                    path: self.settings.dir.join(&self.sink),
+                    source: std::io::Error::other("not open"),
+                })
+            }
+        };
+        if let Err(error) = result {
+            self.log_rate_limited(&error);
+        }
+    }
+
+    fn log_rate_limited(&mut self, error: &DlqError) {
+        let due = self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= DLQ_LOG_INTERVAL);
+        if !due {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::error!(sink = %self.sink, %error, not_logged_since_last = self.unlogged, "entry not stored in the dead-letter queue (counted)");
+        self.logged_at = Some(Instant::now());
+        self.unlogged = 0;
+    }
+
+    pub fn flush_if_due(&mut self) {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.flush_if_due();
         }
     }
 }

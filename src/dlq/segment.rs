@@ -22,13 +22,17 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapMut;
+use memmap2::{MmapMut, UncheckedAdvice};
 
 use crate::dlq::record::{DecodeError, Frame, Record, decode_frame};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"LCDLQSEG";
 pub const SEGMENT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: usize = 64;
+/// Written bytes after which the pages behind the write offset are handed
+/// back to the page cache, so that a segment's mapping does not keep up to
+/// `segment_bytes` resident while it fills.
+pub const RELEASE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a segment could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,9 @@ pub struct WritableSegment {
     _file: File,
     /// Next free byte; `SEGMENT_HEADER_BYTES..=map.len()`.
     write_offset: usize,
+    /// Bytes before this offset were handed back to the page cache; a
+    /// multiple of the page size, at most `write_offset`.
+    released_offset: usize,
     pub records: u64,
 }
 
@@ -171,6 +178,7 @@ impl WritableSegment {
             map,
             _file: file,
             write_offset: SEGMENT_HEADER_BYTES,
+            released_offset: 0,
             records: 0,
         })
     }
@@ -199,6 +207,38 @@ impl WritableSegment {
         self.map[self.write_offset..self.write_offset + 4].copy_from_slice(&frame[..4]);
         self.write_offset = end;
         self.records += 1;
+        if self.write_offset - self.released_offset >= RELEASE_BYTES {
+            self.release_written();
+        }
+    }
+
+    /// Starts write-back of the written pages and drops them from this
+    /// process's resident set. The data stays in the page cache and the
+    /// file: this is a shared file mapping, so `MADV_DONTNEED` only unmaps.
+    fn release_written(&mut self) {
+        let page = 4096;
+        let end = self.write_offset / page * page;
+        if end <= self.released_offset {
+            return;
+        }
+        let (offset, len) = (self.released_offset, end - self.released_offset);
+        if let Err(error) = self.map.flush_async_range(offset, len) {
+            tracing::warn!(path = %self.path.display(), %error, "DLQ segment write-back failed");
+            return;
+        }
+        // SAFETY: the map is MAP_SHARED over a file, so MADV_DONTNEED drops
+        // only this process's page-table entries; the written bytes live on
+        // in the page cache and the file, and a later access would fault
+        // them back in. No reference into `offset..offset + len` exists: the
+        // map is only touched through `append`, which writes beyond
+        // `write_offset >= end`.
+        let advised = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len)
+        };
+        if advised.is_ok() {
+            self.released_offset = end;
+        }
     }
 
     /// Asks the kernel to write the dirty pages back, without waiting.
@@ -374,6 +414,39 @@ mod tests {
         assert!(summary.torn_tail);
         assert_eq!(seen.len() as u32, count - 2);
         assert!(!seen.contains(&3));
+    }
+
+    /// Goal: releasing written pages (MADV_DONTNEED on the shared map) keeps
+    /// the data. Method: fill a segment past several release points, then
+    /// read every record back from the file.
+    #[test]
+    fn released_pages_keep_their_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segment_bytes = 3 * RELEASE_BYTES;
+        let mut segment = WritableSegment::create(dir.path(), 2, segment_bytes, 0).expect("create");
+        let mut count = 0u32;
+        loop {
+            let (frame, _) = record(count);
+            if frame.len() > segment.free_bytes() {
+                break;
+            }
+            segment.append(&frame);
+            count += 1;
+        }
+        assert!(
+            segment.released_offset >= 2 * RELEASE_BYTES,
+            "released {}",
+            segment.released_offset
+        );
+        drop(segment);
+        let mut seen = 0u32;
+        let summary = ReadableSegment::open(&dir.path().join(segment_name(2)))
+            .expect("open")
+            .scan(|record| {
+                assert_eq!(record.attempts, seen);
+                seen += 1;
+            });
+        assert_eq!((summary.records, summary.corrupt), (u64::from(count), 0));
     }
 
     #[test]

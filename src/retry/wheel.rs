@@ -30,7 +30,7 @@ pub const TICK_MS: u64 = 10;
 const NIL: u32 = u32::MAX;
 
 const _: () = assert!(SLOT_COUNT.is_power_of_two());
-const _: () = assert!(SLOT_COUNT % 64 == 0);
+const _: () = assert!(SLOT_COUNT.is_multiple_of(64));
 
 /// Insert into a full wheel; hands the item back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,7 +332,7 @@ mod tests {
             seed ^= seed << 17;
             let now_tick = step * 3;
             let now = origin + Duration::from_millis(now_tick * TICK_MS);
-            if seed % 3 != 0 && model.len() < 64 {
+            if !seed.is_multiple_of(3) && model.len() < 64 {
                 let delay_ticks = seed % 3000;
                 wheel
                     .insert(

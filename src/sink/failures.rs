@@ -80,6 +80,13 @@ impl FailureTable {
         }
     }
 
+    /// Forgets one entry's mark (it was dealt with: sent again, or stored).
+    pub fn unmark(&self, slot: usize, entry: usize) {
+        let (index, bit) = self.word(slot, entry);
+        self.failed[index].fetch_and(!bit, Ordering::Relaxed);
+        self.permanent[index].fetch_and(!bit, Ordering::Relaxed);
+    }
+
     pub fn is_failed(&self, slot: usize, entry: usize) -> bool {
         let (index, bit) = self.word(slot, entry);
         self.failed[index].load(Ordering::Relaxed) & bit != 0

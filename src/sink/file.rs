@@ -15,7 +15,7 @@ use crate::batch::SealedBatch;
 use crate::config::Encoding;
 use crate::labels::SymbolTable;
 use crate::sink::encode::Encoder;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Selection, Sink, SinkError};
 
 /// Encodes batches into a buffer and writes them to `W`.
 #[derive(Debug)]
@@ -60,10 +60,12 @@ impl<W: Write + Send> WriterSink<W> {
 }
 
 impl<W: Write + Send> Sink for WriterSink<W> {
-    fn deliver(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
+    fn deliver(&mut self, batch: &SealedBatch, selection: Selection<'_>) -> Result<(), SinkError> {
         self.buffer.clear();
-        for entry in batch.entries() {
-            self.encoder.encode(&mut self.buffer, entry);
+        for (index, entry) in batch.entries().iter().enumerate() {
+            if selection.includes(batch.slot(), index) {
+                self.encoder.encode(&mut self.buffer, entry);
+            }
         }
         let written = self.writer.write_all(&self.buffer);
         self.bytes_last = self.buffer.len();

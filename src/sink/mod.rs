@@ -23,6 +23,7 @@ use std::time::Duration;
 use rtrb::{Consumer, Producer};
 
 use crate::batch::SealedBatch;
+use crate::dispatch::SinkJob;
 use crate::limits;
 use crate::metrics::SinkMetrics;
 use crate::wake::{self, Waker};
@@ -66,10 +67,28 @@ pub struct SinkReport {
     pub outcome: Outcome,
 }
 
-/// A destination that takes whole batches synchronously.
+/// Which entries of a batch a job asks a sink to deliver.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'a> {
+    /// Every entry (a batch's first delivery).
+    All,
+    /// The entries marked failed at the batch's slot (a retry).
+    Failed(&'a FailureTable),
+}
+
+impl Selection<'_> {
+    pub fn includes(&self, slot: usize, entry: usize) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Failed(failures) => failures.is_failed(slot, entry),
+        }
+    }
+}
+
+/// A destination that takes batches synchronously.
 pub trait Sink: Send {
-    /// Writes every entry of `batch`.
-    fn deliver(&mut self, batch: &SealedBatch) -> Result<(), SinkError>;
+    /// Writes the selected entries of `batch`, in order.
+    fn deliver(&mut self, batch: &SealedBatch, selection: Selection<'_>) -> Result<(), SinkError>;
 
     /// Makes what was delivered durable as far as the sink can (at shutdown).
     fn flush(&mut self) -> Result<(), SinkError>;
@@ -83,7 +102,7 @@ pub trait Sink: Send {
 /// The rings and wake-ups of one sink thread.
 #[derive(Debug)]
 pub struct SinkLinks {
-    pub batches: Consumer<Arc<SealedBatch>>,
+    pub jobs: Consumer<SinkJob>,
     pub reports: Producer<SinkReport>,
     /// Wakes the dispatcher after a report.
     pub dispatcher: Waker,
@@ -93,28 +112,33 @@ pub struct SinkLinks {
     pub failures: Arc<FailureTable>,
 }
 
-/// The body of a sink thread: deliver batches until the dispatcher drops
-/// its end of the ring and the ring is empty, then flush.
+impl SinkLinks {
+    /// The next job; `None` when the dispatcher has dropped its end and the
+    /// ring is empty (abandonment is read before emptiness).
+    pub fn next_job(&mut self) -> Option<Option<SinkJob>> {
+        match self.jobs.pop() {
+            Ok(job) => Some(Some(job)),
+            Err(_) if self.jobs.is_abandoned() => self.jobs.pop().ok().map(Some),
+            Err(_) => Some(None),
+        }
+    }
+}
+
+/// The body of a synchronous sink thread: deliver jobs until the dispatcher
+/// drops its end of the ring and the ring is empty, then flush.
 pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<SinkMetrics>) {
     links.own.register_current();
-    loop {
-        let batch = match links.batches.pop() {
-            Ok(batch) => batch,
-            Err(_) if links.batches.is_abandoned() => match links.batches.pop() {
-                Ok(batch) => batch,
-                Err(_) => break,
-            },
-            Err(_) => {
-                wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
-                continue;
-            }
+    while let Some(job) = links.next_job() {
+        let Some(job) = job else {
+            wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
+            continue;
         };
-        let outcome = deliver_one(sink.as_mut(), &batch, &metrics, &links.failures);
-        let pushed = links.reports.push(SinkReport { batch, outcome });
-        assert!(
-            pushed.is_ok(),
-            "report ring holds batches_in_flight reports"
-        );
+        let outcome = deliver_one(sink.as_mut(), &job, &metrics, &links.failures);
+        let pushed = links.reports.push(SinkReport {
+            batch: job.batch,
+            outcome,
+        });
+        assert!(pushed.is_ok(), "a report ring holds every slot");
         links.dispatcher.wake();
     }
     if let Err(error) = sink.flush() {
@@ -124,13 +148,26 @@ pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<Sink
 
 fn deliver_one(
     sink: &mut dyn Sink,
-    batch: &SealedBatch,
+    job: &SinkJob,
     metrics: &SinkMetrics,
     failures: &FailureTable,
 ) -> Outcome {
-    let lines = batch.len() as u64;
-    match sink.deliver(batch) {
+    let batch = &job.batch;
+    let slot = batch.slot();
+    let selection = if job.retry {
+        Selection::Failed(failures)
+    } else {
+        Selection::All
+    };
+    let lines = match selection {
+        Selection::All => batch.len(),
+        Selection::Failed(failures) => failures.failed_entries(slot).count(),
+    } as u64;
+    match sink.deliver(batch, selection) {
         Ok(()) => {
+            if job.retry {
+                failures.clear(slot);
+            }
             metrics.lines_sent.add(lines);
             metrics.batches_sent.add(1);
             metrics.bytes_written.add(sink.bytes_written_last() as u64);
@@ -140,13 +177,16 @@ fn deliver_one(
             metrics.lines_failed.add(lines);
             metrics.batches_failed.add(1);
             tracing::warn!(sink = %metrics.id, %error, lines, "batch not delivered");
-            failures.clear(batch.slot());
-            for entry in 0..batch.len() {
-                failures.mark(batch.slot(), entry, true);
+            if !job.retry {
+                // A retry leaves the marks of the entries it tried as they are.
+                failures.clear(slot);
+                for entry in 0..batch.len() {
+                    failures.mark(slot, entry, true);
+                }
             }
             Outcome::Failed {
                 retryable: true,
-                entries_failed: batch.len() as u32,
+                entries_failed: lines as u32,
             }
         }
     }

@@ -2,7 +2,7 @@
 //! measures everything but the output.
 
 use crate::batch::SealedBatch;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Selection, Sink, SinkError};
 
 #[derive(Debug, Default)]
 pub struct NullSink {
@@ -10,7 +10,7 @@ pub struct NullSink {
 }
 
 impl Sink for NullSink {
-    fn deliver(&mut self, batch: &SealedBatch) -> Result<(), SinkError> {
+    fn deliver(&mut self, batch: &SealedBatch, _selection: Selection<'_>) -> Result<(), SinkError> {
         self.bytes_last = batch.bytes();
         Ok(())
     }

@@ -72,6 +72,8 @@ pub struct KafkaMetrics {
 #[derive(Debug)]
 struct SlotBook {
     reports_missing: AtomicU32,
+    /// Entries this job sends: all, or a retry's failed ones.
+    entries_selected: AtomicU32,
     entries_failed: AtomicU32,
     entries_permanent: AtomicU32,
 }
@@ -180,8 +182,9 @@ pub struct KafkaSink {
     /// Batches taken from the ring and not yet reported, by slot.
     awaiting: Vec<Option<Arc<SealedBatch>>>,
     awaiting_count: usize,
-    /// The batch being handed to librdkafka: its slot and next entry.
-    producing: Option<(usize, usize)>,
+    /// The batch being handed to librdkafka: its slot, next entry, and
+    /// whether it is a retry (only entries marked failed are sent).
+    producing: Option<(usize, usize, bool)>,
     breaker: Breaker,
     buffer: Vec<u8>,
     metrics: Arc<KafkaMetrics>,
@@ -224,6 +227,7 @@ impl KafkaSink {
             slots: (0..options.batches_in_flight)
                 .map(|_| SlotBook {
                     reports_missing: AtomicU32::new(0),
+                    entries_selected: AtomicU32::new(0),
                     entries_failed: AtomicU32::new(0),
                     entries_permanent: AtomicU32::new(0),
                 })
@@ -281,8 +285,8 @@ impl KafkaSink {
             }
             self.report_settled(&mut links, &metrics);
             self.close_if_probe_answers();
-            let idle = self.producing.is_none() && links.batches.is_empty();
-            if idle && links.batches.is_abandoned() && self.awaiting_count == 0 {
+            let idle = self.producing.is_none() && links.jobs.is_empty();
+            if idle && links.jobs.is_abandoned() && self.awaiting_count == 0 {
                 break;
             }
             if !progressed {
@@ -369,7 +373,7 @@ impl KafkaSink {
         for slot in 0..self.awaiting.len() {
             let producing_here = self
                 .producing
-                .is_some_and(|(producing, _)| producing == slot);
+                .is_some_and(|(producing, _, _)| producing == slot);
             let book = &self.producer.context().slots[slot];
             if self.awaiting[slot].is_none()
                 || producing_here
@@ -381,15 +385,14 @@ impl KafkaSink {
             self.awaiting_count -= 1;
             let failed = book.entries_failed.load(Ordering::Relaxed);
             let permanent = book.entries_permanent.load(Ordering::Relaxed);
+            let selected = u64::from(book.entries_selected.load(Ordering::Relaxed));
             let outcome = if failed == 0 {
-                metrics.lines_sent.add(batch.len() as u64);
+                metrics.lines_sent.add(selected);
                 metrics.batches_sent.add(1);
                 self.metrics.connected.set(1);
                 Outcome::Delivered
             } else {
-                metrics
-                    .lines_sent
-                    .add(batch.len() as u64 - u64::from(failed));
+                metrics.lines_sent.add(selected - u64::from(failed));
                 metrics.lines_failed.add(u64::from(failed));
                 metrics.batches_failed.add(1);
                 Outcome::Failed {
@@ -411,65 +414,89 @@ impl KafkaSink {
         if self.producing.is_none() && !self.take_batch(links) {
             return false;
         }
-        let (slot, next) = self.producing.expect("a batch is being produced");
+        let (slot, next, retry) = self.producing.expect("a batch is being produced");
         let batch = Arc::clone(
             self.awaiting[slot]
                 .as_ref()
                 .expect("the produced batch awaits"),
         );
         if self.breaker.is_open() {
-            self.fail_from(slot, next, batch.len());
+            self.fail_from(slot, next, batch.len(), retry);
             self.producing = None;
             return true;
         }
         let end = batch.len().min(next + SENDS_PER_ROUND_MAX);
         let mut entry_index = next;
         while entry_index < end {
+            if retry {
+                if !self.failures.is_failed(slot, entry_index) {
+                    entry_index += 1;
+                    continue;
+                }
+                // Sent again: its mark comes back only if it fails again.
+                self.failures.unmark(slot, entry_index);
+            }
             match self.send(slot, entry_index, &batch) {
                 Ok(()) => entry_index += 1,
                 Err(SendRefused::QueueFull) => {
+                    if retry {
+                        self.failures.mark(slot, entry_index, true);
+                    }
                     self.producer.poll(Duration::from_millis(1));
                     break;
                 }
             }
         }
-        self.producing = (entry_index < batch.len()).then_some((slot, entry_index));
+        self.producing = (entry_index < batch.len()).then_some((slot, entry_index, retry));
         entry_index > next
     }
 
     fn take_batch(&mut self, links: &mut SinkLinks) -> bool {
-        let Ok(batch) = links.batches.pop() else {
+        let Ok(job) = links.jobs.pop() else {
             return false;
         };
-        let slot = batch.slot();
+        let slot = job.batch.slot();
         assert!(
             self.awaiting[slot].is_none(),
             "slot {slot} is reused only after its report"
         );
         assert!(
-            batch.len() <= self.options.batch_size,
+            job.batch.len() <= self.options.batch_size,
             "a batch holds at most batch_size entries"
         );
-        self.failures.clear(slot);
+        let selected = if job.retry {
+            self.failures.failed_entries(slot).count()
+        } else {
+            self.failures.clear(slot);
+            job.batch.len()
+        };
         let book = &self.producer.context().slots[slot];
         book.reports_missing
-            .store(batch.len() as u32, Ordering::Relaxed);
+            .store(selected as u32, Ordering::Relaxed);
+        book.entries_selected
+            .store(selected as u32, Ordering::Relaxed);
         book.entries_failed.store(0, Ordering::Relaxed);
         book.entries_permanent.store(0, Ordering::Relaxed);
-        self.awaiting[slot] = Some(batch);
+        self.awaiting[slot] = Some(job.batch);
         self.awaiting_count += 1;
-        self.producing = Some((slot, 0));
+        self.producing = Some((slot, 0, job.retry));
         true
     }
 
-    /// Fails entries `from..len` of a slot as retryable (breaker open).
-    fn fail_from(&self, slot: usize, from: usize, len: usize) {
+    /// Fails the unsent selected entries from `from` on as retryable
+    /// (breaker open). A retry's unsent entries still carry their marks.
+    fn fail_from(&self, slot: usize, from: usize, len: usize, retry: bool) {
         let context = self.producer.context();
         let book = &context.slots[slot];
+        let mut count = 0u32;
         for entry in from..len {
-            self.failures.mark(slot, entry, true);
+            if retry {
+                count += u32::from(self.failures.is_failed(slot, entry));
+            } else {
+                self.failures.mark(slot, entry, true);
+                count += 1;
+            }
         }
-        let count = (len - from) as u32;
         book.entries_failed.fetch_add(count, Ordering::Relaxed);
         book.reports_missing.fetch_sub(count, Ordering::Relaxed);
         self.metrics.messages_failed.add(u64::from(count));
