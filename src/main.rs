@@ -39,6 +39,11 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Inspect and replay the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Show a live view of a running daemon, read from its metrics
     /// endpoint: lines/s in and out per sink, queues, RSS, threads.
     Top {
@@ -64,6 +69,38 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List the segments of every sink's DLQ: records, corrupt records,
+    /// torn tails, bytes.
+    List {
+        /// The daemon's config file (for `[dlq] dir` or `daemon.data_dir`).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the records of the DLQ, oldest first.
+    Dump {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this sink's records.
+        #[arg(long)]
+        sink: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver a sink's DLQ records to that sink, deleting each segment once
+    /// all its records were acknowledged. Safe while the daemon runs: the
+    /// segment it writes is locked and skipped.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The sink id whose records to replay.
+        #[arg(long)]
+        sink: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -71,6 +108,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::KafkaMock { topics, brokers } => kafka_mock(&topics, brokers),
+        Command::Dlq { command } => dlq(command),
         Command::Top { address, once } => log_capturer::top::run(address, once)
             .with_context(|| format!("cannot read metrics from {address}")),
     };
@@ -285,4 +323,62 @@ fn kafka_mock(topics: &[String], brokers: i32) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn dlq(command: DlqCommand) -> anyhow::Result<()> {
+    use log_capturer::dlq::{inspect, replay};
+    let config_path = match &command {
+        DlqCommand::List { config }
+        | DlqCommand::Dump { config, .. }
+        | DlqCommand::Replay { config, .. } => config.clone(),
+    };
+    let config = Config::from_file(&config_path)?;
+    let dlq_dir = config.dlq_dir();
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        DlqCommand::List { .. } => inspect::write_listing(&mut stdout, &dlq_dir)
+            .with_context(|| format!("cannot list DLQ in {}", dlq_dir.display()))?,
+        DlqCommand::Dump { sink, json, .. } => {
+            let count = inspect::write_dump(&mut stdout, &dlq_dir, sink.as_deref(), json)
+                .with_context(|| format!("cannot dump DLQ in {}", dlq_dir.display()))?;
+            eprintln!("{count} records");
+        }
+        DlqCommand::Replay { sink, .. } => {
+            let mut progress = progress_bar(&sink);
+            let report = replay::replay(&config, &sink, &mut progress)
+                .with_context(|| format!("cannot replay the DLQ of sink {sink}"))?;
+            eprintln!();
+            println!(
+                "sink {sink}: {} records delivered, {} failed, {} corrupt skipped; {} segments deleted, {} kept",
+                report.records_delivered,
+                report.records_failed,
+                report.records_corrupt,
+                report.segments_deleted,
+                report.segments_kept
+            );
+            anyhow::ensure!(
+                report.records_failed == 0,
+                "{} records of sink {sink} were not delivered; their segments are kept",
+                report.records_failed
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar on standard error: `[#####     ] 50% 500/1000 records`.
+fn progress_bar(sink: &str) -> impl FnMut(u64, u64) + '_ {
+    move |done, total| {
+        let width = 30;
+        let filled = if total == 0 {
+            width
+        } else {
+            (done * width / total) as usize as u64
+        };
+        let percent = if total == 0 { 100 } else { done * 100 / total };
+        let bar: String = (0..width)
+            .map(|index| if index < filled { '#' } else { ' ' })
+            .collect();
+        eprint!("\rreplay {sink}: [{bar}] {percent:>3}% {done}/{total} records");
+    }
 }

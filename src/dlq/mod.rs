@@ -21,7 +21,9 @@
 //! asynchronously when a segment is sealed and once a second, and
 //! synchronously when the writer is dropped.
 
+pub mod inspect;
 pub mod record;
+pub mod replay;
 pub mod segment;
 
 use std::collections::VecDeque;

@@ -301,7 +301,7 @@ impl ReadableSegment {
     }
 
     /// Visits every valid record in order; returns what the scan found.
-    pub fn scan(&self, mut visit: impl FnMut(Record<'_>)) -> ScanSummary {
+    pub fn scan<'a>(&'a self, mut visit: impl FnMut(Record<'a>)) -> ScanSummary {
         scan_frames(&self.bytes[SEGMENT_HEADER_BYTES..], &mut visit)
     }
 
@@ -314,7 +314,7 @@ impl ReadableSegment {
 /// Walks frames in `bytes`. A frame with a bad checksum but a plausible
 /// length is counted and skipped; an implausible length ends the walk (the
 /// rest is a torn tail or garbage).
-pub fn scan_frames(bytes: &[u8], visit: &mut impl FnMut(Record<'_>)) -> ScanSummary {
+pub fn scan_frames<'a>(bytes: &'a [u8], visit: &mut impl FnMut(Record<'a>)) -> ScanSummary {
     let mut summary = ScanSummary::default();
     let mut offset = 0;
     while offset + 4 <= bytes.len() {

@@ -77,6 +77,39 @@ impl Encoder {
     }
 }
 
+/// Appends a DLQ record (labels already strings) in `encoding`, exactly as
+/// the entry it came from would have been encoded.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    record: &crate::dlq::record::Record<'_>,
+    encoding: Encoding,
+) {
+    match encoding {
+        Encoding::Raw => {
+            out.extend_from_slice(record.message);
+            if record.terminated {
+                out.push(b'\n');
+            }
+        }
+        Encoding::Json => {
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            write_rfc3339_nanos(out, record.timestamp_ns);
+            out.extend_from_slice(b"\",\"message\":");
+            write_json_string(out, record.message);
+            out.extend_from_slice(b",\"labels\":{");
+            for (index, (key, value)) in record.labels.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json_string(out, key.as_bytes());
+                out.push(b':');
+                write_json_string(out, value.as_bytes());
+            }
+            out.extend_from_slice(b"}}\n");
+        }
+    }
+}
+
 fn encode_raw(out: &mut Vec<u8>, entry: &Entry<'_>) {
     out.extend_from_slice(entry.line);
     if entry.terminated {

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::dlq::record::Reason;
 use crate::sink::kafka::BreakerState;
 use crate::telemetry::process::{CpuMeter, ProcessReading, read_process};
 use crate::telemetry::{AllocatorFigures, Telemetry};
@@ -132,6 +133,7 @@ impl Exporter {
         self.render_sources(&mut out);
         self.render_dispatcher(&mut out);
         self.render_sinks(&mut out);
+        self.render_retry_and_dlq(&mut out);
         self.render_latency(&mut out);
         self.render_kafka(&mut out);
         self.render_process(&mut out);
@@ -414,6 +416,132 @@ impl Exporter {
                     ("component_name", &stage.name),
                 ],
                 healthy,
+            );
+        }
+    }
+
+    fn render_retry_and_dlq(&self, out: &mut Text) {
+        let metrics = &self.telemetry.metrics;
+        out.family(
+            "log_capturer_dispatcher_retry_queue_size",
+            "gauge",
+            "(batch, sink) retries waiting in the retry wheel.",
+        );
+        out.sample(
+            "log_capturer_dispatcher_retry_queue_size",
+            &[],
+            metrics.dispatcher.retry_queue_size.get(),
+        );
+        out.family(
+            "log_capturer_dispatcher_retry_drops_total",
+            "counter",
+            "Entries sent to the DLQ because the retry wheel was full.",
+        );
+        out.sample(
+            "log_capturer_dispatcher_retry_drops_total",
+            &[],
+            metrics.dispatcher.retry_drops.get(),
+        );
+        out.family(
+            "log_capturer_dispatcher_retries_total",
+            "counter",
+            "Retries handed to sinks.",
+        );
+        out.sample(
+            "log_capturer_dispatcher_retries_total",
+            &[],
+            metrics.dispatcher.retries_sent.get(),
+        );
+        let reasons = [
+            Reason::RetryQueueFull,
+            Reason::AttemptsExhausted,
+            Reason::Permanent,
+            Reason::Shutdown,
+        ];
+        out.family(
+            "log_capturer_dlq_stored_total",
+            "counter",
+            "Entries stored in the dead-letter queue, by reason.",
+        );
+        for dlq in &metrics.dlq {
+            for reason in reasons {
+                out.sample(
+                    "log_capturer_dlq_stored_total",
+                    &[("sink", &dlq.sink), ("reason", reason.as_str())],
+                    dlq.stored_for(reason).get(),
+                );
+            }
+        }
+        out.family(
+            "log_capturer_dlq_entries_total",
+            "counter",
+            "Entries stored in the dead-letter queue, all reasons.",
+        );
+        for dlq in &metrics.dlq {
+            let total: u64 = reasons
+                .iter()
+                .map(|&reason| dlq.stored_for(reason).get())
+                .sum();
+            out.sample(
+                "log_capturer_dlq_entries_total",
+                &[("sink", &dlq.sink)],
+                total,
+            );
+        }
+        out.family(
+            "log_capturer_dlq_entries",
+            "gauge",
+            "Records in the dead-letter queue segments on disk.",
+        );
+        for dlq in &metrics.dlq {
+            out.sample(
+                "log_capturer_dlq_entries",
+                &[("sink", &dlq.sink)],
+                dlq.entries.get(),
+            );
+        }
+        out.family(
+            "log_capturer_dlq_size_bytes",
+            "gauge",
+            "Bytes of the dead-letter queue segment files (preallocated).",
+        );
+        for dlq in &metrics.dlq {
+            out.sample(
+                "log_capturer_dlq_size_bytes",
+                &[("sink", &dlq.sink)],
+                dlq.size_bytes.get(),
+            );
+        }
+        out.family("log_capturer_dlq_dropped_total", "counter", "Entries dropped at the dead-letter queue's size bound (policy drop_oldest or drop_new).");
+        for dlq in &metrics.dlq {
+            out.sample(
+                "log_capturer_dlq_dropped_total",
+                &[("sink", &dlq.sink)],
+                dlq.dropped.get(),
+            );
+        }
+        out.family(
+            "log_capturer_dlq_write_errors_total",
+            "counter",
+            "Entries that could not be written to the dead-letter queue (disk full, read-only).",
+        );
+        for dlq in &metrics.dlq {
+            out.sample(
+                "log_capturer_dlq_write_errors_total",
+                &[("sink", &dlq.sink)],
+                dlq.write_errors.get(),
+            );
+        }
+        out.family(
+            "log_capturer_dlq_corrupt_records_total",
+            "counter",
+            "Corrupt or torn records found when opening dead-letter queue segments.",
+        );
+        for dlq in &metrics.dlq {
+            out.sample(
+                "log_capturer_dlq_corrupt_records_total",
+                &[("sink", &dlq.sink)],
+                dlq.corrupt.get(),
             );
         }
     }

@@ -1,0 +1,136 @@
+//! `log-capturer dlq list` and `dlq dump`: read-only views of the DLQ.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::dlq::record::Record;
+use crate::dlq::segment::{ReadableSegment, list_segments};
+use crate::dlq::{DlqError, list};
+use crate::sink::encode::{write_json_string, write_rfc3339_nanos};
+
+/// Sink directories under a DLQ directory, sorted.
+pub fn sink_dirs(dlq_dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, DlqError> {
+    let directory_error = |source| DlqError::Directory {
+        path: dlq_dir.to_path_buf(),
+        source,
+    };
+    if !dlq_dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut sinks = Vec::new();
+    for entry in std::fs::read_dir(dlq_dir).map_err(directory_error)? {
+        let entry = entry.map_err(directory_error)?;
+        if entry.path().is_dir() {
+            sinks.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
+        }
+    }
+    sinks.sort();
+    Ok(sinks)
+}
+
+/// Writes one line per segment: sink, sequence, records, corrupt, torn
+/// tail, file bytes; then a total per sink.
+pub fn write_listing(out: &mut dyn Write, dlq_dir: &Path) -> Result<(), DlqError> {
+    let _ = writeln!(
+        out,
+        "{:<20} {:>8} {:>10} {:>8} {:>5} {:>12}",
+        "sink", "segment", "records", "corrupt", "torn", "bytes"
+    );
+    for (sink, dir) in sink_dirs(dlq_dir)? {
+        let mut records_total = 0;
+        for (sequence, path, summary) in list(&dir)? {
+            let bytes = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
+            let torn = if summary.torn_tail { "yes" } else { "no" };
+            let _ = writeln!(
+                out,
+                "{sink:<20} {sequence:>8} {:>10} {:>8} {torn:>5} {bytes:>12}",
+                summary.records, summary.corrupt
+            );
+            records_total += summary.records;
+        }
+        let _ = writeln!(out, "{sink:<20} {:>8} {records_total:>10}", "total");
+    }
+    Ok(())
+}
+
+/// Writes every record of the chosen sinks: as text, or one JSON object
+/// per line (`--json`).
+pub fn write_dump(
+    out: &mut dyn Write,
+    dlq_dir: &Path,
+    sink: Option<&str>,
+    json: bool,
+) -> Result<u64, DlqError> {
+    let mut count = 0;
+    for (name, dir) in sink_dirs(dlq_dir)? {
+        if sink.is_some_and(|wanted| wanted != name) {
+            continue;
+        }
+        let directory_error = |source| DlqError::Directory {
+            path: dir.clone(),
+            source,
+        };
+        for (_, path) in list_segments(&dir).map_err(directory_error)? {
+            let segment = ReadableSegment::open(&path)?;
+            let mut line = Vec::new();
+            segment.scan(|record| {
+                line.clear();
+                format_record(&mut line, &record, json);
+                let _ = out.write_all(&line);
+                count += 1;
+            });
+        }
+    }
+    Ok(count)
+}
+
+fn format_record(out: &mut Vec<u8>, record: &Record<'_>, json: bool) {
+    if json {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        write_rfc3339_nanos(out, record.timestamp_ns);
+        out.extend_from_slice(b"\",\"sink\":");
+        write_json_string(out, record.sink.as_bytes());
+        out.extend_from_slice(
+            format!(
+                ",\"reason\":\"{}\",\"attempts\":{},\"labels\":{{",
+                record.reason.as_str(),
+                record.attempts
+            )
+            .as_bytes(),
+        );
+        for (index, (key, value)) in record.labels.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            write_json_string(out, key.as_bytes());
+            out.push(b':');
+            write_json_string(out, value.as_bytes());
+        }
+        out.extend_from_slice(b"},\"message\":");
+        write_json_string(out, record.message);
+        out.extend_from_slice(b"}\n");
+        return;
+    }
+    write_rfc3339_nanos(out, record.timestamp_ns);
+    out.extend_from_slice(
+        format!(
+            " {} {} attempts={} ",
+            record.sink,
+            record.reason.as_str(),
+            record.attempts
+        )
+        .as_bytes(),
+    );
+    for (key, value) in &record.labels {
+        out.extend_from_slice(format!("{key}={value} ").as_bytes());
+    }
+    out.extend_from_slice(
+        &String::from_utf8_lossy(record.message)
+            .into_owned()
+            .into_bytes(),
+    );
+    out.push(b'\n');
+}
