@@ -370,12 +370,8 @@ fn dlq(command: DlqCommand) -> anyhow::Result<()> {
 fn progress_bar(sink: &str) -> impl FnMut(u64, u64) + '_ {
     move |done, total| {
         let width = 30;
-        let filled = if total == 0 {
-            width
-        } else {
-            (done * width / total) as usize as u64
-        };
-        let percent = if total == 0 { 100 } else { done * 100 / total };
+        let filled = (done * width).checked_div(total).unwrap_or(width);
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
         let bar: String = (0..width)
             .map(|index| if index < filled { '#' } else { ' ' })
             .collect();
