@@ -233,15 +233,11 @@ impl DlqWriter {
 
     /// Deletes the oldest sealed segment. False if none can be deleted.
     fn drop_oldest(&mut self) -> bool {
-        let Some((_, path, records)) = self.sealed.pop_front() else {
+        let Some((sequence, path, records)) = self.sealed.pop_front() else {
             return false;
         };
-        match ReadableSegment::open(&path) {
-            Ok(segment) => {
-                if let Err(error) = segment.delete() {
-                    tracing::warn!(%error, "cannot delete the oldest DLQ segment");
-                    return false;
-                }
+        match segment::delete_unread(&path) {
+            Ok(()) => {
                 self.metrics.dropped.add(records);
                 self.metrics
                     .entries
@@ -257,6 +253,7 @@ impl DlqWriter {
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot drop the oldest DLQ segment");
+                self.sealed.push_front((sequence, path, records));
                 false
             }
         }

@@ -22,7 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use memmap2::{MmapMut, UncheckedAdvice};
+use memmap2::{Advice, MmapMut, UncheckedAdvice};
 
 use crate::dlq::record::{DecodeError, Frame, Record, decode_frame};
 
@@ -33,6 +33,9 @@ pub const SEGMENT_HEADER_BYTES: usize = 64;
 /// back to the page cache, so that a segment's mapping does not keep up to
 /// `segment_bytes` resident while it fills.
 pub const RELEASE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes ahead of the write offset that are faulted in with one
+/// `MADV_POPULATE_WRITE` call instead of one page fault per page.
+pub const POPULATE_BYTES: usize = 1024 * 1024;
 
 /// Why a segment could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +128,8 @@ pub struct WritableSegment {
     /// Bytes before this offset were handed back to the page cache; a
     /// multiple of the page size, at most `write_offset`.
     released_offset: usize,
+    /// Bytes before this offset have been faulted in ahead of writing.
+    populated_offset: usize,
     pub records: u64,
 }
 
@@ -179,6 +184,7 @@ impl WritableSegment {
             _file: file,
             write_offset: SEGMENT_HEADER_BYTES,
             released_offset: 0,
+            populated_offset: 0,
             records: 0,
         })
     }
@@ -201,6 +207,9 @@ impl WritableSegment {
             self.free_bytes()
         );
         let end = self.write_offset + frame.len();
+        if end > self.populated_offset {
+            self.populate_ahead(end);
+        }
         // Body first, length last: a crash between the two leaves a zero
         // length, which reads as the end of the segment.
         self.map[self.write_offset + 4..end].copy_from_slice(&frame[4..]);
@@ -210,6 +219,24 @@ impl WritableSegment {
         if self.write_offset - self.released_offset >= RELEASE_BYTES {
             self.release_written();
         }
+    }
+
+    /// Faults in the pages up to `POPULATE_BYTES` past `end` in one call.
+    /// Best effort: on a kernel without `MADV_POPULATE_WRITE` the writes
+    /// fault the pages in one by one, as they would anyway.
+    fn populate_ahead(&mut self, end: usize) {
+        let page = 4096;
+        let start = self.populated_offset.max(self.write_offset / page * page);
+        let stop = (end + POPULATE_BYTES).min(self.map.len());
+        if stop > start
+            && self
+                .map
+                .advise_range(Advice::PopulateWrite, start, stop - start)
+                .is_err()
+        {
+            // Do not ask again for this window.
+        }
+        self.populated_offset = stop;
     }
 
     /// Starts write-back of the written pages and drops them from this
@@ -264,6 +291,17 @@ pub struct ScanSummary {
     pub corrupt: u64,
     /// Bytes after the last readable record that are not zero: a torn tail.
     pub torn_tail: bool,
+}
+
+/// Deletes a sealed segment without reading it, once its lock can be had
+/// (a segment that a replay holds is not deleted under it).
+pub fn delete_unread(path: &Path) -> Result<(), SegmentError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .open(path)
+        .map_err(io_error(path, "open"))?;
+    lock_exclusive(&file, path)?;
+    std::fs::remove_file(path).map_err(io_error(path, "delete"))
 }
 
 /// A sealed segment, read-only, for listing, dumping and replay.
