@@ -28,6 +28,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod dlq;
 pub mod labels;

@@ -39,6 +39,24 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Run the whole pipeline on an embedded default: an in-process Kafka,
+    /// generated numbered lines, a Kafka outage in the middle, a status line
+    /// each second, and a summary (generated, delivered, in DLQ, replayed,
+    /// lost). Exits 1 if any line was lost.
+    Demo {
+        /// Lines per second.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        /// Seconds before the outage.
+        #[arg(long, default_value_t = 15)]
+        before_secs: u64,
+        /// Seconds of outage (every broker down).
+        #[arg(long, default_value_t = 20)]
+        outage_secs: u64,
+        /// Seconds after the outage.
+        #[arg(long, default_value_t = 15)]
+        after_secs: u64,
+    },
     /// Inspect and replay the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -109,6 +127,17 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::KafkaMock { topics, brokers } => kafka_mock(&topics, brokers),
         Command::Dlq { command } => dlq(command),
+        Command::Demo {
+            rate,
+            before_secs,
+            outage_secs,
+            after_secs,
+        } => demo(log_capturer::demo::DemoOptions {
+            rate,
+            before: Duration::from_secs(before_secs),
+            outage: Duration::from_secs(outage_secs),
+            after: Duration::from_secs(after_secs),
+        }),
         Command::Top { address, once } => log_capturer::top::run(address, once)
             .with_context(|| format!("cannot read metrics from {address}")),
     };
@@ -377,4 +406,15 @@ fn progress_bar(sink: &str) -> impl FnMut(u64, u64) + '_ {
             .collect();
         eprint!("\rreplay {sink}: [{bar}] {percent:>3}% {done}/{total} records");
     }
+}
+
+fn demo(options: log_capturer::demo::DemoOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        options.rate > 0 && options.rate <= 1_000_000,
+        "--rate must be from 1 to 1000000 lines/s"
+    );
+    let mut stdout = std::io::stdout();
+    let summary = log_capturer::demo::run_demo(&options, &mut stdout)?;
+    anyhow::ensure!(summary.lost == 0, "{} lines were lost", summary.lost);
+    Ok(())
 }
