@@ -21,7 +21,8 @@ fn bench_pipeline(criterion: &mut Criterion) {
     }
     drop(file);
     let text = format!(
-        "[daemon]\npin_threads = true\n[sources.app]\ntype = \"file\"\npaths = [\"{}\"]\nexit_on_eof = true\n[sinks.drop]\ntype = \"null\"\n",
+        "[daemon]\npin_threads = true\ndata_dir = \"{}\"\n[sources.app]\ntype = \"file\"\npaths = [\"{}\"]\nexit_on_eof = true\n[sinks.drop]\ntype = \"null\"\n",
+        dir.path().join("data").display(),
         input.display()
     );
     let config =

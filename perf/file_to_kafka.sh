@@ -23,6 +23,8 @@ python3 "$root/perf/generate_lines.py" "$work/input.log" "$lines"
 cat > "$work/config.toml" <<TOML
 [daemon]
 pin_threads = true
+data_dir = "$work/data"
+metrics_addr = "127.0.0.1:0"
 
 [sources.bench]
 type = "file"

@@ -14,6 +14,8 @@ python3 "$root/perf/generate_lines.py" "$work/input.log" "$lines"
 cat > "$work/config.toml" <<TOML
 [daemon]
 pin_threads = true
+data_dir = "$work/data"
+metrics_addr = "127.0.0.1:0"
 
 [dispatcher]
 batch_size = 1000

@@ -191,6 +191,12 @@ pub struct DlqConfig {
     /// Bound on the segments of one sink, bytes.
     pub max_bytes: NonZeroU64,
     pub policy: DlqPolicy,
+    /// Drain the DLQ back into its sink automatically once the sink has
+    /// been healthy for `replay_after_ms`.
+    pub auto_replay: bool,
+    pub replay_after_ms: NonZeroU64,
+    /// Most records per second an automatic replay sends.
+    pub replay_rate: NonZeroU64,
 }
 
 impl Default for DlqConfig {
@@ -200,6 +206,9 @@ impl Default for DlqConfig {
             segment_bytes: NonZeroUsize::new(64 * 1024 * 1024).expect("not zero"),
             max_bytes: NonZeroU64::new(1024 * 1024 * 1024).expect("not zero"),
             policy: DlqPolicy::DropOldest,
+            auto_replay: true,
+            replay_after_ms: NonZeroU64::new(10_000).expect("not zero"),
+            replay_rate: NonZeroU64::new(20_000).expect("not zero"),
         }
     }
 }

@@ -137,13 +137,14 @@ fn run_in(
     .iter()
     .map(|&reason| dlq.stored_for(reason).get())
     .sum();
+    let replayed_automatically = dlq.replayed.get();
     let _ = writeln!(
         out,
-        "replaying the DLQ ({} entries) into Kafka ...",
+        "{replayed_automatically} of {} DLQ entries were replayed automatically; replaying the rest ...",
         summary.stored_in_dlq
     );
     let report = replay(&config, "kafka", &mut |_, _| {}).map_err(setup("replay failed"))?;
-    summary.replayed = report.records_delivered;
+    summary.replayed = replayed_automatically + report.records_delivered;
     let _ = writeln!(out, "reading the topic back ...");
     let (distinct, duplicates) = consume_numbers(&bootstrap, summary.generated)?;
     summary.consumed_distinct = distinct;
@@ -178,6 +179,9 @@ max_attempts = 4
 [dlq]
 segment_bytes = 16777216
 max_bytes = 4294967296
+auto_replay = true
+replay_after_ms = 2000
+replay_rate = 50000
 
 [sources.demo]
 type = "file"
@@ -252,12 +256,14 @@ fn generate(
             let dlq_bytes: u64 = metrics.dlq.iter().map(|dlq| dlq.size_bytes.get()).sum();
             let _ = writeln!(
                 out,
-                "t={:>3}s  written {:>9}  out {:>7.0} lines/s  retry queue {:>3}  DLQ {:>7.1} MiB  RSS {:>6.1} MiB  threads {:>3}{}",
+                "t={:>3}s  written {:>9}  out {:>7.0} lines/s  retry queue {:>3}  DLQ {:>8} entries {:>6.1} MiB  replayed {:>8}  RSS {:>6.1} MiB  threads {:>3}{}",
                 elapsed.as_secs(),
                 written,
                 (sent - sent_at_status) as f64 / seconds,
                 metrics.dispatcher.retry_queue_size.get(),
+                metrics.dlq[0].entries.get(),
                 dlq_bytes as f64 / 1048576.0,
+                metrics.dlq[0].replayed.get(),
                 process.rss_bytes as f64 / 1048576.0,
                 process.threads,
                 if down && !up { "  [OUTAGE]" } else { "" }

@@ -27,6 +27,8 @@ use crate::config::{Config, FileSourceConfig, SinkConfig, SourceConfig};
 use crate::dispatch::{
     BatchSettings, Dispatcher, DispatcherParts, RetrySettings, SinkEnd, SourceEnd,
 };
+use crate::dlq::auto::{AutoReplay, HealthSignal};
+use crate::dlq::replay::Replayer;
 use crate::dlq::{DlqMetrics, DlqSettings, DlqSink};
 use crate::labels::{LabelSet, SymbolTable, SymbolTableBuilder};
 use crate::metrics::{DispatcherMetrics, FileMetrics, SinkMetrics, SourceMetrics, StageHealth};
@@ -71,6 +73,8 @@ pub enum PipelineError {
     },
     #[error("stage threads still running after {timeout_ms} ms: {stages}")]
     ShutdownTimeout { timeout_ms: u128, stages: String },
+    #[error("sink {sink}: cannot set up DLQ replay: {reason}")]
+    Replay { sink: String, reason: String },
     #[error("stage thread {name} panicked")]
     Panicked { name: String },
 }
@@ -93,6 +97,7 @@ pub struct PipelineMetrics {
 #[derive(Debug)]
 pub struct Pipeline {
     threads: Vec<(String, JoinHandle<()>)>,
+    auxiliary: Vec<(String, JoinHandle<()>)>,
     stop: Arc<AtomicBool>,
     source_wakers: Vec<Waker>,
     metrics: PipelineMetrics,
@@ -127,6 +132,9 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let mut cores = CorePlan::new(config.daemon.pin_threads);
         let mut threads = Vec::new();
+        // Threads beside the data path (DLQ replay): they end on the stop
+        // flag, and the pipeline is finished without them.
+        let mut auxiliary = Vec::new();
         let mut stages = Vec::new();
         let mut latency = Vec::new();
         let mut kafka_brokers = Vec::new();
@@ -142,6 +150,7 @@ impl Pipeline {
             policy: config.dlq.policy,
         };
         let mut dlq_metrics = Vec::new();
+        let mut seal_requests = Vec::new();
         let mut sink_ends = Vec::new();
         let mut sink_metrics = Vec::new();
         let mut kafka_metrics = Vec::new();
@@ -186,6 +195,7 @@ impl Pipeline {
             };
             let dlq = DlqSink::open(id, &dlq_settings);
             dlq_metrics.push(dlq.metrics());
+            seal_requests.push(Arc::clone(&dlq.seal_request));
             sink_ends.push(SinkEnd {
                 id: id.clone(),
                 jobs: jobs_producer,
@@ -311,6 +321,36 @@ impl Pipeline {
             )?);
         }
 
+        if config.dlq.auto_replay {
+            for (index, id) in config.sinks.keys().enumerate() {
+                let health = match kafka_metrics.iter().find(|(sink, _)| sink == id) {
+                    Some((_, kafka)) => HealthSignal::Breaker(Arc::clone(kafka)),
+                    None => HealthSignal::Failures(Arc::clone(&sink_metrics[index])),
+                };
+                let replayer = Replayer::new(config, id, Some(config.dlq.replay_rate.get()))
+                    .map_err(|error| PipelineError::Replay {
+                        sink: id.clone(),
+                        reason: error.to_string(),
+                    })?;
+                let worker = AutoReplay {
+                    sink: id.clone(),
+                    dir: dlq_settings.dir.join(id),
+                    replayer,
+                    health,
+                    metrics: Arc::clone(&dlq_metrics[index]),
+                    seal_request: Arc::clone(&seal_requests[index]),
+                    after: Duration::from_millis(config.dlq.replay_after_ms.get()),
+                    stop: Arc::clone(&stop),
+                };
+                auxiliary.push(spawn(
+                    &format!("replay-{id}"),
+                    "replay",
+                    &mut stages,
+                    move || worker.run(),
+                )?);
+            }
+        }
+
         let metrics = PipelineMetrics {
             sources: source_metrics,
             dispatcher: dispatcher_metrics,
@@ -328,6 +368,7 @@ impl Pipeline {
         };
         Ok(Pipeline {
             threads,
+            auxiliary,
             stop,
             source_wakers,
             metrics,
@@ -365,25 +406,32 @@ impl Pipeline {
         self.threads.iter().all(|(_, handle)| handle.is_finished())
     }
 
-    /// Waits up to `timeout` for every thread to end.
+    /// Stops the pipeline (as [`request_stop`](Self::request_stop); a no-op
+    /// for a pipeline that already stopped or finished) and waits up to
+    /// `timeout` for every thread, the auxiliary ones included, to end.
     pub fn join(self, timeout: Duration) -> Result<(), PipelineError> {
+        self.request_stop();
         let deadline = Instant::now() + timeout;
-        while !self.is_finished() && Instant::now() < deadline {
+        let all_finished = |threads: &[(String, JoinHandle<()>)]| {
+            threads.iter().all(|(_, handle)| handle.is_finished())
+        };
+        while !(self.is_finished() && all_finished(&self.auxiliary)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if !self.is_finished() {
-            let stages: Vec<&str> = self
-                .threads
-                .iter()
-                .filter(|(_, handle)| !handle.is_finished())
-                .map(|(name, _)| name.as_str())
-                .collect();
+        let running: Vec<&str> = self
+            .threads
+            .iter()
+            .chain(&self.auxiliary)
+            .filter(|(_, handle)| !handle.is_finished())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !running.is_empty() {
             return Err(PipelineError::ShutdownTimeout {
                 timeout_ms: timeout.as_millis(),
-                stages: stages.join(", "),
+                stages: running.join(", "),
             });
         }
-        for (name, handle) in self.threads {
+        for (name, handle) in self.threads.into_iter().chain(self.auxiliary) {
             if handle.join().is_err() {
                 return Err(PipelineError::Panicked { name });
             }

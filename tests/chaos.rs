@@ -159,7 +159,7 @@ fn outage_under_load_loses_nothing_after_replay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("input.log");
     std::fs::write(&input, "").expect("input");
-    let retry = "[retry]\nmax_batches = 8\nbase_delay_ms = 100\nmax_delay_ms = 400\nmax_attempts = 4\n\n[dlq]\nsegment_bytes = 1048576\n";
+    let retry = "[retry]\nmax_batches = 8\nbase_delay_ms = 100\nmax_delay_ms = 400\nmax_attempts = 4\n\n[dlq]\nsegment_bytes = 1048576\nauto_replay = true\nreplay_after_ms = 1000\nreplay_rate = 50000\n";
     let config = chaos_config(dir.path(), &input, &bootstrap, retry);
     let pipeline = Pipeline::start(&config).expect("start");
     let dispatcher = Arc::clone(&pipeline.metrics().dispatcher);
@@ -197,20 +197,29 @@ fn outage_under_load_loses_nothing_after_replay() {
     common::wait_until("every batch complete", Duration::from_secs(30), || {
         dispatcher.batches_in_flight.get() == 0
     });
+    let stored = || -> u64 {
+        [
+            Reason::RetryQueueFull,
+            Reason::AttemptsExhausted,
+            Reason::Permanent,
+            Reason::Shutdown,
+        ]
+        .iter()
+        .map(|&reason| dlq.stored_for(reason).get())
+        .sum()
+    };
+    common::wait_until(
+        "automatic replay drained the DLQ",
+        Duration::from_secs(60),
+        || dlq.entries.get() == 0 && dlq.replayed.get() == stored(),
+    );
     pipeline.request_stop();
     pipeline.join(Duration::from_secs(15)).expect("clean stop");
+    let stored = stored();
 
-    let stored: u64 = [
-        Reason::RetryQueueFull,
-        Reason::AttemptsExhausted,
-        Reason::Permanent,
-        Reason::Shutdown,
-    ]
-    .iter()
-    .map(|&reason| dlq.stored_for(reason).get())
-    .sum();
     println!(
-        "written {written}; DLQ stored {stored}; retry queue peak {retry_peak}; RSS {} -> peak {} MiB",
+        "written {written}; DLQ stored {stored}, replayed automatically {}; retry queue peak {retry_peak}; RSS {} -> peak {} MiB",
+        dlq.replayed.get(),
         rss_before >> 20,
         rss_peak >> 20
     );
@@ -224,10 +233,12 @@ fn outage_under_load_loses_nothing_after_replay() {
         rss_before >> 20,
         rss_peak >> 20
     );
-
-    let report = replay(&config, "kafka", &mut |_, _| {}).expect("replay");
-    assert_eq!(report.records_failed, 0, "{report:?}");
-    assert_eq!(report.records_delivered, stored);
+    assert_eq!(dlq.replay_failed.get(), 0);
+    let listing = log_capturer::dlq::list(&config.dlq_dir().join("kafka")).expect("list");
+    assert!(
+        listing.iter().all(|(_, _, summary)| summary.records == 0),
+        "replayed segments are deleted: {listing:?}"
+    );
     let seen = consume_numbers(
         &bootstrap,
         "chaos",

@@ -21,6 +21,7 @@
 //! asynchronously when a segment is sealed and once a second, and
 //! synchronously when the writer is dropped.
 
+pub mod auto;
 pub mod inspect;
 pub mod record;
 pub mod replay;
@@ -70,6 +71,10 @@ pub struct DlqMetrics {
     pub write_errors: Counter,
     /// Corrupt or torn records found when scanning.
     pub corrupt: Counter,
+    /// Records replayed and acknowledged (`reprocess_attempts{result="success"}`).
+    pub replayed: Counter,
+    /// Records replayed and not acknowledged (`result="failure"`).
+    pub replay_failed: Counter,
 }
 
 impl DlqMetrics {
@@ -197,7 +202,7 @@ impl DlqWriter {
         }
         let active = self.active.as_mut().expect("roll opened a segment");
         active.append(&self.frame);
-        self.metrics.entries.set(self.metrics.entries.get() + 1);
+        self.metrics.entries.add(1);
         Ok(())
     }
 
@@ -239,9 +244,7 @@ impl DlqWriter {
         match segment::delete_unread(&path) {
             Ok(()) => {
                 self.metrics.dropped.add(records);
-                self.metrics
-                    .entries
-                    .set(self.metrics.entries.get().saturating_sub(records));
+                self.metrics.entries.subtract(records);
                 tracing::warn!(sink = %self.sink, path = %path.display(), records, "DLQ full: oldest segment dropped (policy drop_oldest)");
                 true
             }
@@ -292,6 +295,9 @@ impl DlqWriter {
 /// logged at most every 10 s, with the count of those not logged.
 #[derive(Debug)]
 pub struct DlqSink {
+    /// Set by the replay thread when only the active segment holds
+    /// records: the dispatcher then seals it so that replay can take it.
+    pub seal_request: Arc<std::sync::atomic::AtomicBool>,
     sink: String,
     settings: DlqSettings,
     writer: Option<DlqWriter>,
@@ -311,6 +317,7 @@ impl DlqSink {
             ..DlqMetrics::default()
         });
         let mut dlq = Self {
+            seal_request: Arc::default(),
             sink: sink.to_string(),
             settings: settings.clone(),
             writer: None,
@@ -370,11 +377,35 @@ impl DlqSink {
         self.unlogged = 0;
     }
 
+    /// Flushes about once a second, and seals the active segment when
+    /// the replay thread asked for it.
     pub fn flush_if_due(&mut self) {
-        if let Some(writer) = self.writer.as_mut() {
-            writer.flush_if_due();
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        writer.flush_if_due();
+        if self
+            .seal_request
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            writer.seal();
+            writer.publish_size();
         }
     }
+}
+
+/// Bytes of the segment files in one sink's directory (a replay may have
+/// deleted some since the writer last looked).
+pub fn dir_size_bytes(dir: &Path) -> u64 {
+    list_segments(dir)
+        .map(|segments| {
+            segments
+                .iter()
+                .filter_map(|(_, path)| std::fs::metadata(path).ok())
+                .map(|meta| meta.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Records of every segment in `dir` (one sink's directory), oldest first:

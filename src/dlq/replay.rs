@@ -10,7 +10,7 @@
 //! one segment).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::config::{Config, Encoding, SinkConfig};
 use crate::dlq::record::Record;
 use crate::dlq::segment::{ReadableSegment, SegmentError, list_segments};
+
 use crate::sink::encode::encode_record;
 
 /// Why a replay could not run.
@@ -51,8 +52,100 @@ pub struct ReplayReport {
 }
 
 /// Delivers records to one sink; returns how many were acknowledged.
-trait Target {
+trait Target: Send {
     fn deliver(&mut self, records: &[Record<'_>]) -> u64;
+}
+
+/// What replaying one segment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentReplay {
+    /// Locked: the daemon still writes it, or another replay holds it.
+    Locked,
+    /// Could not be opened or read.
+    Unreadable,
+    /// Replay was asked to stop part-way; the segment is kept.
+    Stopped,
+    Replayed {
+        delivered: u64,
+        failed: u64,
+        corrupt: u64,
+        /// Every record was acknowledged and the segment deleted.
+        deleted: bool,
+    },
+}
+
+/// Replays segments of one sink's DLQ into that sink.
+pub struct Replayer {
+    target: Box<dyn Target>,
+    /// Most records per second, or `None` for as fast as the sink takes them.
+    rate: Option<u64>,
+}
+
+impl std::fmt::Debug for Replayer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Replayer")
+            .field("rate", &self.rate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records handed to the sink at once when replay is rate-limited.
+const REPLAY_CHUNK_RECORDS: usize = 1000;
+
+impl Replayer {
+    /// A replayer for `sink_id` of `config`, with its own connection.
+    pub fn new(config: &Config, sink_id: &str, rate: Option<u64>) -> Result<Self, ReplayError> {
+        let sink = config
+            .sinks
+            .get(sink_id)
+            .ok_or_else(|| ReplayError::UnknownSink(sink_id.to_string()))?;
+        Ok(Self {
+            target: build_target(sink_id, sink)?,
+            rate: rate.filter(|&rate| rate > 0),
+        })
+    }
+
+    /// Replays one segment; deletes it when every record was acknowledged.
+    /// `stop` is checked between chunks.
+    pub fn replay_segment(&mut self, path: &Path, stop: &dyn Fn() -> bool) -> SegmentReplay {
+        let segment = match ReadableSegment::open(path) {
+            Ok(segment) => segment,
+            Err(SegmentError::Locked { .. }) => return SegmentReplay::Locked,
+            Err(error) => {
+                tracing::warn!(%error, "DLQ segment skipped");
+                return SegmentReplay::Unreadable;
+            }
+        };
+        let mut records = Vec::new();
+        let summary = segment.scan(|record| records.push(record));
+        let chunk = match self.rate {
+            Some(rate) => (rate as usize / 10).clamp(1, REPLAY_CHUNK_RECORDS),
+            None => records.len().max(1),
+        };
+        let started = Instant::now();
+        let mut delivered = 0u64;
+        for (index, part) in records.chunks(chunk).enumerate() {
+            if stop() {
+                return SegmentReplay::Stopped;
+            }
+            delivered += self.target.deliver(part);
+            if let Some(rate) = self.rate {
+                let sent = ((index + 1) * chunk).min(records.len()) as f64;
+                let due = Duration::from_secs_f64(sent / rate as f64);
+                std::thread::sleep(due.saturating_sub(started.elapsed()));
+            }
+        }
+        let count = records.len() as u64;
+        drop(records);
+        let deleted = delivered == count && segment.delete().is_ok();
+        SegmentReplay::Replayed {
+            delivered,
+            failed: count - delivered,
+            corrupt: summary.corrupt,
+            deleted,
+        }
+    }
 }
 
 /// Replays every segment of `sink_id`, oldest first. `progress` gets
@@ -62,10 +155,7 @@ pub fn replay(
     sink_id: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ReplayReport, ReplayError> {
-    let sink = config
-        .sinks
-        .get(sink_id)
-        .ok_or_else(|| ReplayError::UnknownSink(sink_id.to_string()))?;
+    let mut replayer = Replayer::new(config, sink_id, None)?;
     let dir = config.dlq_dir().join(sink_id);
     let mut report = ReplayReport::default();
     if !dir.exists() {
@@ -81,40 +171,30 @@ pub fn replay(
             total += segment.scan(|_| {}).records;
         }
     }
-    let mut target = build_target(sink_id, sink)?;
     let mut handled = 0;
     progress(0, total);
     for (_, path) in segments {
-        let segment = match ReadableSegment::open(&path) {
-            Ok(segment) => segment,
-            Err(SegmentError::Locked { .. }) => {
-                report.segments_kept += 1;
-                continue;
+        match replayer.replay_segment(&path, &|| false) {
+            SegmentReplay::Replayed {
+                delivered,
+                failed,
+                corrupt,
+                deleted,
+            } => {
+                report.records_delivered += delivered;
+                report.records_failed += failed;
+                report.records_corrupt += corrupt;
+                if deleted {
+                    report.segments_deleted += 1;
+                } else {
+                    report.segments_kept += 1;
+                }
+                handled += delivered + failed;
+                progress(handled, total);
             }
-            Err(error) => {
-                tracing::warn!(%error, "DLQ segment skipped");
-                report.segments_kept += 1;
-                continue;
+            SegmentReplay::Locked | SegmentReplay::Unreadable | SegmentReplay::Stopped => {
+                report.segments_kept += 1
             }
-        };
-        let mut records = Vec::new();
-        let summary = segment.scan(|record| records.push(record));
-        let delivered = target.deliver(&records);
-        let count = records.len() as u64;
-        drop(records);
-        report.records_corrupt += summary.corrupt;
-        report.records_delivered += delivered;
-        report.records_failed += count - delivered;
-        handled += count;
-        progress(handled, total);
-        if delivered == count {
-            segment.delete().map_err(|error| ReplayError::Directory {
-                path: path.clone(),
-                source: std::io::Error::other(error.to_string()),
-            })?;
-            report.segments_deleted += 1;
-        } else {
-            report.segments_kept += 1;
         }
     }
     Ok(report)
@@ -171,7 +251,7 @@ impl Target for NullTarget {
 }
 
 struct WriterTarget {
-    writer: Box<dyn Write>,
+    writer: Box<dyn Write + Send>,
     encoding: Encoding,
 }
 

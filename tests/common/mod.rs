@@ -19,12 +19,16 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 /// A config with one file source over `input` and the given sink tables.
+/// Positions and the DLQ go to a `data` directory beside `input`, so that
+/// tests never share state.
 pub fn file_source_config(input: &Path, extra_source_keys: &str, sinks: &str) -> String {
+    let data_dir = input.parent().expect("input has a directory").join("data");
     format!(
         r#"
 [daemon]
 pin_threads = false
 metrics_addr = "127.0.0.1:0"
+data_dir = "{data_dir}"
 
 [dispatcher]
 batch_size = 1000
@@ -38,7 +42,8 @@ labels = {{ service = "app" }}
 
 {sinks}
 "#,
-        input = input.display()
+        input = input.display(),
+        data_dir = data_dir.display()
     )
 }
 

@@ -1,0 +1,129 @@
+//! Automatic replay: one thread per sink drains that sink's DLQ back into
+//! it once the sink has been healthy for `[dlq] replay_after_ms`, at no
+//! more than `replay_rate` records per second, so that live traffic keeps
+//! priority.
+//!
+//! Healthy means: for a Kafka sink, its circuit breaker has stayed closed;
+//! for other sinks, no delivery has failed. The thread replays the sealed
+//! segments (the one the dispatcher writes is locked and skipped); when only
+//! that one holds records it asks the dispatcher to seal it. A replay that
+//! fails stops until the sink has been healthy for the whole wait again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::dlq::DlqMetrics;
+use crate::dlq::replay::{Replayer, SegmentReplay};
+use crate::dlq::segment::list_segments;
+use crate::metrics::SinkMetrics;
+use crate::sink::kafka::KafkaMetrics;
+
+/// How a replay thread tells that its sink is healthy.
+#[derive(Debug)]
+pub enum HealthSignal {
+    Breaker(Arc<KafkaMetrics>),
+    Failures(Arc<SinkMetrics>),
+}
+
+/// One sink's replay thread.
+#[derive(Debug)]
+pub struct AutoReplay {
+    pub sink: String,
+    pub dir: PathBuf,
+    pub replayer: Replayer,
+    pub health: HealthSignal,
+    pub metrics: Arc<DlqMetrics>,
+    pub seal_request: Arc<AtomicBool>,
+    /// Healthy this long before replay starts.
+    pub after: Duration,
+    pub stop: Arc<AtomicBool>,
+}
+
+const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+impl AutoReplay {
+    /// The thread body; returns when `stop` is set.
+    pub fn run(mut self) {
+        let mut healthy_since: Option<Instant> = None;
+        let mut failures_seen = self.failures();
+        while !self.stopping() {
+            std::thread::sleep(CHECK_INTERVAL);
+            let failures = self.failures();
+            let healthy = self.breaker_closed() && failures == failures_seen;
+            failures_seen = failures;
+            healthy_since = if healthy {
+                healthy_since.or(Some(Instant::now()))
+            } else {
+                None
+            };
+            let ready = healthy_since.is_some_and(|since| since.elapsed() >= self.after);
+            if ready && self.metrics.entries.get() > 0 && !self.replay_sealed() {
+                healthy_since = None;
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        // Acquire pairs with the Release store of the shutdown path.
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn breaker_closed(&self) -> bool {
+        match &self.health {
+            HealthSignal::Breaker(kafka) => kafka.breaker_state.get() == 0,
+            HealthSignal::Failures(_) => true,
+        }
+    }
+
+    fn failures(&self) -> u64 {
+        match &self.health {
+            HealthSignal::Breaker(kafka) => kafka.breaker_openings.get(),
+            HealthSignal::Failures(sink) => sink.batches_failed.get(),
+        }
+    }
+
+    /// Replays every sealed segment. False if a replay failed.
+    fn replay_sealed(&mut self) -> bool {
+        let Ok(segments) = list_segments(&self.dir) else {
+            return true;
+        };
+        let mut replayed_any = false;
+        for (_, path) in segments {
+            let stop = Arc::clone(&self.stop);
+            let outcome = self
+                .replayer
+                .replay_segment(&path, &|| stop.load(Ordering::Acquire));
+            match outcome {
+                SegmentReplay::Locked | SegmentReplay::Unreadable => continue,
+                SegmentReplay::Stopped => return true,
+                SegmentReplay::Replayed {
+                    delivered,
+                    failed,
+                    corrupt,
+                    deleted,
+                } => {
+                    replayed_any = true;
+                    self.metrics.replayed.add(delivered);
+                    self.metrics.replay_failed.add(failed);
+                    self.metrics.corrupt.add(corrupt);
+                    if !deleted {
+                        tracing::warn!(sink = %self.sink, path = %path.display(), failed, "DLQ replay incomplete; the segment is kept");
+                        return false;
+                    }
+                    self.metrics.entries.subtract(delivered);
+                    self.metrics
+                        .size_bytes
+                        .set(crate::dlq::dir_size_bytes(&self.dir));
+                    tracing::info!(sink = %self.sink, path = %path.display(), records = delivered, "DLQ segment replayed and deleted");
+                }
+            }
+        }
+        if !replayed_any {
+            // Only the segment being written holds records: have it sealed.
+            self.seal_request.store(true, Ordering::Relaxed);
+        }
+        true
+    }
+}
