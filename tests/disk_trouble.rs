@@ -1,0 +1,169 @@
+//! The DLQ's disk in trouble: a directory that cannot be written, and a
+//! disk that fills up (a small tmpfs). Either way the daemon keeps running,
+//! counts every entry it could not store, never faults (the segments are
+//! preallocated, so a full disk is an error at creation, never a SIGBUS),
+//! and live traffic to a healthy sink is unaffected. Runs as root, like the
+//! daemon's CI: `mount` and `chattr` are part of the test.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log_capturer::config::Config;
+use log_capturer::pipeline::Pipeline;
+use rdkafka::mocking::MockCluster;
+
+/// Runs a pipeline with a dead Kafka sink (every failure goes straight to
+/// its DLQ in `dlq_dir`) and a healthy file sink; returns (lines written,
+/// lines in the file sink's output, DLQ entries stored, DLQ write errors).
+fn run_with_dlq_dir(dir: &std::path::Path, dlq_dir: &std::path::Path) -> (u64, u64, u64, u64) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("trouble", 1, 1).expect("topic");
+    cluster.broker_down(1).expect("down");
+    let input = dir.join("input.log");
+    let mut buffer = Vec::new();
+    common::write_numbered_lines(&mut buffer, 0, 50_000);
+    std::fs::write(&input, &buffer).expect("input");
+    let output = dir.join("archive.log");
+    let text = format!(
+        r#"
+[daemon]
+pin_threads = false
+data_dir = "{data}"
+
+[dispatcher]
+batch_size = 500
+
+[retry]
+max_batches = 2
+max_attempts = 1
+
+[dlq]
+dir = "{dlq}"
+segment_bytes = 1048576
+auto_replay = false
+
+[sources.app]
+type = "file"
+paths = ["{input}"]
+exit_on_eof = true
+
+[sinks.kafka]
+type = "kafka"
+brokers = "{bootstrap}"
+topic = "trouble"
+encoding = "raw"
+
+[sinks.archive]
+type = "file"
+path = "{output}"
+"#,
+        data = dir.join("data").display(),
+        dlq = dlq_dir.display(),
+        input = input.display(),
+        bootstrap = cluster.bootstrap_servers(),
+        output = output.display(),
+    );
+    let config = Config::from_toml(&text, std::path::Path::new("trouble.toml")).expect("config");
+    let pipeline =
+        Pipeline::start(&config).expect("the daemon starts even if its DLQ cannot be written");
+    let dlq = Arc::clone(
+        pipeline
+            .metrics()
+            .dlq
+            .iter()
+            .find(|dlq| dlq.sink == "kafka")
+            .expect("the kafka sink's DLQ"),
+    );
+    common::wait_until("pipeline finished", Duration::from_secs(60), || {
+        pipeline.is_finished()
+    });
+    pipeline
+        .join(Duration::from_secs(20))
+        .expect("clean stop, no crash");
+    let archived = std::fs::read(&output)
+        .expect("archive output")
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count() as u64;
+    let stored: u64 = dlq.stored.iter().map(|counter| counter.get()).sum();
+    (
+        50_000,
+        archived,
+        stored,
+        dlq.write_errors.get() + dlq.dropped.get(),
+    )
+}
+
+/// Goal: a DLQ directory that cannot be written (immutable: root cannot
+/// create files in it either) is counted, logged, and harmless to the
+/// healthy sink. Method: `chattr +i` on the sink's DLQ directory.
+#[test]
+fn unwritable_dlq_directory_is_counted_and_harmless() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dlq_dir = dir.path().join("dlq");
+    let sink_dir = dlq_dir.join("kafka");
+    std::fs::create_dir_all(&sink_dir).expect("dlq dir");
+    let locked = Command::new("chattr")
+        .arg("+i")
+        .arg(&sink_dir)
+        .status()
+        .expect("chattr (e2fsprogs) runs");
+    assert!(locked.success(), "chattr +i {}", sink_dir.display());
+    let (written, archived, stored, lost_counted) = run_with_dlq_dir(dir.path(), &dlq_dir);
+    let unlocked = Command::new("chattr")
+        .arg("-i")
+        .arg(&sink_dir)
+        .status()
+        .expect("chattr");
+    assert!(unlocked.success());
+    println!(
+        "written {written}, archived {archived}, stored {stored}, counted as not stored {lost_counted}"
+    );
+    assert_eq!(archived, written, "the healthy sink got every line");
+    assert_eq!(stored, 0, "nothing could be stored");
+    assert_eq!(
+        lost_counted, written,
+        "every line the Kafka sink failed is counted"
+    );
+}
+
+/// Goal: a DLQ disk that fills up ends in counted errors, not a SIGBUS.
+/// Method: the DLQ on a 3 MiB tmpfs with 1 MiB segments, 50,000 lines of
+/// 120 bytes failing (about 8 MiB of records).
+#[test]
+fn full_dlq_disk_is_counted_and_never_faults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dlq_dir = dir.path().join("small-disk");
+    std::fs::create_dir_all(&dlq_dir).expect("mount point");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&dlq_dir)
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "mount a 3 MiB tmpfs at {} (the test runs as root)",
+        dlq_dir.display()
+    );
+    let result = std::panic::catch_unwind(|| run_with_dlq_dir(dir.path(), &dlq_dir));
+    let unmounted = Command::new("umount")
+        .arg(&dlq_dir)
+        .status()
+        .expect("umount runs");
+    let (written, archived, stored, lost_counted) = result.expect("the run completes");
+    assert!(unmounted.success());
+    println!(
+        "written {written}, archived {archived}, stored {stored}, counted as not stored {lost_counted}"
+    );
+    assert_eq!(archived, written, "the healthy sink got every line");
+    assert!(stored > 0, "records were stored until the disk was full");
+    assert!(lost_counted > 0, "the full disk was hit");
+    assert_eq!(
+        stored + lost_counted,
+        written,
+        "every failed line is stored or counted"
+    );
+}
