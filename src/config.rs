@@ -90,6 +90,9 @@ pub struct DaemonConfig {
     pub pin_threads: bool,
     /// How long a SIGTERM waits for sinks to finish before giving up.
     pub shutdown_timeout_ms: NonZeroU64,
+    /// Let the allocator use transparent huge pages. Off by default: on a
+    /// shared host the resident memory of idle buffers matters more.
+    pub transparent_huge_pages: bool,
 }
 
 impl Default for DaemonConfig {
@@ -99,6 +102,7 @@ impl Default for DaemonConfig {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 8401)),
             pin_threads: true,
             shutdown_timeout_ms: NonZeroU64::new(5_000).expect("5000 is not zero"),
+            transparent_huge_pages: false,
         }
     }
 }

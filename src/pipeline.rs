@@ -275,8 +275,19 @@ impl Pipeline {
             batch_timeout: Duration::from_millis(config.dispatcher.batch_timeout_ms.get()),
         };
         let arena_bytes = arena_capacity_bytes(settings.batch_size, settings.batch_bytes);
-        let arenas = (0..slot_count)
-            .map(|_| Bump::with_capacity(arena_bytes))
+        // The arenas of the live path are allocated now, at full size. The
+        // ones that only the retry wheel needs start empty and grow on first
+        // use, so that memory an outage may need is not resident before.
+        // The pool is used as a stack: the sized arenas sit on top.
+        let live_arenas = config.dispatcher.batches_in_flight.get();
+        let arenas: Vec<Bump> = (0..slot_count)
+            .map(|index| {
+                if index < slot_count - live_arenas {
+                    Bump::new()
+                } else {
+                    Bump::with_capacity(arena_bytes)
+                }
+            })
             .collect();
         let retry = RetrySettings {
             max_attempts: config.retry.max_attempts.get(),
