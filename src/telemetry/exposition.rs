@@ -512,6 +512,11 @@ impl Exporter {
                 dlq.size_bytes.get(),
             );
         }
+        out.family("log_capturer_dlq_reprocess_attempts_total", "counter", "Records replayed from the dead-letter queue by automatic replay, by result.");
+        for dlq in &metrics.dlq {
+            out.sample("log_capturer_dlq_reprocess_attempts_total", &[("sink", &dlq.sink), ("result", "success")], dlq.replayed.get());
+            out.sample("log_capturer_dlq_reprocess_attempts_total", &[("sink", &dlq.sink), ("result", "failure")], dlq.replay_failed.get());
+        }
         out.family("log_capturer_dlq_dropped_total", "counter", "Entries dropped at the dead-letter queue's size bound (policy drop_oldest or drop_new).");
         for dlq in &metrics.dlq {
             out.sample(
