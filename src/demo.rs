@@ -18,7 +18,6 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::config::Config;
-use crate::dlq::record::Reason;
 use crate::dlq::replay::replay;
 use crate::pipeline::Pipeline;
 use crate::telemetry::process::read_process;
@@ -128,15 +127,7 @@ fn run_in(
         .map_err(setup("pipeline did not stop"))?;
     summary.delivered_live = metrics.sinks[0].lines_sent.get();
     let dlq = &metrics.dlq[0];
-    summary.stored_in_dlq = [
-        Reason::RetryQueueFull,
-        Reason::AttemptsExhausted,
-        Reason::Permanent,
-        Reason::Shutdown,
-    ]
-    .iter()
-    .map(|&reason| dlq.stored_for(reason).get())
-    .sum();
+    summary.stored_in_dlq = dlq.stored_total();
     let replayed_automatically = dlq.replayed.get();
     let _ = writeln!(
         out,

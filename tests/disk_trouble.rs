@@ -88,7 +88,7 @@ path = "{output}"
         .iter()
         .filter(|&&byte| byte == b'\n')
         .count() as u64;
-    let stored: u64 = dlq.stored.iter().map(|counter| counter.get()).sum();
+    let stored = dlq.stored_total();
     (
         50_000,
         archived,

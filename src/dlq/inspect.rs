@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::dlq::record::Record;
 use crate::dlq::segment::{ReadableSegment, list_segments};
 use crate::dlq::{DlqError, list};
-use crate::sink::encode::{write_json_string, write_rfc3339_nanos};
+use crate::sink::encode::{write_json_string, write_rfc3339_nanos, write_string_labels};
 
 /// Sink directories under a DLQ directory, sorted.
 pub fn sink_dirs(dlq_dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, DlqError> {
@@ -95,21 +95,14 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>, json: bool) {
         write_json_string(out, record.sink.as_bytes());
         out.extend_from_slice(
             format!(
-                ",\"reason\":\"{}\",\"attempts\":{},\"labels\":{{",
+                ",\"reason\":\"{}\",\"attempts\":{},\"labels\":",
                 record.reason.as_str(),
                 record.attempts
             )
             .as_bytes(),
         );
-        for (index, (key, value)) in record.labels.iter().enumerate() {
-            if index > 0 {
-                out.push(b',');
-            }
-            write_json_string(out, key.as_bytes());
-            out.push(b':');
-            write_json_string(out, value.as_bytes());
-        }
-        out.extend_from_slice(b"},\"message\":");
+        write_string_labels(out, &record.labels);
+        out.extend_from_slice(b",\"message\":");
         write_json_string(out, record.message);
         out.extend_from_slice(b"}\n");
         return;

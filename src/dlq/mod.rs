@@ -81,6 +81,11 @@ impl DlqMetrics {
     pub fn stored_for(&self, reason: Reason) -> &Counter {
         &self.stored[reason as usize - 1]
     }
+
+    /// Records stored, all reasons.
+    pub fn stored_total(&self) -> u64 {
+        self.stored.iter().map(Counter::get).sum()
+    }
 }
 
 /// Settings of the DLQ, from `[dlq]`.

@@ -43,6 +43,14 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in code order.
+    pub const ALL: [Reason; 4] = [
+        Reason::RetryQueueFull,
+        Reason::AttemptsExhausted,
+        Reason::Permanent,
+        Reason::Shutdown,
+    ];
+
     pub fn from_code(code: u8) -> Option<Reason> {
         Some(match code {
             1 => Reason::RetryQueueFull,

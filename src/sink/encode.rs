@@ -96,16 +96,9 @@ pub fn encode_record(
             write_rfc3339_nanos(out, record.timestamp_ns);
             out.extend_from_slice(b"\",\"message\":");
             write_json_string(out, record.message);
-            out.extend_from_slice(b",\"labels\":{");
-            for (index, (key, value)) in record.labels.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_json_string(out, key.as_bytes());
-                out.push(b':');
-                write_json_string(out, value.as_bytes());
-            }
-            out.extend_from_slice(b"}}\n");
+            out.extend_from_slice(b",\"labels\":");
+            write_string_labels(out, &record.labels);
+            out.extend_from_slice(b"}\n");
         }
     }
 }
@@ -115,6 +108,20 @@ fn encode_raw(out: &mut Vec<u8>, entry: &Entry<'_>) {
     if entry.terminated {
         out.push(b'\n');
     }
+}
+
+/// Writes `{"key":"value",...}` from label strings.
+pub fn write_string_labels(out: &mut Vec<u8>, labels: &[(&str, &str)]) {
+    out.push(b'{');
+    for (index, (key, value)) in labels.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, key.as_bytes());
+        out.push(b':');
+        write_json_string(out, value.as_bytes());
+    }
+    out.push(b'}');
 }
 
 fn write_labels(out: &mut Vec<u8>, entry: &Entry<'_>, symbols: &SymbolTable) {

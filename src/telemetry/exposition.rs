@@ -452,12 +452,7 @@ impl Exporter {
             &[],
             metrics.dispatcher.retries_sent.get(),
         );
-        let reasons = [
-            Reason::RetryQueueFull,
-            Reason::AttemptsExhausted,
-            Reason::Permanent,
-            Reason::Shutdown,
-        ];
+        let reasons = Reason::ALL;
         out.family(
             "log_capturer_dlq_stored_total",
             "counter",
@@ -478,10 +473,7 @@ impl Exporter {
             "Entries stored in the dead-letter queue, all reasons.",
         );
         for dlq in &metrics.dlq {
-            let total: u64 = reasons
-                .iter()
-                .map(|&reason| dlq.stored_for(reason).get())
-                .sum();
+            let total = dlq.stored_total();
             out.sample(
                 "log_capturer_dlq_entries_total",
                 &[("sink", &dlq.sink)],
@@ -512,10 +504,22 @@ impl Exporter {
                 dlq.size_bytes.get(),
             );
         }
-        out.family("log_capturer_dlq_reprocess_attempts_total", "counter", "Records replayed from the dead-letter queue by automatic replay, by result.");
+        out.family(
+            "log_capturer_dlq_reprocess_attempts_total",
+            "counter",
+            "Records replayed from the dead-letter queue by automatic replay, by result.",
+        );
         for dlq in &metrics.dlq {
-            out.sample("log_capturer_dlq_reprocess_attempts_total", &[("sink", &dlq.sink), ("result", "success")], dlq.replayed.get());
-            out.sample("log_capturer_dlq_reprocess_attempts_total", &[("sink", &dlq.sink), ("result", "failure")], dlq.replay_failed.get());
+            out.sample(
+                "log_capturer_dlq_reprocess_attempts_total",
+                &[("sink", &dlq.sink), ("result", "success")],
+                dlq.replayed.get(),
+            );
+            out.sample(
+                "log_capturer_dlq_reprocess_attempts_total",
+                &[("sink", &dlq.sink), ("result", "failure")],
+                dlq.replay_failed.get(),
+            );
         }
         out.family("log_capturer_dlq_dropped_total", "counter", "Entries dropped at the dead-letter queue's size bound (policy drop_oldest or drop_new).");
         for dlq in &metrics.dlq {
@@ -806,5 +810,61 @@ impl Text {
         let sum_seconds = histogram.mean() * histogram.len() as f64 / 1e6;
         self.sample_float(&format!("{name}_sum"), labels, sum_seconds);
         self.sample(&format!("{name}_count"), labels, histogram.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::StageHealth;
+    use crate::pipeline::PipelineMetrics;
+    use std::sync::Arc;
+
+    fn exporter_with(stages: Vec<Arc<StageHealth>>) -> Exporter {
+        let metrics = PipelineMetrics {
+            sources: Vec::new(),
+            dispatcher: Arc::default(),
+            sinks: Vec::new(),
+            kafka: Vec::new(),
+            failures: Vec::new(),
+            dlq: Vec::new(),
+        };
+        let telemetry = Telemetry {
+            metrics,
+            stages,
+            latency: Vec::new(),
+            kafka_brokers: Vec::new(),
+            ring_capacity_entries: 1,
+        };
+        Exporter::new(telemetry, None)
+    }
+
+    /// Goal: a stage thread that died makes `/health` unhealthy and names
+    /// it. Method: one live and one dead stage flag.
+    #[test]
+    fn dead_stage_makes_health_fail_and_names_it() {
+        let alive = Arc::new(StageHealth {
+            name: "source-app".to_string(),
+            stage_type: "source",
+            ..StageHealth::default()
+        });
+        alive.set_alive(true);
+        let dead = Arc::new(StageHealth {
+            name: "sink-kafka".to_string(),
+            stage_type: "sink",
+            ..StageHealth::default()
+        });
+        let mut exporter = exporter_with(vec![alive, Arc::clone(&dead)]);
+        let (healthy, body) = exporter.health_json();
+        assert!(!healthy);
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(value["status"], "unhealthy");
+        assert_eq!(value["components"]["sink-kafka"], "thread has stopped");
+        assert_eq!(value["components"]["source-app"], "ok");
+        assert!(exporter.render().contains(
+            "log_capturer_component_health{component_type=\"sink\",component_name=\"sink-kafka\"} 0"
+        ));
+        dead.set_alive(true);
+        assert!(exporter.health_json().0);
     }
 }
