@@ -74,14 +74,14 @@ pub fn write_dump(
             source,
         };
         for (_, path) in list_segments(&dir).map_err(directory_error)? {
-            let segment = ReadableSegment::open(&path)?;
+            let mut segment = ReadableSegment::open(&path)?;
             let mut line = Vec::new();
             segment.scan(|record| {
                 line.clear();
-                format_record(&mut line, &record, json);
+                format_record(&mut line, record, json);
                 let _ = out.write_all(&line);
                 count += 1;
-            });
+            })?;
         }
     }
     Ok(count)

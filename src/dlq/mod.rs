@@ -139,9 +139,8 @@ impl DlqWriter {
         let mut sequence_next = 1;
         for (sequence, path) in list_segments(&dir).map_err(directory_error)? {
             sequence_next = sequence_next.max(sequence + 1);
-            match ReadableSegment::open(&path) {
-                Ok(segment) => {
-                    let summary = segment.scan(|_| {});
+            match ReadableSegment::open(&path).and_then(|mut segment| segment.scan(|_| {})) {
+                Ok(summary) => {
                     metrics.corrupt.add(summary.corrupt);
                     if summary.corrupt > 0 {
                         tracing::warn!(path = %path.display(), corrupt = summary.corrupt, torn_tail = summary.torn_tail, "DLQ segment has corrupt records; they are skipped");
@@ -422,8 +421,8 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf, segment::ScanSummary)>, Dlq
     };
     let mut listing = Vec::new();
     for (sequence, path) in list_segments(dir).map_err(directory_error)? {
-        let segment = ReadableSegment::open(&path)?;
-        listing.push((sequence, path, segment.scan(|_| {})));
+        let summary = ReadableSegment::open(&path)?.scan(|_| {})?;
+        listing.push((sequence, path, summary));
     }
     Ok(listing)
 }

@@ -106,10 +106,10 @@ impl Replayer {
         })
     }
 
-    /// Replays one segment; deletes it when every record was acknowledged.
-    /// `stop` is checked between chunks.
+    /// Replays one segment, a chunk of records at a time; deletes it when
+    /// every record was acknowledged. `stop` is checked between chunks.
     pub fn replay_segment(&mut self, path: &Path, stop: &dyn Fn() -> bool) -> SegmentReplay {
-        let segment = match ReadableSegment::open(path) {
+        let mut segment = match ReadableSegment::open(path) {
             Ok(segment) => segment,
             Err(SegmentError::Locked { .. }) => return SegmentReplay::Locked,
             Err(error) => {
@@ -117,31 +117,42 @@ impl Replayer {
                 return SegmentReplay::Unreadable;
             }
         };
-        let mut records = Vec::new();
-        let summary = segment.scan(|record| records.push(record));
-        let chunk = match self.rate {
+        let per_send = match self.rate {
             Some(rate) => (rate as usize / 10).clamp(1, REPLAY_CHUNK_RECORDS),
-            None => records.len().max(1),
+            None => usize::MAX,
         };
         let started = Instant::now();
-        let mut delivered = 0u64;
-        for (index, part) in records.chunks(chunk).enumerate() {
-            if stop() {
-                return SegmentReplay::Stopped;
+        let (mut delivered, mut handled, mut stopped) = (0u64, 0u64, false);
+        let target = &mut self.target;
+        let rate = self.rate;
+        let scanned = segment.scan_chunks(&mut |records| {
+            for part in records.chunks(per_send.min(records.len()).max(1)) {
+                if stopped || stop() {
+                    stopped = true;
+                    return;
+                }
+                delivered += target.deliver(part);
+                handled += part.len() as u64;
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(handled as f64 / rate as f64);
+                    std::thread::sleep(due.saturating_sub(started.elapsed()));
+                }
             }
-            delivered += self.target.deliver(part);
-            if let Some(rate) = self.rate {
-                let sent = ((index + 1) * chunk).min(records.len()) as f64;
-                let due = Duration::from_secs_f64(sent / rate as f64);
-                std::thread::sleep(due.saturating_sub(started.elapsed()));
+        });
+        let summary = match scanned {
+            Ok(summary) => summary,
+            Err(error) => {
+                tracing::warn!(%error, "DLQ segment could not be read to its end");
+                return SegmentReplay::Unreadable;
             }
+        };
+        if stopped {
+            return SegmentReplay::Stopped;
         }
-        let count = records.len() as u64;
-        drop(records);
-        let deleted = delivered == count && segment.delete().is_ok();
+        let deleted = delivered == handled && segment.delete().is_ok();
         SegmentReplay::Replayed {
             delivered,
-            failed: count - delivered,
+            failed: handled - delivered,
             corrupt: summary.corrupt,
             deleted,
         }
@@ -167,8 +178,10 @@ pub fn replay(
     })?;
     let mut total = 0;
     for (_, path) in &segments {
-        if let Ok(segment) = ReadableSegment::open(path) {
-            total += segment.scan(|_| {}).records;
+        if let Ok(summary) =
+            ReadableSegment::open(path).and_then(|mut segment| segment.scan(|_| {}))
+        {
+            total += summary.records;
         }
     }
     let mut handled = 0;
