@@ -16,7 +16,11 @@ binary="$root/target/release/log-capturer"
 work=$(mktemp -d)
 "$binary" kafka-mock --topic outage:64 > "$work/mock.out" &
 mock=$!
-cleanup() { kill "$mock" "${daemon:-}" "${generator:-}" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+    kill "$mock" "${daemon:-}" "${generator:-}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
 for _ in $(seq 100); do grep -q '^bootstrap: ' "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
 bootstrap=$(sed -n 's/^bootstrap: //p' "$work/mock.out")
@@ -65,12 +69,25 @@ sleep "$warmup"
 echo "before outage: rss $(rss) KiB threads $(threads)"
 kill -USR1 "$mock"
 rss_first_minute=0
+: > "$work/rss.samples"
 for second in $(seq "$outage"); do
     sleep 1
-    if (( second % 30 == 0 )); then echo "t=${second}s rss $(rss) KiB threads $(threads) dlq $(dlq) MiB"; fi
-    if (( second == 60 )); then rss_first_minute=$(rss); fi
+    sample=$(rss)
+    echo "$second $sample" >> "$work/rss.samples"
+    if (( second % 30 == 0 )); then echo "t=${second}s rss ${sample} KiB threads $(threads) dlq $(dlq) MiB"; fi
+    if (( second == 60 )); then rss_first_minute=$sample; fi
 done
 rss_end=$(rss)
+python3 - "$work/rss.samples" "$outage" <<'PY'
+import statistics, sys
+samples = [tuple(map(int, line.split())) for line in open(sys.argv[1])]
+outage = int(sys.argv[2])
+first = [rss for second, rss in samples if second <= 60]
+last = [rss for second, rss in samples if second > outage - 60]
+all_rss = [rss for _, rss in samples]
+print(f"RSS over the outage: min {min(all_rss)} KiB, max {max(all_rss)} KiB")
+print(f"median RSS, first minute: {statistics.median(first):.0f} KiB; last minute: {statistics.median(last):.0f} KiB; ratio {statistics.median(last) / statistics.median(first):.3f}")
+PY
 kill -USR2 "$mock"
 echo "RSS at the end of the first minute: ${rss_first_minute} KiB; at the end: ${rss_end} KiB"
 python3 -c "import sys; a, b = int(sys.argv[1]), int(sys.argv[2]); print(f'ratio end/first-minute: {b / a:.3f}' if a else 'outage shorter than a minute')" "$rss_first_minute" "$rss_end"
