@@ -241,18 +241,22 @@ impl Dispatcher {
                     self.start_draining();
                 }
             }
-            if self.draining_since.is_some() && self.finish_draining() {
+            if self.draining_since.is_some()
+                && let Some(drain) = self.finish_draining()
+            {
+                if drain == Drain::Complete {
+                    assert_eq!(
+                        self.arenas.len(),
+                        self.slots.len(),
+                        "every arena is back at the end"
+                    );
+                }
                 break;
             }
             if !progressed {
                 wake::park(self.park_timeout());
             }
         }
-        assert_eq!(
-            self.arenas.len(),
-            self.slots.len(),
-            "every arena is back at the end"
-        );
         // Drop the rings before the wake-ups, so that each sink sees its ring
         // abandoned at once instead of at its next park timeout.
         let sinks: Vec<Waker> = self.sinks.iter().map(|sink| sink.sink.clone()).collect();
@@ -287,15 +291,16 @@ impl Dispatcher {
         }
     }
 
-    /// True when every batch is complete. Past the drain timeout, what is
-    /// still at a sink goes to the DLQ and the batch completes.
-    fn finish_draining(&mut self) -> bool {
+    /// Whether draining is over: every batch complete, or the drain timeout
+    /// passed, in which case what is still at a sink goes to the DLQ (those
+    /// batches' arenas stay with the sinks that hold them).
+    fn finish_draining(&mut self) -> Option<Drain> {
         if self.free_slots.len() == self.slots.len() {
-            return true;
+            return Some(Drain::Complete);
         }
         let since = self.draining_since.expect("draining");
         if since.elapsed() < self.retry.drain_timeout {
-            return false;
+            return None;
         }
         for slot in 0..self.slots.len() {
             for sink in 0..self.sinks.len() {
@@ -305,7 +310,7 @@ impl Dispatcher {
                 }
             }
         }
-        true
+        Some(Drain::TimedOut)
     }
 
     /// Takes every report and acts on it. True if any came.
@@ -599,6 +604,15 @@ impl Dispatcher {
             .batches_in_flight
             .set((self.slots.len() - self.free_slots.len()) as u64);
     }
+}
+
+/// How draining ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Every batch was reported on.
+    Complete,
+    /// The drain timeout passed; the rest went to the DLQ.
+    TimedOut,
 }
 
 /// What draining one chunk did.

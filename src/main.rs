@@ -215,7 +215,21 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let joined = pipeline.join(timeout);
     log_summary(&metrics, started.elapsed());
     server.stop();
-    joined.context("shutdown did not complete")?;
+    match joined {
+        Err(log_capturer::pipeline::PipelineError::ShutdownTimeout {
+            stages,
+            data_safe: true,
+            ..
+        }) => {
+            // Every line read is delivered or in the DLQ; a sink still
+            // waiting on its destination must not hold the exit.
+            tracing::warn!(
+                stages,
+                "exiting with sink threads still busy; undelivered batches are in the DLQ"
+            );
+        }
+        other => other.context("shutdown did not complete")?,
+    }
     Ok(())
 }
 

@@ -71,8 +71,15 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    /// `data_safe`: the sources and the dispatcher ended, so every line
+    /// read was delivered or stored in the DLQ; only sink or replay threads
+    /// are still busy.
     #[error("stage threads still running after {timeout_ms} ms: {stages}")]
-    ShutdownTimeout { timeout_ms: u128, stages: String },
+    ShutdownTimeout {
+        timeout_ms: u128,
+        stages: String,
+        data_safe: bool,
+    },
     #[error("sink {sink}: cannot set up DLQ replay: {reason}")]
     Replay { sink: String, reason: String },
     #[error("stage thread {name} panicked")]
@@ -437,9 +444,13 @@ impl Pipeline {
             .map(|(name, _)| name.as_str())
             .collect();
         if !running.is_empty() {
+            let data_safe = running
+                .iter()
+                .all(|name| name.starts_with("sink-") || name.starts_with("replay-"));
             return Err(PipelineError::ShutdownTimeout {
                 timeout_ms: timeout.as_millis(),
                 stages: running.join(", "),
+                data_safe,
             });
         }
         for (name, handle) in self.threads.into_iter().chain(self.auxiliary) {

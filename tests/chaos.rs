@@ -482,3 +482,52 @@ fn kill_during_replay_loses_nothing_and_bounds_duplicates() {
         "duplicates {duplicates} exceed one segment ({per_segment})"
     );
 }
+
+/// Goal: SIGTERM while a sink cannot finish (a broker that answers after
+/// 20 s) stores the undelivered batches in the DLQ and exits 0 within the
+/// shutdown timeout. Method: the daemon as a process against a mock broker
+/// with a 20 s round trip; SIGTERM once the lines are batched.
+#[test]
+fn sigterm_with_a_stuck_sink_stores_the_rest_and_exits_zero() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("chaos", 1, 1).expect("topic");
+    cluster
+        .broker_round_trip_time(1, Duration::from_secs(20))
+        .expect("rtt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    let mut buffer = Vec::new();
+    common::write_numbered_lines(&mut buffer, 0, 1000);
+    std::fs::write(&input, &buffer).expect("input");
+    let text = format!(
+        "[daemon]\npin_threads = false\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nshutdown_timeout_ms = 3000\n[dlq]\nauto_replay = false\n[sources.app]\ntype = \"file\"\npaths = [\"{}\"]\n[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"chaos\"\nencoding = \"raw\"\n",
+        dir.path().join("data").display(),
+        input.display(),
+        cluster.bootstrap_servers()
+    );
+    let config_path = common::write_file(dir.path(), "stuck.toml", &text);
+    let mut daemon = common::Daemon::start(&config_path);
+    let processed = "log_capturer_logs_processed_total{source_type=\"file\",source_id=\"app\",pipeline=\"default\"}";
+    common::wait_until("lines batched", Duration::from_secs(20), || {
+        common::sample(&daemon.get("/metrics").1, processed) == Some(1000.0)
+    });
+    let signalled = Instant::now();
+    common::send_signal(&daemon.child, libc::SIGTERM);
+    let status = common::wait_with_timeout(&mut daemon.child, Duration::from_secs(10));
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    let config = Config::from_toml(&text, std::path::Path::new("stuck.toml")).expect("config");
+    let mut reasons = Vec::new();
+    for (_, path, _) in log_capturer::dlq::list(&config.dlq_dir().join("kafka")).expect("list") {
+        log_capturer::dlq::segment::ReadableSegment::open(&path)
+            .expect("open")
+            .scan(|record| reasons.push(record.reason))
+            .expect("scan");
+    }
+    assert_eq!(reasons.len(), 1000, "every undelivered line is in the DLQ");
+    assert!(reasons.iter().all(|&reason| reason == Reason::Shutdown));
+}
