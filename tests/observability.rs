@@ -156,13 +156,17 @@ fn thousand_idle_connections_do_not_stall_the_data_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, output, config) = file_to_file_config(dir.path());
     let daemon = Daemon::start(&config);
-    append_lines(&input, 0, 10_000);
-    wait_until("warm-up lines", Duration::from_secs(20), || {
-        std::fs::metadata(&output)
-            .map(|meta| meta.len())
-            .unwrap_or(0)
-            == 10_000 * 120
-    });
+    // Warm-up long enough to touch every pooled chunk and live arena, so
+    // that the RSS measured next is the steady state.
+    for step in 0..3 {
+        append_lines(&input, step * 100_000, 100_000);
+        wait_until("warm-up lines", Duration::from_secs(20), || {
+            std::fs::metadata(&output)
+                .map(|meta| meta.len())
+                .unwrap_or(0)
+                == (step + 1) * 100_000 * 120
+        });
+    }
     let rss_before = rss_of(daemon.child.id());
 
     let mut idle = Vec::new();
@@ -172,7 +176,7 @@ fn thousand_idle_connections_do_not_stall_the_data_path() {
         }
     }
     assert!(idle.len() >= 900, "opened {} connections", idle.len());
-    append_lines(&input, 10_000, 100_000);
+    append_lines(&input, 300_000, 100_000);
     let started = Instant::now();
     wait_until(
         "lines flow past idle connections",
@@ -181,7 +185,7 @@ fn thousand_idle_connections_do_not_stall_the_data_path() {
             std::fs::metadata(&output)
                 .map(|meta| meta.len())
                 .unwrap_or(0)
-                == 110_000 * 120
+                == 400_000 * 120
         },
     );
     let flowed_in = started.elapsed();
