@@ -452,34 +452,11 @@ fn scan_buffer(
     (offset, finished)
 }
 
-/// Walks frames in `bytes`. A frame with a bad checksum but a plausible
-/// length is counted and skipped; an implausible length ends the walk (the
-/// rest is a torn tail or garbage).
-pub fn scan_frames<'a>(bytes: &'a [u8], visit: &mut impl FnMut(Record<'a>)) -> ScanSummary {
+/// Walks the frames of a whole segment body held in memory (see
+/// [`ReadableSegment::scan_chunks`] for the rules).
+pub fn scan_frames(bytes: &[u8], visit: &mut dyn FnMut(&[Record<'_>])) -> ScanSummary {
     let mut summary = ScanSummary::default();
-    let mut offset = 0;
-    while offset + 4 <= bytes.len() {
-        match decode_frame(&bytes[offset..]) {
-            Ok(Frame::End) => return summary,
-            Ok(Frame::Record(record, taken)) => {
-                visit(record);
-                summary.records += 1;
-                offset += taken;
-            }
-            Err(DecodeError::Length(_) | DecodeError::Truncated { .. }) => {
-                summary.corrupt += 1;
-                summary.torn_tail = bytes[offset..].iter().any(|&byte| byte != 0);
-                return summary;
-            }
-            Err(_) => {
-                summary.corrupt += 1;
-                let length =
-                    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))
-                        as usize;
-                offset += 8 + length;
-            }
-        }
-    }
+    scan_buffer(bytes, true, &mut summary, visit);
     summary
 }
 
