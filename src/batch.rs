@@ -63,6 +63,13 @@ self_cell!(
     impl {Debug}
 );
 
+/// Drops a batch's entry table and returns its arena, reset.
+fn reset_arena(cell: BatchCell) -> Bump {
+    let mut arena = cell.into_owner();
+    arena.reset();
+    arena
+}
+
 /// Sizes an arena so that a full batch fits in its first chunk.
 pub fn arena_capacity_bytes(batch_size: usize, batch_bytes: usize) -> usize {
     batch_bytes + batch_size * (std::mem::size_of::<Entry<'static>>() + 16)
@@ -173,9 +180,7 @@ impl OpenBatch {
 
     /// Gives the arena back without sealing, reset.
     pub fn into_arena(self) -> Bump {
-        let mut arena = self.cell.into_owner();
-        arena.reset();
-        arena
+        reset_arena(self.cell)
     }
 }
 
@@ -245,9 +250,7 @@ impl SealedBatch {
 
     /// Takes the arena back, reset for the next batch.
     pub fn into_arena(self) -> Bump {
-        let mut arena = self.cell.into_owner();
-        arena.reset();
-        arena
+        reset_arena(self.cell)
     }
 }
 

@@ -77,11 +77,6 @@ pub struct SourceMetrics {
     /// Extra pieces cut from lines longer than `max_line_bytes`.
     pub lines_split: Counter,
     pub read_errors: Counter,
-    pub files_open: Gauge,
-    /// Times a file was found shorter than the read position.
-    pub truncations: Counter,
-    /// Times a path was found to point to a new file.
-    pub rotations: Counter,
 }
 
 /// Counters of the dispatcher.

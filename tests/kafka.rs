@@ -101,12 +101,6 @@ fn assert_each_number_once(records: &[Record], count: usize) {
     assert_eq!(records.len(), count);
 }
 
-fn kafka_sink_table(bootstrap: &str, topic: &str, extra: &str) -> String {
-    format!(
-        "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{topic}\"\n{extra}\n"
-    )
-}
-
 fn run_pipeline_to_end(text: &str) -> Pipeline {
     let config =
         Config::from_toml(text, std::path::Path::new("kafka-test.toml")).expect("valid config");
@@ -137,7 +131,7 @@ fn million_lines_json_arrive_once_each_with_labels() {
     let text = common::file_source_config(
         &input,
         "exit_on_eof = true",
-        &kafka_sink_table(&bootstrap, "logs", "encoding = \"json\""),
+        &common::kafka_sink_table(&bootstrap, "logs", "encoding = \"json\""),
     );
     let pipeline = run_pipeline_to_end(&text);
     let sent = pipeline.metrics().sinks[0].lines_sent.get();
@@ -182,7 +176,7 @@ fn raw_encoding_and_keys_from_a_label() {
         common::write_numbered_lines(&mut file, index * LINES_PER_FILE, LINES_PER_FILE);
     }
     let pattern = dir.path().join("part*.log");
-    let sinks = kafka_sink_table(&bootstrap, "raw", "encoding = \"raw\"\nkey = \"file\"");
+    let sinks = common::kafka_sink_table(&bootstrap, "raw", "encoding = \"raw\"\nkey = \"file\"");
     let text = common::file_source_config(&pattern, "exit_on_eof = true", &sinks);
     let pipeline = run_pipeline_to_end(&text);
     pipeline.join(Duration::from_secs(10)).expect("clean stop");
@@ -528,7 +522,7 @@ fn kcat_reads_what_the_daemon_shipped_to_kafka_mock() {
         &common::file_source_config(
             &input,
             "exit_on_eof = true",
-            &kafka_sink_table(&bootstrap, "interop", "encoding = \"raw\""),
+            &common::kafka_sink_table(&bootstrap, "interop", "encoding = \"raw\""),
         ),
     );
     let mut daemon = common::spawn_run(&config);
@@ -574,23 +568,23 @@ fn bad_kafka_config_gives_clear_errors() {
     let input = common::write_file(dir.path(), "input.log", "one\ntwo\n");
     let cases = [
         (
-            kafka_sink_table(
+            common::kafka_sink_table(
                 "127.0.0.1:9",
                 "logs",
                 "librdkafka = { \"no.such.property\" = \"1\" }",
             ),
             "no.such.property",
         ),
-        (kafka_sink_table("127.0.0.1:9", "", ""), "topic"),
+        (common::kafka_sink_table("127.0.0.1:9", "", ""), "topic"),
         (
-            kafka_sink_table(
+            common::kafka_sink_table(
                 "127.0.0.1:9",
                 "logs",
                 "librdkafka = { \"bootstrap.servers\" = \"x:1\" }",
             ),
             "brokers",
         ),
-        (kafka_sink_table("", "logs", ""), "brokers"),
+        (common::kafka_sink_table("", "logs", ""), "brokers"),
     ];
     for (sinks, named) in cases {
         let config = common::write_file(
@@ -609,7 +603,7 @@ fn bad_kafka_config_gives_clear_errors() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 
-    let sinks = kafka_sink_table(
+    let sinks = common::kafka_sink_table(
         "no-such-host.invalid:9092",
         "logs",
         "probe_interval_ms = 200",

@@ -11,12 +11,6 @@ use log_capturer::config::Config;
 use log_capturer::pipeline::Pipeline;
 use rdkafka::mocking::MockCluster;
 
-fn kafka_sink_table(bootstrap: &str, topic: &str, extra: &str) -> String {
-    format!(
-        "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{topic}\"\n{extra}\n"
-    )
-}
-
 /// Goal: memory stays bounded while Kafka is down and lines keep coming.
 /// Method: a pipeline follows a file that grows by 2,000 lines every 10 ms
 /// (200k lines/s) for 3 s with the broker down; RSS is sampled every 100 ms.
@@ -28,7 +22,7 @@ fn outage_under_load_keeps_memory_bounded_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("input.log");
     let mut file = std::fs::File::create(&input).expect("create");
-    let sinks = kafka_sink_table(
+    let sinks = common::kafka_sink_table(
         &cluster.bootstrap_servers(),
         "load",
         "probe_interval_ms = 200",
@@ -50,7 +44,7 @@ fn outage_under_load_keeps_memory_bounded_and_recovers() {
     common::wait_until("first lines delivered", Duration::from_secs(20), || {
         sink.lines_sent.get() == 10_000
     });
-    let rss_before = rss_bytes();
+    let rss_before = common::rss_of(std::process::id());
 
     cluster.broker_down(1).expect("down");
     let mut rss_peak = rss_before;
@@ -58,7 +52,7 @@ fn outage_under_load_keeps_memory_bounded_and_recovers() {
     while outage.elapsed() < Duration::from_secs(3) {
         write_lines(2_000);
         std::thread::sleep(Duration::from_millis(10));
-        rss_peak = rss_peak.max(rss_bytes());
+        rss_peak = rss_peak.max(common::rss_of(std::process::id()));
     }
     assert_eq!(
         kafka.breaker_state.get(),
@@ -92,15 +86,4 @@ fn outage_under_load_keeps_memory_bounded_and_recovers() {
     });
     pipeline.request_stop();
     pipeline.join(Duration::from_secs(15)).expect("clean stop");
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .expect("rss field")
-        .parse()
-        .expect("number");
-    pages * 4096
 }

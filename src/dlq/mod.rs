@@ -213,11 +213,7 @@ impl DlqWriter {
     /// Seals the active segment and creates the next one, making room at
     /// the size bound first.
     fn roll(&mut self) -> Result<(), DlqError> {
-        if let Some(active) = self.active.take() {
-            active.flush_async();
-            self.sealed
-                .push_back((active.sequence, active.path.clone(), active.records));
-        }
+        self.seal();
         let segment_bytes = self.settings.segment_bytes as u64;
         while (self.sealed.len() as u64 + 1) * segment_bytes > self.settings.max_bytes {
             if self.settings.policy == DlqPolicy::DropNew || !self.drop_oldest() {

@@ -213,9 +213,6 @@ impl FileSource {
                 file.opened_before = true;
                 file.missing_reported = false;
                 file.at_eof = false;
-                self.metrics
-                    .files_open
-                    .set(self.metrics.files_open.get() + 1);
                 if let Some(file_metrics) = self.metrics.files.get(index) {
                     file_metrics.open.set(1);
                 }
@@ -232,13 +229,10 @@ impl FileSource {
     }
 
     fn close(&mut self, index: usize) {
-        if self.files[index].file.take().is_some() {
-            self.metrics
-                .files_open
-                .set(self.metrics.files_open.get().saturating_sub(1));
-            if let Some(file_metrics) = self.metrics.files.get(index) {
-                file_metrics.open.set(0);
-            }
+        if self.files[index].file.take().is_some()
+            && let Some(file_metrics) = self.metrics.files.get(index)
+        {
+            file_metrics.open.set(0);
         }
     }
 
@@ -339,7 +333,6 @@ impl FileSource {
             return;
         };
         if (path_metadata.dev(), path_metadata.ino()) != file.identity {
-            self.metrics.rotations.add(1);
             if let Some(file_metrics) = self.metrics.files.get(index) {
                 file_metrics.rotations.add(1);
             }
@@ -352,7 +345,6 @@ impl FileSource {
             return;
         }
         if path_metadata.len() < file.offset {
-            self.metrics.truncations.add(1);
             if let Some(file_metrics) = self.metrics.files.get(index) {
                 file_metrics.truncations.add(1);
             }

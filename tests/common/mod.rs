@@ -213,3 +213,10 @@ pub fn rss_of(pid: u32) -> u64 {
         .expect("VmRSS");
     kib * 1024
 }
+
+/// A `[sinks.kafka]` table for `topic` on `bootstrap`, plus `extra` keys.
+pub fn kafka_sink_table(bootstrap: &str, topic: &str, extra: &str) -> String {
+    format!(
+        "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{topic}\"\n{extra}\n"
+    )
+}
