@@ -172,14 +172,19 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::from_file(path)?;
-    if !config.daemon.transparent_huge_pages {
-        disable_transparent_huge_pages();
-    }
+    // Handlers first: a signal during start-up must not take the default
+    // action (SIGHUP's is to end the process).
     let terminate = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&terminate))
             .with_context(|| format!("cannot install handler for signal {signal}"))?;
+    }
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
+        .context("cannot install handler for SIGHUP")?;
+    let config = Config::from_file(path)?;
+    if !config.daemon.transparent_huge_pages {
+        disable_transparent_huge_pages();
     }
     let started = Instant::now();
     let mut pipeline = Pipeline::start(&config)
@@ -204,6 +209,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     };
     tracing::info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), metrics = %server.address(), "started");
     while !terminate.load(Ordering::Relaxed) && !pipeline.is_finished() {
+        if hangup.swap(false, Ordering::Relaxed) {
+            // logrotate's postrotate sends HUP after moving output files.
+            tracing::info!("SIGHUP received; reopening file sink outputs");
+            pipeline.reopen_outputs();
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     if terminate.load(Ordering::Relaxed) {

@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,10 @@ pub struct Pipeline {
     auxiliary: Vec<(String, JoinHandle<()>)>,
     stop: Arc<AtomicBool>,
     source_wakers: Vec<Waker>,
+    /// Bumped by [`reopen_outputs`](Pipeline::reopen_outputs); every sink
+    /// thread compares it with the last value it handled.
+    reopen_requests: Arc<AtomicU64>,
+    sink_wakers: Vec<Waker>,
     metrics: PipelineMetrics,
     symbols: Arc<SymbolTable>,
     telemetry: Option<Telemetry>,
@@ -137,6 +141,8 @@ impl Pipeline {
         let symbols = symbols.freeze();
         let streams: Arc<[LabelSet]> = streams.into();
         let stop = Arc::new(AtomicBool::new(false));
+        let reopen_requests = Arc::new(AtomicU64::new(0));
+        let mut sink_wakers = Vec::new();
         let mut cores = CorePlan::new(config.daemon.pin_threads);
         let mut threads = Vec::new();
         // Threads beside the data path (DLQ replay): they end on the stop
@@ -199,7 +205,9 @@ impl Pipeline {
                 dispatcher: dispatcher_waker.clone(),
                 own: sink_waker.clone(),
                 failures: Arc::clone(&failures),
+                reopen_requests: Arc::clone(&reopen_requests),
             };
+            sink_wakers.push(sink_waker.clone());
             let dlq = DlqSink::open(id, &dlq_settings);
             dlq_metrics.push(dlq.metrics());
             seal_requests.push(Arc::clone(&dlq.seal_request));
@@ -389,6 +397,8 @@ impl Pipeline {
             auxiliary,
             stop,
             source_wakers,
+            reopen_requests,
+            sink_wakers,
             metrics,
             symbols,
             telemetry: Some(telemetry),
@@ -414,6 +424,16 @@ impl Pipeline {
         // Release pairs with the sources' Acquire load of the flag.
         self.stop.store(true, Ordering::Release);
         for waker in &self.source_wakers {
+            waker.wake();
+        }
+    }
+
+    /// Asks every sink to open its output again (SIGHUP after logrotate
+    /// moved an output file). Sinks handle it before their next job.
+    pub fn reopen_outputs(&self) {
+        // Release pairs with the sinks' Acquire load.
+        self.reopen_requests.fetch_add(1, Ordering::Release);
+        for waker in &self.sink_wakers {
             waker.wake();
         }
     }

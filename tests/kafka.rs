@@ -253,6 +253,7 @@ impl SinkHarness {
             dispatcher: Waker::new(),
             own: sink_waker.clone(),
             failures: Arc::clone(&failures),
+            reopen_requests: Default::default(),
         };
         let thread = std::thread::spawn(move || sink.run(links, Arc::new(SinkMetrics::default())));
         Self {

@@ -1,6 +1,12 @@
 //! `type = "file"`: appends encoded batches to one file; and the writer
 //! shared with `stdout`.
 //!
+//! On request (SIGHUP, sent by logrotate's `postrotate`) a file sink opens
+//! its path again, so that an output file moved away by logrotate is
+//! replaced by a new one. The new file is opened before the old one is
+//! closed: if it cannot be opened, writing goes on to the old file and the
+//! error is reported.
+//!
 //! A batch is encoded into one reused buffer and written with one
 //! `write_all`, so a batch costs one system call. The buffer starts at the
 //! size of a full batch; a batch with a very long line grows it, and it is
@@ -8,7 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::SealedBatch;
@@ -86,15 +92,41 @@ impl<W: Write + Send> Sink for WriterSink<W> {
     }
 }
 
-/// Opens `path` for appending, creating it if needed.
-pub fn open_file_sink(
-    id: &str,
-    path: &Path,
-    encoding: Encoding,
-    symbols: Arc<SymbolTable>,
-    buffer_bytes: usize,
-) -> Result<WriterSink<File>, SinkError> {
-    let file = OpenOptions::new()
+/// A [`WriterSink`] on a file that can be opened again at its path.
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    writer: WriterSink<File>,
+}
+
+impl Sink for FileSink {
+    fn deliver(&mut self, batch: &SealedBatch, selection: Selection<'_>) -> Result<(), SinkError> {
+        self.writer.deliver(batch, selection)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.writer.flush()
+    }
+
+    fn bytes_written_last(&self) -> usize {
+        self.writer.bytes_written_last()
+    }
+
+    /// Flushes the open file, then appends to the file now at the path.
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        let file = open_append(&self.writer.id, &self.path)?;
+        let flushed = self.writer.flush();
+        self.writer.writer = file;
+        flushed
+    }
+
+    fn describe_output(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+fn open_append(id: &str, path: &Path) -> Result<File, SinkError> {
+    OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
@@ -102,13 +134,27 @@ pub fn open_file_sink(
             sink: id.to_string(),
             target: path.display().to_string(),
             source,
-        })?;
-    Ok(WriterSink::new(
-        id,
-        path.display().to_string(),
-        file,
-        encoding,
-        symbols,
-        buffer_bytes,
-    ))
+        })
+}
+
+/// Opens `path` for appending, creating it if needed.
+pub fn open_file_sink(
+    id: &str,
+    path: &Path,
+    encoding: Encoding,
+    symbols: Arc<SymbolTable>,
+    buffer_bytes: usize,
+) -> Result<FileSink, SinkError> {
+    let file = open_append(id, path)?;
+    Ok(FileSink {
+        path: path.to_path_buf(),
+        writer: WriterSink::new(
+            id,
+            path.display().to_string(),
+            file,
+            encoding,
+            symbols,
+            buffer_bytes,
+        ),
+    })
 }

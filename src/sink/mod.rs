@@ -18,6 +18,7 @@ pub mod stdout;
 pub use failures::FailureTable;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rtrb::{Consumer, Producer};
@@ -97,6 +98,17 @@ pub trait Sink: Send {
     fn bytes_written_last(&self) -> usize {
         0
     }
+
+    /// Opens the output again (a file moved away by logrotate). Sinks
+    /// without a reopenable output do nothing.
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// The path [`reopen`](Self::reopen) opens, if any, for log lines.
+    fn describe_output(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// The rings and wake-ups of one sink thread.
@@ -110,6 +122,9 @@ pub struct SinkLinks {
     pub own: Waker,
     /// Where this sink marks the entries it failed, per batch slot.
     pub failures: Arc<FailureTable>,
+    /// Bumped once per reopen request (SIGHUP); a sink that sees a value
+    /// it has not handled yet reopens its output before its next job.
+    pub reopen_requests: Arc<AtomicU64>,
 }
 
 impl SinkLinks {
@@ -128,7 +143,13 @@ impl SinkLinks {
 /// drops its end of the ring and the ring is empty, then flush.
 pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<SinkMetrics>) {
     links.own.register_current();
+    let mut reopen_handled = links.reopen_requests.load(Ordering::Acquire);
     while let Some(job) = links.next_job() {
+        let reopen_requested = links.reopen_requests.load(Ordering::Acquire);
+        if reopen_requested != reopen_handled {
+            reopen_handled = reopen_requested;
+            reopen(sink.as_mut(), &metrics);
+        }
         let Some(job) = job else {
             wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
             continue;
@@ -143,6 +164,21 @@ pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<Sink
     }
     if let Err(error) = sink.flush() {
         tracing::error!(sink = %metrics.id, %error, "flush at shutdown failed");
+    }
+}
+
+fn reopen(sink: &mut dyn Sink, metrics: &SinkMetrics) {
+    let Some(path) = sink
+        .describe_output()
+        .map(|path| path.display().to_string())
+    else {
+        return;
+    };
+    match sink.reopen() {
+        Ok(()) => tracing::info!(sink = %metrics.id, file = %path, "output file reopened"),
+        Err(error) => {
+            tracing::error!(%error, "output not reopened; writing on to the file open before")
+        }
     }
 }
 

@@ -16,8 +16,15 @@
 //! of each file is emitted unterminated, so that nothing read is lost.
 //!
 //! Limits: the chunk pool (from `queue_capacity`) bounds what the source
-//! holds; a file's carried-over tail is at most `max_line_bytes` plus one
-//! chunk of complete lines that did not fit a full span table.
+//! holds. A chunk's span table holds [`limits::CHUNK_LINES_MAX`] lines, so a
+//! read of short lines can bring more lines than one chunk can carry; what
+//! does not fit is carried into the next chunk, and no new bytes are read
+//! while the carried tail still holds a complete line (or a piece of a
+//! longer one). A file's carried-over
+//! tail is therefore at most one read plus a partial line of at most
+//! `max_line_bytes`, whatever the line length. The read size follows the
+//! line length seen last (about one span table's worth of bytes), so short
+//! lines are not read far ahead only to be copied forward chunk by chunk.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -68,8 +75,17 @@ struct FollowedFile {
     identity: (u64, u64),
     /// Bytes read from the open file.
     offset: u64,
-    /// Bytes read but not yet part of a line: a partial last line.
+    /// Bytes read but not yet part of a line: a partial last line, or
+    /// complete lines that did not fit the last chunk's span table.
     pending: Vec<u8>,
+    /// `pending` holds at least one span (a complete line, or a piece of
+    /// `max_line_bytes` of a longer one): the next chunk takes those before
+    /// anything new is read, so the carried tail cannot grow.
+    pending_has_spans: bool,
+    /// Bytes the next read asks for: about what one span table of lines
+    /// took last time, between [`limits::READ_BYTES_MIN`] and
+    /// [`limits::CHUNK_BYTES`].
+    read_bytes_next: usize,
     at_eof: bool,
     /// Whether the first open (which honours `start_at`) has happened.
     opened_before: bool,
@@ -121,6 +137,8 @@ impl FileSource {
                 identity: (0, 0),
                 offset: 0,
                 pending: Vec::with_capacity(4096),
+                pending_has_spans: false,
+                read_bytes_next: limits::CHUNK_BYTES,
                 at_eof: false,
                 opened_before: false,
                 missing_reported: false,
@@ -236,7 +254,8 @@ impl FileSource {
         }
     }
 
-    /// One read into a fresh chunk after the carried-over tail.
+    /// One read into a fresh chunk after the carried-over tail. No read
+    /// happens while the tail still holds a whole span.
     fn read_once(&mut self, index: usize) -> std::io::Result<ReadStep> {
         let Some(mut chunk) = self.take_chunk(false) else {
             return Ok(ReadStep::NoChunk);
@@ -245,24 +264,40 @@ impl FileSource {
         chunk.reset(file.stream, now_ns());
         chunk.append(&file.pending);
         file.pending.clear();
-        let handle = file
-            .file
-            .as_mut()
-            .expect("read_once is called on open files");
-        let read = handle.read(chunk.spare_mut(limits::READ_BYTES_MIN));
-        let bytes = match read {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                file.pending.extend_from_slice(chunk.filled());
-                self.spare.push(chunk);
-                return Err(error);
+        let bytes = if file.pending_has_spans {
+            0
+        } else {
+            let handle = file
+                .file
+                .as_mut()
+                .expect("read_once is called on open files");
+            let spare = chunk.spare_mut(limits::READ_BYTES_MIN);
+            let read_bytes = spare
+                .len()
+                .min(file.read_bytes_next.max(limits::READ_BYTES_MIN));
+            match handle.read(&mut spare[..read_bytes]) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    file.pending.extend_from_slice(chunk.filled());
+                    self.spare.push(chunk);
+                    return Err(error);
+                }
             }
         };
         chunk.commit_read(bytes);
         file.offset += bytes as u64;
         self.metrics.bytes_read.add(bytes as u64);
         let outcome = chunk.split(self.settings.max_line_bytes, false);
-        file.pending.extend_from_slice(chunk.tail(outcome.consumed));
+        let tail = chunk.tail(outcome.consumed);
+        file.pending.extend_from_slice(tail);
+        file.pending_has_spans =
+            tail.len() > self.settings.max_line_bytes || memchr::memchr(b'\n', tail).is_some();
+        file.read_bytes_next = next_read_bytes(chunk.lines().len(), outcome.consumed);
+        debug_assert!(
+            file.pending.len() <= limits::CHUNK_BYTES + self.settings.max_line_bytes,
+            "carried tail {} bytes",
+            file.pending.len()
+        );
         self.metrics.lines_split.add(outcome.pieces_split);
         let has_lines = !chunk.lines().is_empty();
         self.hand_on(chunk);
@@ -323,6 +358,7 @@ impl FileSource {
             self.metrics.lines_split.add(outcome.pieces_split);
             self.hand_on(chunk);
         }
+        self.files[index].pending_has_spans = false;
     }
 
     /// At end of file: has the path been rotated to a new file, or the file
@@ -359,6 +395,17 @@ impl FileSource {
             }
         }
     }
+}
+
+/// The size of the next read after a split that produced `lines` spans
+/// from the first `consumed` bytes: when the span table filled up, about
+/// the bytes it covered (so the next read brings about one table of lines);
+/// otherwise a whole chunk.
+fn next_read_bytes(lines: usize, consumed: usize) -> usize {
+    if lines < limits::CHUNK_LINES_MAX {
+        return limits::CHUNK_BYTES;
+    }
+    consumed.clamp(limits::READ_BYTES_MIN, limits::CHUNK_BYTES)
 }
 
 /// Wall-clock now, nanoseconds since the Unix epoch.

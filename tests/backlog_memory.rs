@@ -1,0 +1,160 @@
+//! Peak memory while a large backlog is read, for every line length.
+//!
+//! Goal: the daemon's memory is decided at start-up, not by the input. A
+//! chunk's span table holds a bounded number of lines, so a read of very
+//! short lines brings more lines than one chunk can carry; the rest must
+//! wait in the file, not pile up in memory.
+//!
+//! Method: for each line length from 1 byte (an empty line) to 4096 bytes,
+//! a 64 MiB file is read from its beginning into a null sink with
+//! `exit_on_eof`; the child's peak resident memory comes from `wait4`, and
+//! the daemon's own summary line must count every line of the file.
+
+mod common;
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const BACKLOG_BYTES: usize = 64 * 1024 * 1024;
+
+/// Peak RSS every line length must stay under. The chunk pool (8 MiB), the
+/// batch arenas (8 × 1 MiB) and the binary itself need about 30 MiB; before
+/// the carried tail was bounded, 14-byte lines took gigabytes.
+const PEAK_RSS_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// A child past this much resident memory is killed, so that a regression
+/// fails the test instead of exhausting the machine.
+const RUNAWAY_RSS_BYTES: u64 = 4 * PEAK_RSS_BYTES_MAX;
+
+/// Polls the child's RSS until it exits; kills it past the runaway bound.
+/// True if it had to.
+fn kill_if_runaway(pid: libc::pid_t) -> bool {
+    loop {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return false;
+        };
+        let rss_kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0);
+        if status.contains("State:\tZ") {
+            return false;
+        }
+        if rss_kib * 1024 > RUNAWAY_RSS_BYTES {
+            // SAFETY: kill(2) with a pid of our own unwaited child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Writes `BACKLOG_BYTES / line_bytes` lines of exactly `line_bytes` bytes
+/// (newline included) and returns how many.
+fn write_backlog(path: &Path, line_bytes: usize) -> u64 {
+    let mut line = vec![b'x'; line_bytes];
+    line[line_bytes - 1] = b'\n';
+    let lines = BACKLOG_BYTES / line_bytes;
+    let mut block = Vec::with_capacity(1024 * 1024 + line_bytes);
+    let mut out = BufWriter::new(std::fs::File::create(path).expect("create backlog"));
+    let mut written = 0;
+    while written < lines {
+        block.clear();
+        while block.len() < 1024 * 1024 && written < lines {
+            block.extend_from_slice(&line);
+            written += 1;
+        }
+        out.write_all(&block).expect("write backlog");
+    }
+    out.flush().expect("flush backlog");
+    lines as u64
+}
+
+/// Runs the daemon to end of input; returns (peak RSS bytes, stderr).
+// The child is reaped by `wait4`, which also gives its peak RSS; `Child`
+// cannot see that.
+#[allow(clippy::zombie_processes)]
+fn run_to_eof(config: &Path) -> (u64, String) {
+    let child = Command::new(common::binary())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("LOG_CAPTURER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start log-capturer");
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = child.stderr.expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).expect("read stderr");
+        text
+    });
+    let watchdog = std::thread::spawn(move || kill_if_runaway(pid));
+    let mut status = 0;
+    // SAFETY: all-zero bytes are a valid `rusage` (integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet waited for; `status` and
+    // `usage` are valid for writes for the duration of the call.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    let stderr = reader.join().expect("stderr reader");
+    let killed = watchdog.join().expect("watchdog");
+    assert!(
+        !killed,
+        "daemon killed past {RUNAWAY_RSS_BYTES} bytes of RSS"
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "daemon failed (status {status}):\n{stderr}"
+    );
+    (usage.ru_maxrss as u64 * 1024, stderr)
+}
+
+/// The `lines_processed` figure of the daemon's `stopped` line.
+fn lines_processed(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("stopped"))
+        .unwrap_or_else(|| panic!("no stopped line in:\n{stderr}"));
+    let value = line
+        .split("lines_processed=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no lines_processed in {line}"));
+    value.parse().expect("lines_processed is a number")
+}
+
+#[test]
+fn peak_memory_is_bounded_for_every_line_length() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("backlog.log");
+    let config_path = dir.path().join("config.toml");
+    let config = common::file_source_config(
+        &input,
+        "start_at = \"beginning\"\nexit_on_eof = true",
+        "[sinks.drop]\ntype = \"null\"",
+    );
+    std::fs::write(&config_path, config).expect("write config");
+    let mut peaks = Vec::new();
+    for line_bytes in [1, 2, 8, 14, 17, 64, 120, 4096] {
+        let lines = write_backlog(&input, line_bytes);
+        let (peak_rss_bytes, stderr) = run_to_eof(&config_path);
+        assert_eq!(
+            lines_processed(&stderr),
+            lines,
+            "{line_bytes}-byte lines: every line is processed"
+        );
+        peaks.push((line_bytes, peak_rss_bytes / (1024 * 1024)));
+    }
+    eprintln!("peak RSS MiB by line length: {peaks:?}");
+    for (line_bytes, peak_mib) in &peaks {
+        assert!(
+            *peak_mib * 1024 * 1024 <= PEAK_RSS_BYTES_MAX,
+            "{line_bytes}-byte lines: peak RSS {peak_mib} MiB over the bound; all: {peaks:?}"
+        );
+    }
+}
