@@ -5,7 +5,7 @@
 //! short lines brings more lines than one chunk can carry; the rest must
 //! wait in the file, not pile up in memory.
 //!
-//! Method: for each line length from 1 byte (an empty line) to 4096 bytes,
+//! Method: for each line length from 1 byte (an empty line) to 3 MB,
 //! a 64 MiB file is read from its beginning into a null sink with
 //! `exit_on_eof`; the child's peak resident memory comes from `wait4`, and
 //! the daemon's own summary line must count every line of the file.
@@ -17,6 +17,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 const BACKLOG_BYTES: usize = 64 * 1024 * 1024;
+
+/// The default `max_line_bytes`.
+const MAX_LINE_BYTES: u64 = 1 << 20;
 
 /// Peak RSS every line length must stay under. The chunk pool (8 MiB), the
 /// batch arenas (8 × 1 MiB) and the binary itself need about 30 MiB; before
@@ -140,12 +143,16 @@ fn peak_memory_is_bounded_for_every_line_length() {
     );
     std::fs::write(&config_path, config).expect("write config");
     let mut peaks = Vec::new();
-    for line_bytes in [1, 2, 8, 14, 17, 64, 120, 4096] {
+    // Up to a line of exactly `max_line_bytes` (1 MiB) and one cut into
+    // three pieces.
+    for line_bytes in [1, 2, 8, 14, 17, 64, 120, 4096, (1 << 20) + 1, 3_000_000] {
         let lines = write_backlog(&input, line_bytes);
+        // A line longer than `max_line_bytes` is shipped as several entries.
+        let entries_per_line = (line_bytes as u64 - 1).div_ceil(MAX_LINE_BYTES).max(1);
         let (peak_rss_bytes, stderr) = run_to_eof(&config_path);
         assert_eq!(
             lines_processed(&stderr),
-            lines,
+            lines * entries_per_line,
             "{line_bytes}-byte lines: every line is processed"
         );
         peaks.push((line_bytes, peak_rss_bytes / (1024 * 1024)));

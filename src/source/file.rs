@@ -22,7 +22,8 @@
 //! while the carried tail still holds a complete line (or a piece of a
 //! longer one). A file's carried-over
 //! tail is therefore at most one read plus a partial line of at most
-//! `max_line_bytes`, whatever the line length. The read size follows the
+//! `max_line_bytes`, whatever the line length; and only one chunk of the
+//! pool at a time grows past [`limits::CHUNK_BYTES`] to hold a long line. The read size follows the
 //! line length seen last (about one span table's worth of bytes), so short
 //! lines are not read far ahead only to be copied forward chunk by chunk.
 
@@ -107,8 +108,10 @@ pub struct FileSource {
     settings: FileSourceSettings,
     files: Vec<FollowedFile>,
     links: SourceLinks,
-    /// Empty chunks this thread holds; at most the pool size.
+    /// Empty chunks this thread holds; at most `pool_size`.
     spare: Vec<SourceChunk>,
+    /// Chunks in the pool: in `spare`, in either ring, or at the dispatcher.
+    pool_size: usize,
     stop: Arc<AtomicBool>,
     metrics: Arc<SourceMetrics>,
 }
@@ -148,6 +151,7 @@ impl FileSource {
             settings,
             files,
             links,
+            pool_size: chunks.len(),
             spare: chunks,
             stop,
             metrics,
@@ -257,7 +261,13 @@ impl FileSource {
     /// One read into a fresh chunk after the carried-over tail. No read
     /// happens while the tail still holds a whole span.
     fn read_once(&mut self, index: usize) -> std::io::Result<ReadStep> {
-        let Some(mut chunk) = self.take_chunk(false) else {
+        let file = &self.files[index];
+        let read_room = if file.pending_has_spans {
+            0
+        } else {
+            limits::READ_BYTES_MIN
+        };
+        let Some(mut chunk) = self.take_chunk(file.pending.len() + read_room, false) else {
             return Ok(ReadStep::NoChunk);
         };
         let file = &mut self.files[index];
@@ -321,16 +331,31 @@ impl FileSource {
         self.links.dispatcher.wake();
     }
 
-    /// An empty chunk from the local spares or from the dispatcher. Waits
-    /// while the dispatcher holds them all: the file is the buffer. Gives up
-    /// when the dispatcher is gone, or when stopping unless `while_stopping`.
-    fn take_chunk(&mut self, while_stopping: bool) -> Option<SourceChunk> {
+    /// An empty chunk from the local spares or from the dispatcher, able to
+    /// hold `bytes`. Waits while the dispatcher holds them all: the file is
+    /// the buffer. Gives up when the dispatcher is gone, or when stopping
+    /// unless `while_stopping`.
+    ///
+    /// A chunk that must grow past [`limits::CHUNK_BYTES`] (for a line
+    /// longer than a chunk) is handed out only once every other chunk of the
+    /// pool is back, and it shrinks back when it is reset: so at most one
+    /// chunk of the pool is oversized at a time, and a backlog of long lines
+    /// costs one long line more than the pool, not one per chunk.
+    fn take_chunk(&mut self, bytes: usize, while_stopping: bool) -> Option<SourceChunk> {
+        let exclusive = bytes > limits::CHUNK_BYTES;
         loop {
-            if let Some(chunk) = self.spare.pop() {
-                return Some(chunk);
+            while let Ok(chunk) = self.links.returns.pop() {
+                self.spare.push(chunk);
             }
-            if let Ok(chunk) = self.links.returns.pop() {
-                return Some(chunk);
+            debug_assert!(
+                self.spare.len() <= self.pool_size,
+                "spares {}",
+                self.spare.len()
+            );
+            if !exclusive || self.spare.len() == self.pool_size {
+                if let Some(chunk) = self.spare.pop() {
+                    return Some(chunk);
+                }
             }
             if self.links.returns.is_abandoned() {
                 return None;
@@ -345,7 +370,8 @@ impl FileSource {
     /// Emits a file's carried-over bytes as final lines (unterminated tail).
     fn emit_pending(&mut self, index: usize) {
         while !self.files[index].pending.is_empty() {
-            let Some(mut chunk) = self.take_chunk(true) else {
+            let bytes = self.files[index].pending.len();
+            let Some(mut chunk) = self.take_chunk(bytes, true) else {
                 tracing::error!(source = %self.metrics.id, path = %self.files[index].path.display(), bytes = self.files[index].pending.len(), "dispatcher gone; last partial line not delivered");
                 return;
             };
