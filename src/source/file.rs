@@ -352,10 +352,10 @@ impl FileSource {
                 "spares {}",
                 self.spare.len()
             );
-            if !exclusive || self.spare.len() == self.pool_size {
-                if let Some(chunk) = self.spare.pop() {
-                    return Some(chunk);
-                }
+            if (!exclusive || self.spare.len() == self.pool_size)
+                && let Some(chunk) = self.spare.pop()
+            {
+                return Some(chunk);
             }
             if self.links.returns.is_abandoned() {
                 return None;
