@@ -4,6 +4,12 @@
 //! Metric names follow the collector this daemon replaces, so that its
 //! dashboards keep working; `docs/METRICS.md` lists each one. Rendering
 //! happens on the metrics thread and allocates there, never on a stage.
+//!
+//! Invariants of the output: no series appears twice (Prometheus rejects
+//! such a scrape), so every per-sink series names its sink (`sink`, or
+//! `sink_name` in the reference `kafka_*` family); labels this module adds
+//! use one name per meaning (`sink`, `source_id`, `file`); line counters
+//! count outcomes once per line, and attempts go to their own family.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -380,23 +386,7 @@ impl Exporter {
                 sink.lines_failed.get(),
             );
         }
-        out.family(
-            "log_capturer_sink_delivery_attempts_total",
-            "counter",
-            "Line deliveries tried per sink, by result; a line retried three times is three attempts.",
-        );
-        for sink in sinks {
-            out.sample(
-                "log_capturer_sink_delivery_attempts_total",
-                &[("sink", &sink.id), ("result", "success")],
-                sink.lines_sent.get(),
-            );
-            out.sample(
-                "log_capturer_sink_delivery_attempts_total",
-                &[("sink", &sink.id), ("result", "failure")],
-                sink.line_attempts_failed.get(),
-            );
-        }
+        self.render_sink_attempts(out);
         out.family(
             "log_capturer_errors_total",
             "counter",
@@ -437,6 +427,29 @@ impl Exporter {
                     ("component_name", &stage.name),
                 ],
                 healthy,
+            );
+        }
+    }
+
+    /// Attempts, apart from outcomes: a line retried three times is one
+    /// outcome in `log_capturer_sink_logs_total` and three attempts here.
+    fn render_sink_attempts(&self, out: &mut Text) {
+        let sinks = &self.telemetry.metrics.sinks;
+        out.family(
+            "log_capturer_sink_delivery_attempts_total",
+            "counter",
+            "Line deliveries tried per sink, by result; a line retried three times is three attempts.",
+        );
+        for sink in sinks {
+            out.sample(
+                "log_capturer_sink_delivery_attempts_total",
+                &[("sink", &sink.id), ("result", "success")],
+                sink.lines_sent.get(),
+            );
+            out.sample(
+                "log_capturer_sink_delivery_attempts_total",
+                &[("sink", &sink.id), ("result", "failure")],
+                sink.line_attempts_failed.get(),
             );
         }
     }
@@ -687,6 +700,13 @@ impl Exporter {
                 );
             }
         }
+        self.render_kafka_dlq(out);
+        self.render_kafka_gauges(out);
+    }
+
+    /// `kafka_dlq_messages_total`: the Kafka sinks' DLQ counts by reason.
+    fn render_kafka_dlq(&self, out: &mut Text) {
+        let kafka = &self.telemetry.metrics.kafka;
         out.family(
             "kafka_dlq_messages_total",
             "counter",
@@ -714,6 +734,11 @@ impl Exporter {
                 );
             }
         }
+    }
+
+    /// Kafka gauges: librdkafka's queue, the breaker, the connection.
+    fn render_kafka_gauges(&self, out: &mut Text) {
+        let kafka = &self.telemetry.metrics.kafka;
         out.family(
             "kafka_queue_size",
             "gauge",
