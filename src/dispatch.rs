@@ -40,7 +40,7 @@ use crate::dlq::DlqSink;
 use crate::dlq::record::{Reason, Record};
 use crate::labels::{LabelSet, SymbolTable};
 use crate::limits;
-use crate::metrics::{DispatcherMetrics, SourceMetrics};
+use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics};
 use crate::retry::wheel::RetryItem;
 use crate::retry::{Backoff, RetryWheel};
 use crate::sink::{FailureTable, Outcome, SinkReport};
@@ -126,6 +126,9 @@ pub struct SinkEnd {
     /// Time from a batch being sealed to this sink's report.
     pub seal_to_ack: LatencyPublisher,
     pub dlq: DlqSink,
+    /// The sink's counters: the dispatcher counts the lines whose outcome
+    /// at this sink is the DLQ (`lines_failed`), once each.
+    pub metrics: Arc<SinkMetrics>,
 }
 
 /// What the dispatcher knows of one batch slot.
@@ -417,7 +420,9 @@ impl Dispatcher {
     }
 
     /// Stores the entries of a batch that `select` picks in a sink's DLQ and
-    /// clears their failure marks.
+    /// clears their failure marks. This is where a line's outcome at a sink
+    /// becomes "not delivered", so it is counted here, once per line; a
+    /// line that is retried and then delivered never reaches this point.
     fn store_entries(
         &mut self,
         slot: usize,
@@ -433,10 +438,12 @@ impl Dispatcher {
         );
         let attempts = self.attempts[slot * self.sinks.len() + sink].max(1);
         let end = &mut self.sinks[sink];
+        let mut stored = 0u64;
         for (index, entry) in batch.entries().iter().enumerate() {
             if !select(index) {
                 continue;
             }
+            stored += 1;
             let labels = entry
                 .labels
                 .iter()
@@ -453,6 +460,7 @@ impl Dispatcher {
             });
             end.failures.unmark(slot, index);
         }
+        end.metrics.lines_failed.add(stored);
     }
 
     /// A sink is done with a batch; complete the batch if all are.

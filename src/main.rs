@@ -255,7 +255,10 @@ fn disable_transparent_huge_pages() {
     }
 }
 
-/// mimalloc's own figures for `log_capturer_memory_usage_bytes`.
+/// mimalloc's own figures for `log_capturer_memory_usage_bytes`. Its RSS
+/// figures are left out: its peak is `getrusage`'s `ru_maxrss`, refreshed
+/// lazily and seen below the current RSS; the exporter reads both RSS
+/// figures from `/proc/self/status` instead.
 fn allocator_figures() -> Vec<(&'static str, u64)> {
     let mut values = [0usize; 8];
     let [
@@ -285,7 +288,6 @@ fn allocator_figures() -> Vec<(&'static str, u64)> {
     vec![
         ("allocator_committed", values[5] as u64),
         ("allocator_committed_peak", values[6] as u64),
-        ("peak_rss", values[4] as u64),
     ]
 }
 

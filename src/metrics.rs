@@ -98,13 +98,27 @@ pub struct DispatcherMetrics {
 }
 
 /// Counters of one sink.
+///
+/// A line has one outcome per sink, counted once: `lines_sent` when the sink
+/// delivered it (on the first attempt or a retry), `lines_failed` when it
+/// was handed to the sink's DLQ instead. Attempts are counted apart, in
+/// `line_attempts_failed` (and `lines_sent`, as every delivery is the
+/// attempt that succeeded), so that a line retried five times is one
+/// outcome and five attempts.
 #[derive(Debug, Default)]
 pub struct SinkMetrics {
     pub id: String,
     pub sink_type: &'static str,
+    /// Lines delivered, once each; counted by the sink.
     pub lines_sent: Counter,
+    /// Lines handed to the DLQ for this sink (any reason), once each;
+    /// counted by the dispatcher, which alone knows a line's last attempt.
     pub lines_failed: Counter,
+    /// Line deliveries tried that failed: one per line per failed attempt,
+    /// a breaker-open refusal included; counted by the sink.
+    pub line_attempts_failed: Counter,
     pub batches_sent: Counter,
+    /// Batch deliveries that failed in part or whole, one per attempt.
     pub batches_failed: Counter,
     pub bytes_written: Counter,
 }

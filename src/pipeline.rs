@@ -220,6 +220,7 @@ impl Pipeline {
                 read_to_ack,
                 seal_to_ack,
                 dlq,
+                metrics: Arc::clone(&metrics),
             });
             let thread_metrics = Arc::clone(&metrics);
             let core = cores.next_core();

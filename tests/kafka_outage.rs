@@ -60,7 +60,7 @@ fn outage_under_load_keeps_memory_bounded_and_recovers() {
         "breaker open during the outage"
     );
     assert!(
-        sink.lines_failed.get() > 0,
+        sink.line_attempts_failed.get() > 0,
         "batches failed during the outage"
     );
     let growth = rss_peak.saturating_sub(rss_before);

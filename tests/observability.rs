@@ -65,6 +65,22 @@ fn exposition_passes_promtool_and_health_answers() {
         body.contains("log_capturer_memory_usage_bytes{type=\"allocator_committed\"}"),
         "mimalloc figures"
     );
+    assert_promtool_accepts(&body);
+
+    let (status, health) = daemon.get("/health");
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("health is JSON");
+    assert_eq!(health["status"], "ok");
+    for stage in ["source-app", "dispatcher", "sink-archive", "sink-drop"] {
+        assert_eq!(health["components"][stage], "ok", "{health}");
+    }
+    assert_eq!(daemon.get("/nothing-here").0, 404);
+    daemon.stop();
+}
+
+/// Pipes an exposition through `promtool check metrics`; fails the test on
+/// any finding (errors and lint warnings alike).
+fn assert_promtool_accepts(body: &str) {
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -86,16 +102,17 @@ fn exposition_passes_promtool_and_health_answers() {
     );
     assert!(checked.status.success(), "promtool: {findings}");
     assert!(findings.trim().is_empty(), "promtool findings: {findings}");
+}
 
-    let (status, health) = daemon.get("/health");
-    assert_eq!(status, 200, "{health}");
-    let health: serde_json::Value = serde_json::from_str(&health).expect("health is JSON");
-    assert_eq!(health["status"], "ok");
-    for stage in ["source-app", "dispatcher", "sink-archive", "sink-drop"] {
-        assert_eq!(health["components"][stage], "ok", "{health}");
+/// Fails the test if two sample lines name the same series (name and
+/// label set): Prometheus rejects such a scrape whole.
+fn assert_no_duplicate_series(body: &str) {
+    let mut seen = std::collections::BTreeSet::new();
+    for line in body.lines().filter(|line| !line.starts_with('#')) {
+        let (series, _value) = line.rsplit_once(' ').expect("sample line");
+        assert!(seen.insert(series), "duplicate series: {series}");
     }
-    assert_eq!(daemon.get("/nothing-here").0, 404);
-    daemon.stop();
+    assert!(!seen.is_empty(), "no samples at all");
 }
 
 /// Goal: counters match reality. Method: ship N lines in three appends to
@@ -314,4 +331,291 @@ fn query(port: u16, expression: &str) -> Option<f64> {
         .as_str()?
         .parse()
         .ok()
+}
+
+/// Two Kafka sink tables on one topic, `alpha` and `beta`, plus `extra`
+/// top-level tables.
+fn two_kafka_sinks(bootstrap: &str, extra: &str) -> String {
+    let mut text = String::new();
+    for id in ["alpha", "beta"] {
+        text.push_str(&format!(
+            "[sinks.{id}]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"logs\"\nprobe_interval_ms = 200\n\n"
+        ));
+    }
+    text.push_str(extra);
+    text
+}
+
+/// Goal: two Kafka sinks on one topic export distinct series (Prometheus
+/// rejects a scrape with two identical ones), and every Kafka series names
+/// its sink. Method: ship lines to both sinks through the mock cluster,
+/// then check the exposition with promtool and for duplicate series.
+#[test]
+fn two_kafka_sinks_on_one_topic_export_distinct_series() {
+    const LINES: u64 = 2_000;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("logs", 4, 1).expect("topic");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    std::fs::write(&input, "").expect("create input");
+    let sinks = two_kafka_sinks(&cluster.bootstrap_servers(), "");
+    let config = write_file(
+        dir.path(),
+        "config.toml",
+        &file_source_config(&input, "", &sinks),
+    );
+    let daemon = Daemon::start(&config);
+    append_lines(&input, 0, LINES);
+    for id in ["alpha", "beta"] {
+        let delivered = format!(
+            "log_capturer_sink_logs_total{{sink=\"{id}\",sink_type=\"kafka\",status=\"success\"}}"
+        );
+        wait_until("both sinks delivered", Duration::from_secs(30), || {
+            sample(&daemon.get("/metrics").1, &delivered) == Some(LINES as f64)
+        });
+    }
+    let body = daemon.get("/metrics").1;
+    assert_no_duplicate_series(&body);
+    assert_promtool_accepts(&body);
+    for line in body.lines().filter(|line| line.starts_with("kafka_")) {
+        assert!(line.contains("sink_name=\""), "no sink id: {line}");
+    }
+    assert_dashboard_metrics_exported(&body);
+    for id in ["alpha", "beta"] {
+        assert_eq!(
+            sample(
+                &body,
+                &format!(
+                    "kafka_dlq_messages_total{{sink_name=\"{id}\",topic=\"logs\",reason=\"attempts_exhausted\"}}"
+                )
+            ),
+            Some(0.0),
+            "kafka_dlq_messages_total is exported"
+        );
+    }
+    daemon.stop();
+}
+
+/// Fails the test if `docs/grafana-dashboard.json` queries a metric name
+/// that `body` does not export, so that a rename cannot leave the dashboard
+/// behind.
+fn assert_dashboard_metrics_exported(body: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut names = 0;
+    for target in panels
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().expect("targets"))
+    {
+        let expression = target["expr"].as_str().expect("expr");
+        let words = expression
+            .split(|character: char| !(character.is_ascii_alphanumeric() || character == '_'));
+        for name in words.filter(|word| {
+            ["log_capturer_", "kafka_", "process_"]
+                .iter()
+                .any(|prefix| word.starts_with(prefix))
+        }) {
+            names += 1;
+            // A family may have no sample yet (latency quantiles before
+            // the first window), but it is declared.
+            let declared = body.contains(&format!("# TYPE {name} "));
+            let sampled = body
+                .lines()
+                .any(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']));
+            assert!(
+                declared || sampled,
+                "the dashboard queries {name}, which is not exported"
+            );
+        }
+    }
+    assert!(
+        names > 10,
+        "only {names} metric names found in the dashboard"
+    );
+}
+
+/// The sink-level and Kafka-level outcome counters of one sink:
+/// (delivered, in the DLQ, failed attempts, Kafka success, Kafka error).
+fn outcome_counts(body: &str, sink: &str) -> [f64; 5] {
+    let read = |series: String| sample(body, &series).unwrap_or(-1.0);
+    [
+        read(format!(
+            "log_capturer_sink_logs_total{{sink=\"{sink}\",sink_type=\"kafka\",status=\"success\"}}"
+        )),
+        read(format!(
+            "log_capturer_sink_logs_total{{sink=\"{sink}\",sink_type=\"kafka\",status=\"error\"}}"
+        )),
+        read(format!(
+            "log_capturer_sink_delivery_attempts_total{{sink=\"{sink}\",result=\"failure\"}}"
+        )),
+        read(format!(
+            "kafka_messages_produced_total{{sink_name=\"{sink}\",topic=\"logs\",status=\"success\"}}"
+        )),
+        read(format!(
+            "kafka_messages_produced_total{{sink_name=\"{sink}\",topic=\"logs\",status=\"error\"}}"
+        )),
+    ]
+}
+
+/// Goal: a line that never gets through counts once as an error, not once
+/// per attempt; attempts have their own counter. Method: the broker is down
+/// before the daemon starts, so the breaker opens and every attempt fails;
+/// with `max_attempts = 3` and short delays each of N lines ends in the
+/// DLQ. Errors must equal N, failed attempts 3 x N.
+#[test]
+fn lines_that_end_in_the_dlq_count_once_as_errors() {
+    const LINES: u64 = 5_000;
+    const ATTEMPTS: u64 = 3;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("logs", 4, 1).expect("topic");
+    cluster.broker_down(1).expect("broker down");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    std::fs::write(&input, "").expect("create input");
+    let sinks = two_kafka_sinks(
+        &cluster.bootstrap_servers(),
+        &format!(
+            "[retry]\nbase_delay_ms = 20\nmax_delay_ms = 100\nmax_attempts = {ATTEMPTS}\n\n[dlq]\nauto_replay = false\n"
+        ),
+    );
+    let config = write_file(
+        dir.path(),
+        "config.toml",
+        &file_source_config(&input, "", &sinks),
+    );
+    let daemon = Daemon::start(&config);
+    append_lines(&input, 0, LINES);
+    for id in ["alpha", "beta"] {
+        let stored = format!("log_capturer_dlq_entries_total{{sink=\"{id}\"}}");
+        wait_until("every line in the DLQ", Duration::from_secs(60), || {
+            sample(&daemon.get("/metrics").1, &stored) == Some(LINES as f64)
+        });
+    }
+    let body = daemon.get("/metrics").1;
+    let lines = LINES as f64;
+    assert_eq!(
+        outcome_counts(&body, "alpha"),
+        [0.0, lines, lines * ATTEMPTS as f64, 0.0, lines],
+        "[delivered, dlq, failed attempts, kafka success, kafka error]"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "log_capturer_logs_sent_total{sink_type=\"kafka\",status=\"error\"}"
+        ),
+        Some(2.0 * lines),
+        "two sinks, each line once per sink"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "kafka_dlq_messages_total{sink_name=\"alpha\",topic=\"logs\",reason=\"attempts_exhausted\"}"
+        ),
+        Some(lines)
+    );
+    daemon.stop();
+}
+
+/// Goal: a line that fails, is retried and is then delivered counts once,
+/// as a success, and never as an error. Method: the broker is down while N
+/// lines are shipped; once the batches went round the retry wheel several
+/// times it comes back, and with enough attempts every line gets through.
+#[test]
+fn lines_delivered_after_retries_count_once_as_success() {
+    const LINES: u64 = 5_000;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("logs", 4, 1).expect("topic");
+    cluster.broker_down(1).expect("broker down");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    std::fs::write(&input, "").expect("create input");
+    let sinks = two_kafka_sinks(
+        &cluster.bootstrap_servers(),
+        "[retry]\nbase_delay_ms = 50\nmax_delay_ms = 200\nmax_attempts = 1000\n\n[dlq]\nauto_replay = false\n",
+    );
+    let config = write_file(
+        dir.path(),
+        "config.toml",
+        &file_source_config(&input, "", &sinks),
+    );
+    let daemon = Daemon::start(&config);
+    append_lines(&input, 0, LINES);
+    let lines = LINES as f64;
+    // Five batches per sink, two sinks: forty retries mean batches went
+    // round the wheel several times.
+    wait_until("batches retried", Duration::from_secs(60), || {
+        sample(
+            &daemon.get("/metrics").1,
+            "log_capturer_dispatcher_retries_total",
+        )
+        .is_some_and(|retries| retries >= 40.0)
+    });
+    cluster.broker_up(1).expect("broker up");
+    wait_until("every line delivered", Duration::from_secs(60), || {
+        outcome_counts(&daemon.get("/metrics").1, "alpha")[0] == lines
+    });
+    let [
+        delivered,
+        errors,
+        attempts_failed,
+        kafka_success,
+        kafka_error,
+    ] = outcome_counts(&daemon.get("/metrics").1, "alpha");
+    assert_eq!(delivered, lines);
+    assert_eq!(errors, 0.0, "a retried, delivered line is no error");
+    assert!(attempts_failed >= 2.0 * lines, "{attempts_failed}");
+    assert_eq!(kafka_success, lines);
+    assert_eq!(kafka_error, 0.0);
+    daemon.stop();
+}
+
+/// Goal: the process figures are consistent and sane: peak RSS never below
+/// RSS, and the standard `process_*` metrics present with plausible values.
+/// Method: ship lines, then scrape several times and compare with
+/// `/proc/<pid>` and the wall clock.
+#[test]
+fn process_metrics_are_consistent_and_standard() {
+    let test_started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, output, config) = file_to_file_config(dir.path());
+    let daemon = Daemon::start(&config);
+    append_lines(&input, 0, 100_000);
+    wait_until("lines written", Duration::from_secs(30), || {
+        std::fs::metadata(&output).map_or(0, |meta| meta.len()) == 100_000 * 120
+    });
+    for _ in 0..10 {
+        let body = daemon.get("/metrics").1;
+        let figure = |series: &str| sample(&body, series).unwrap_or_else(|| panic!("{series}"));
+        let rss = figure("log_capturer_memory_usage_bytes{type=\"rss\"}");
+        let peak = figure("log_capturer_memory_usage_bytes{type=\"peak_rss\"}");
+        assert!(peak >= rss, "peak RSS {peak} below RSS {rss}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..5 {
+        let body = daemon.get("/metrics").1;
+        let figure = |series: &str| sample(&body, series).unwrap_or_else(|| panic!("{series}"));
+        let resident = figure("process_resident_memory_bytes");
+        let actual = rss_of(daemon.child.id()) as f64;
+        assert!(
+            (resident - actual).abs() < 16.0 * 1048576.0,
+            "process_resident_memory_bytes {resident}, /proc says {actual}"
+        );
+        let descriptors = figure("process_open_fds");
+        assert!((3.0..1000.0).contains(&descriptors), "{descriptors}");
+        let cpu = figure("process_cpu_seconds_total");
+        assert!(cpu > 0.0 && cpu < 600.0, "{cpu}");
+        let started = figure("process_start_time_seconds");
+        assert!(
+            started >= test_started - 2.0 && started <= test_started + 60.0,
+            "process_start_time_seconds {started}, test started {test_started}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_promtool_accepts(&daemon.get("/metrics").1);
+    daemon.stop();
 }

@@ -210,7 +210,9 @@ fn deliver_one(
             Outcome::Delivered
         }
         Err(error) => {
-            metrics.lines_failed.add(lines);
+            // An attempt, not an outcome: the dispatcher counts the lines
+            // that end in the DLQ.
+            metrics.line_attempts_failed.add(lines);
             metrics.batches_failed.add(1);
             tracing::warn!(sink = %metrics.id, %error, lines, "batch not delivered");
             if !job.retry {

@@ -4,6 +4,12 @@
 //! Metric names follow the collector this daemon replaces, so that its
 //! dashboards keep working; `docs/METRICS.md` lists each one. Rendering
 //! happens on the metrics thread and allocates there, never on a stage.
+//!
+//! Invariants of the output: no series appears twice (Prometheus rejects
+//! such a scrape), so every per-sink series names its sink (`sink`, or
+//! `sink_name` in the reference `kafka_*` family); labels this module adds
+//! use one name per meaning (`sink`, `source_id`, `file`); line counters
+//! count outcomes once per line, and attempts go to their own family.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -12,8 +18,9 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use crate::dlq::record::Reason;
+use crate::metrics::SinkMetrics;
 use crate::sink::kafka::BreakerState;
-use crate::telemetry::process::{CpuMeter, ProcessReading, read_process};
+use crate::telemetry::process::{CpuMeter, ProcessReading, read_process, start_time_seconds};
 use crate::telemetry::{AllocatorFigures, Telemetry};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -30,6 +37,8 @@ pub struct Exporter {
     allocator: Option<AllocatorFigures>,
     cpu: CpuMeter,
     rates: BTreeMap<String, Rate>,
+    /// Read once: the start time does not change.
+    start_time_seconds: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -46,6 +55,7 @@ impl Exporter {
             allocator,
             cpu: CpuMeter::new(&read_process()),
             rates: BTreeMap::new(),
+            start_time_seconds: start_time_seconds(),
         }
     }
 
@@ -342,7 +352,7 @@ impl Exporter {
         out.family(
             "log_capturer_logs_sent_total",
             "counter",
-            "Lines delivered (success) or failed (error), per sink type.",
+            "Lines delivered (success) or handed to the DLQ (error), once per line and sink, summed per sink type.",
         );
         for ((sink_type, status), value) in by_type {
             out.sample(
@@ -354,7 +364,7 @@ impl Exporter {
         out.family(
             "log_capturer_sink_logs_total",
             "counter",
-            "Lines delivered or failed, per sink.",
+            "Lines delivered (success) or handed to the DLQ (error), once per line, per sink.",
         );
         for sink in sinks {
             out.sample(
@@ -376,6 +386,7 @@ impl Exporter {
                 sink.lines_failed.get(),
             );
         }
+        self.render_sink_attempts(out);
         out.family(
             "log_capturer_errors_total",
             "counter",
@@ -416,6 +427,29 @@ impl Exporter {
                     ("component_name", &stage.name),
                 ],
                 healthy,
+            );
+        }
+    }
+
+    /// Attempts, apart from outcomes: a line retried three times is one
+    /// outcome in `log_capturer_sink_logs_total` and three attempts here.
+    fn render_sink_attempts(&self, out: &mut Text) {
+        let sinks = &self.telemetry.metrics.sinks;
+        out.family(
+            "log_capturer_sink_delivery_attempts_total",
+            "counter",
+            "Line deliveries tried per sink, by result; a line retried three times is three attempts.",
+        );
+        for sink in sinks {
+            out.sample(
+                "log_capturer_sink_delivery_attempts_total",
+                &[("sink", &sink.id), ("result", "success")],
+                sink.lines_sent.get(),
+            );
+            out.sample(
+                "log_capturer_sink_delivery_attempts_total",
+                &[("sink", &sink.id), ("result", "failure")],
+                sink.line_attempts_failed.get(),
             );
         }
     }
@@ -613,6 +647,8 @@ impl Exporter {
         }
     }
 
+    /// The Kafka family. Each series carries `sink_name`, the sink's id, so
+    /// that two sinks on one topic never export the same series.
     fn render_kafka(&self, out: &mut Text) {
         let kafka = &self.telemetry.metrics.kafka;
         if kafka.is_empty() {
@@ -621,26 +657,33 @@ impl Exporter {
         out.family(
             "kafka_messages_produced_total",
             "counter",
-            "Kafka messages delivered (success) or failed (error).",
+            "Kafka messages acknowledged (success) or handed to the DLQ (error), once per message.",
         );
-        for (_, metrics) in kafka {
-            out.sample(
-                "kafka_messages_produced_total",
-                &[("topic", &metrics.topic), ("status", "success")],
-                metrics.messages_delivered.get(),
-            );
-            out.sample(
-                "kafka_messages_produced_total",
-                &[("topic", &metrics.topic), ("status", "error")],
-                metrics.messages_failed.get(),
-            );
+        for (sink, metrics) in kafka {
+            let failed = self
+                .sink_metrics(sink)
+                .map_or(0, |sink| sink.lines_failed.get());
+            for (status, value) in [
+                ("success", metrics.messages_delivered.get()),
+                ("error", failed),
+            ] {
+                out.sample(
+                    "kafka_messages_produced_total",
+                    &[
+                        ("sink_name", sink),
+                        ("topic", &metrics.topic),
+                        ("status", status),
+                    ],
+                    value,
+                );
+            }
         }
         out.family(
             "kafka_producer_errors_total",
             "counter",
             "Kafka errors by type: transport (opens the breaker), retryable, permanent.",
         );
-        for (_, metrics) in kafka {
+        for (sink, metrics) in kafka {
             for (error_type, value) in [
                 ("transport", metrics.errors_transport.get()),
                 ("retryable", metrics.errors_retryable.get()),
@@ -648,11 +691,54 @@ impl Exporter {
             ] {
                 out.sample(
                     "kafka_producer_errors_total",
-                    &[("topic", &metrics.topic), ("error_type", error_type)],
+                    &[
+                        ("sink_name", sink),
+                        ("topic", &metrics.topic),
+                        ("error_type", error_type),
+                    ],
                     value,
                 );
             }
         }
+        self.render_kafka_dlq(out);
+        self.render_kafka_gauges(out);
+    }
+
+    /// `kafka_dlq_messages_total`: the Kafka sinks' DLQ counts by reason.
+    fn render_kafka_dlq(&self, out: &mut Text) {
+        let kafka = &self.telemetry.metrics.kafka;
+        out.family(
+            "kafka_dlq_messages_total",
+            "counter",
+            "Kafka messages stored in the dead-letter queue, by reason.",
+        );
+        for (sink, metrics) in kafka {
+            let Some(dlq) = self
+                .telemetry
+                .metrics
+                .dlq
+                .iter()
+                .find(|dlq| &dlq.sink == sink)
+            else {
+                continue;
+            };
+            for reason in Reason::ALL {
+                out.sample(
+                    "kafka_dlq_messages_total",
+                    &[
+                        ("sink_name", sink),
+                        ("topic", &metrics.topic),
+                        ("reason", reason.as_str()),
+                    ],
+                    dlq.stored_for(reason).get(),
+                );
+            }
+        }
+    }
+
+    /// Kafka gauges: librdkafka's queue, the breaker, the connection.
+    fn render_kafka_gauges(&self, out: &mut Text) {
+        let kafka = &self.telemetry.metrics.kafka;
         out.family(
             "kafka_queue_size",
             "gauge",
@@ -693,23 +779,29 @@ impl Exporter {
         }
     }
 
+    fn sink_metrics(&self, id: &str) -> Option<&SinkMetrics> {
+        self.telemetry
+            .metrics
+            .sinks
+            .iter()
+            .find(|sink| sink.id == id)
+            .map(|sink| &**sink)
+    }
+
     fn render_process(&mut self, out: &mut Text) {
         let reading: ProcessReading = read_process();
         out.family(
             "log_capturer_memory_usage_bytes",
             "gauge",
-            "Memory of the process: rss, virtual, and the allocator's own figures.",
+            "Memory of the process: rss, peak_rss, virtual, and the allocator's own figures.",
         );
-        out.sample(
-            "log_capturer_memory_usage_bytes",
-            &[("type", "rss")],
-            reading.rss_bytes,
-        );
-        out.sample(
-            "log_capturer_memory_usage_bytes",
-            &[("type", "virtual")],
-            reading.virtual_bytes,
-        );
+        for (kind, bytes) in [
+            ("rss", reading.rss_bytes),
+            ("peak_rss", reading.peak_rss_bytes),
+            ("virtual", reading.virtual_bytes),
+        ] {
+            out.sample("log_capturer_memory_usage_bytes", &[("type", kind)], bytes);
+        }
         if let Some(allocator) = self.allocator {
             for (kind, bytes) in allocator() {
                 out.sample("log_capturer_memory_usage_bytes", &[("type", kind)], bytes);
@@ -718,7 +810,7 @@ impl Exporter {
         out.family(
             "log_capturer_cpu_usage_percent",
             "gauge",
-            "CPU time of the process over the last interval, percent of one core.",
+            "CPU time of the process over the last interval, percent of one core (prefer rate(process_cpu_seconds_total)).",
         );
         let percent = self.cpu.update(&reading);
         out.sample_float("log_capturer_cpu_usage_percent", &[], percent);
@@ -735,9 +827,41 @@ impl Exporter {
         out.family(
             "log_capturer_threads",
             "gauge",
-            "Threads of the process (fixed at start-up).",
+            "Threads of the process: the stages, fixed at start-up, plus librdkafka's, which follow the number of brokers each Kafka producer knows.",
         );
         out.sample("log_capturer_threads", &[], reading.threads);
+        self.render_standard_process(out, &reading);
+    }
+
+    /// The `process_*` metrics every Prometheus client library exports,
+    /// under their standard names and units.
+    fn render_standard_process(&self, out: &mut Text, reading: &ProcessReading) {
+        out.family(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        out.sample_float("process_cpu_seconds_total", &[], reading.cpu_seconds);
+        out.family(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        out.sample("process_resident_memory_bytes", &[], reading.rss_bytes);
+        out.family(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        );
+        out.sample("process_open_fds", &[], reading.file_descriptors);
+        if let Some(started) = self.start_time_seconds {
+            out.family(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+            );
+            out.sample_float("process_start_time_seconds", &[], started);
+        }
     }
 }
 

@@ -51,10 +51,10 @@ pub struct KafkaMetrics {
     pub breaker_state: Gauge,
     /// Times the breaker opened.
     pub breaker_openings: Counter,
-    /// `kafka_messages_produced_total{status="success"}`.
+    /// `kafka_messages_produced_total{status="success"}`. The `error`
+    /// status is the sink's `SinkMetrics::lines_failed` (one message per
+    /// line, counted once when it goes to the DLQ), not a count of attempts.
     pub messages_delivered: Counter,
-    /// `kafka_messages_produced_total{status="error"}`.
-    pub messages_failed: Counter,
     /// `kafka_producer_errors_total{error_type="transport"}`.
     pub errors_transport: Counter,
     /// `kafka_producer_errors_total{error_type="permanent"}`.
@@ -107,7 +107,6 @@ impl KafkaContext {
         if permanent {
             book.entries_permanent.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.messages_failed.add(1);
     }
 
     fn settle(&self, slot: usize) {
@@ -393,7 +392,9 @@ impl KafkaSink {
                 Outcome::Delivered
             } else {
                 metrics.lines_sent.add(selected - u64::from(failed));
-                metrics.lines_failed.add(u64::from(failed));
+                // Attempts only: the dispatcher counts the lines that end
+                // in the DLQ, once each.
+                metrics.line_attempts_failed.add(u64::from(failed));
                 metrics.batches_failed.add(1);
                 Outcome::Failed {
                     retryable: permanent == 0,
@@ -499,7 +500,6 @@ impl KafkaSink {
         }
         book.entries_failed.fetch_add(count, Ordering::Relaxed);
         book.reports_missing.fetch_sub(count, Ordering::Relaxed);
-        self.metrics.messages_failed.add(u64::from(count));
     }
 
     fn send(
