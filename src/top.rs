@@ -124,7 +124,7 @@ pub fn render(previous: &Samples, current: &Samples, elapsed: Duration) -> Strin
     ));
     out.push_str(&format!(
         "{:<20} {:<8} {:>12} {:>14} {:>12} {:>8}\n",
-        "sink", "type", "lines/s", "sent", "failed", "breaker"
+        "sink", "type", "lines/s", "sent", "to DLQ", "breaker"
     ));
     if let Some(sinks) = current.get("log_capturer_sink_logs_total") {
         for labels in sinks
