@@ -396,3 +396,60 @@ fn killed_replay_does_not_resend_acknowledged_records() {
         contents.duplicates()
     );
 }
+
+/// Goal: the size check matches librdkafka's own: a message of exactly the
+/// limit is delivered, one byte more is rejected before librdkafka sees it.
+/// Method: `message.max.bytes = 10000` (9,964 bytes of payload after
+/// librdkafka's 36-byte record overhead); replay a record of 9,964 bytes
+/// and one of 9,965 bytes.
+#[test]
+fn size_limit_matches_librdkafka() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("replay", 1, 1).expect("topic");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[daemon]\ndata_dir = \"{}\"\n[sources.app]\ntype = \"file\"\npaths = [\"/nonexistent\"]\n[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"replay\"\nencoding = \"raw\"\nlibrdkafka = {{ \"message.max.bytes\" = 10000 }}\n",
+        dir.path().join("data").display(),
+        cluster.bootstrap_servers()
+    );
+    let config = Config::from_toml(&text, std::path::Path::new("limit.toml")).expect("config");
+    let settings = DlqSettings {
+        dir: config.dlq_dir(),
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        policy: config.dlq.policy,
+    };
+    let mut writer = DlqWriter::open("kafka", &settings).expect("open");
+    for bytes in [9964, 9965] {
+        let mut message = format!("seq={:012} ", bytes - 9964).into_bytes();
+        message.resize(bytes, b'm');
+        writer
+            .append(&Record {
+                timestamp_ns: 1,
+                attempts: 1,
+                reason: Reason::Shutdown,
+                terminated: false,
+                sink: "kafka",
+                labels: vec![],
+                message: &message,
+            })
+            .expect("append");
+    }
+    drop(writer);
+    let report = replay(&config, "kafka", &mut |_, _| {}).expect("replay");
+    assert_eq!(
+        (report.records_delivered, report.records_rejected),
+        (1, 1),
+        "{report:?}"
+    );
+    let contents = consume(
+        &cluster.bootstrap_servers(),
+        "replay",
+        2,
+        Duration::from_secs(2),
+    );
+    assert_eq!(contents.seen, vec![1, 0]);
+}

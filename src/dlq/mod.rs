@@ -448,7 +448,26 @@ impl DlqSink {
             rejected_unlogged: 0,
         };
         dlq.try_open();
+        // Rejected segments from an earlier run are scanned now, at
+        // start-up, rather than on the dispatcher thread at the first
+        // rejection.
+        if rejected_dir(&settings.dir.join(sink)).is_dir() {
+            dlq.open_rejected();
+        }
         dlq
+    }
+
+    fn open_rejected(&mut self) -> bool {
+        match DlqWriter::open_rejected(&self.sink, &self.settings, Arc::clone(&self.metrics)) {
+            Ok(writer) => {
+                self.rejected = Some(writer);
+                true
+            }
+            Err(error) => {
+                self.log_rate_limited(&error);
+                false
+            }
+        }
     }
 
     fn try_open(&mut self) {
@@ -491,15 +510,9 @@ impl DlqSink {
     }
 
     fn store_rejected(&mut self, record: &Record<'_>) {
-        if self.rejected.is_none() {
-            match DlqWriter::open_rejected(&self.sink, &self.settings, Arc::clone(&self.metrics)) {
-                Ok(writer) => self.rejected = Some(writer),
-                Err(error) => {
-                    self.metrics.write_errors.add(1);
-                    self.log_rate_limited(&error);
-                    return;
-                }
-            }
+        if self.rejected.is_none() && !self.open_rejected() {
+            self.metrics.write_errors.add(1);
+            return;
         }
         let writer = self.rejected.as_mut().expect("opened above");
         if let Err(error) = writer.append(record) {

@@ -36,7 +36,8 @@ pub enum Reason {
     RetryQueueFull = 1,
     /// `max_attempts` were used up.
     AttemptsExhausted = 2,
-    /// The sink said retrying cannot help.
+    /// The sink said retrying cannot help (written by earlier versions;
+    /// such entries now go to `rejected/` with one of the reasons below).
     Permanent = 3,
     /// Not delivered before the shutdown deadline.
     Shutdown = 4,

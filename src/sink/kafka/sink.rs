@@ -234,7 +234,7 @@ const JSON_BYTES_PER_LINE_BYTE_MAX: usize = 6;
 /// labels) that the breaker-open size check assumes without encoding; a
 /// message that exceeds the limit only through larger labels is still
 /// caught when it is sent.
-const ENCODED_FRAME_BYTES_SLACK: usize = 64 * 1024;
+const ENCODED_OVERHEAD_BYTES_SLACK: usize = 64 * 1024;
 
 impl KafkaSink {
     /// Creates the producer (librdkafka starts connecting now).
@@ -553,7 +553,7 @@ impl KafkaSink {
             Encoding::Raw => 1,
             Encoding::Json => JSON_BYTES_PER_LINE_BYTE_MAX,
         };
-        let bound = entry.line.len().saturating_mul(expansion) + ENCODED_FRAME_BYTES_SLACK;
+        let bound = entry.line.len().saturating_mul(expansion) + ENCODED_OVERHEAD_BYTES_SLACK;
         if bound <= self.options.payload_bytes_max {
             return false;
         }
