@@ -453,3 +453,45 @@ fn size_limit_matches_librdkafka() {
     );
     assert_eq!(contents.seen, vec![1, 0]);
 }
+
+/// Goal: with Kafka up, a line too large for it is refused at the sink,
+/// before librdkafka, and only that line: it is never retried nor stored
+/// in the replayable DLQ, and the rest of its batch is delivered. Method:
+/// 100 numbered lines around one of 1,000,100 bytes; then the counters and
+/// the topic.
+#[test]
+fn too_large_line_is_rejected_at_the_sink_while_kafka_is_up() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("replay", 4, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    std::fs::write(&input, "").expect("input");
+    let config = kafka_config(dir.path(), &input, &bootstrap);
+    let pipeline = Pipeline::start(&config).expect("start");
+    let dispatcher = Arc::clone(&pipeline.metrics().dispatcher);
+    let dlq = Arc::clone(&pipeline.metrics().dlq[0]);
+    let (_, kafka) = pipeline.metrics().kafka[0].clone();
+    let mut text = Vec::new();
+    common::write_numbered_lines(&mut text, 0, 50);
+    text.extend_from_slice(b"big=");
+    text.resize(text.len() + BIG_LINE_BYTES - 4, b'b');
+    text.push(b'\n');
+    common::write_numbered_lines(&mut text, 50, 50);
+    std::fs::write(&input, &text).expect("write input");
+    common::wait_until("the lines settled", Duration::from_secs(30), || {
+        dispatcher.lines_processed.get() == 101 && dispatcher.batches_in_flight.get() == 0
+    });
+    pipeline.request_stop();
+    pipeline.join(Duration::from_secs(15)).expect("clean stop");
+    assert_eq!(kafka.messages_delivered.get(), 100);
+    assert_eq!(dlq.rejected_for(Reason::MessageTooLarge).get(), 1);
+    assert_eq!(dlq.stored_total(), 0, "nothing in the replayable DLQ");
+    assert_eq!(dispatcher.retries_sent.get(), 0, "nothing retried");
+    let contents = consume(&bootstrap, "replay", 100, Duration::from_secs(2));
+    assert_eq!((contents.missing(), contents.duplicates()), (0, 0));
+    assert!(contents.other_sizes.is_empty());
+}
