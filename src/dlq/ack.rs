@@ -22,6 +22,11 @@
 //! resynchronises differently, a stale file of a deleted segment whose
 //! sequence was reused) makes the file be ignored.
 //!
+//! Only a replay that holds the segment's exclusive `flock` reads or writes
+//! its acknowledgement file (the auto-replay thread, or `dlq replay`); the
+//! dispatcher only deletes stale ones. Memory: one bit per record, allocated
+//! per replayed segment.
+//!
 //! Every doubt errs towards sending again, never towards losing: a missing,
 //! torn, corrupt or mismatched file means "nothing handled yet", and the
 //! records are replayed again (duplicates, not loss).

@@ -564,6 +564,8 @@ struct KafkaTarget {
 /// How long a replay waits for the delivery reports of one step.
 const STEP_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
+// The delivery opaque packs a 32-bit generation above a 32-bit index.
+const _: () = assert!(usize::BITS == 64);
 const _: () = assert!(REPLAY_CHUNK_RECORDS <= u32::MAX as usize);
 
 impl KafkaTarget {
