@@ -495,3 +495,76 @@ fn too_large_line_is_rejected_at_the_sink_while_kafka_is_up() {
     assert_eq!((contents.missing(), contents.duplicates()), (0, 0));
     assert!(contents.other_sizes.is_empty());
 }
+
+/// Goal: the daemon killed with SIGKILL during its automatic replay resumes
+/// after a restart without sending the acknowledged records again, and its
+/// `log_capturer_dlq_entries` counts only the records left. Method: 6,000
+/// records in one segment; a broker with 300 ms round trips; automatic
+/// replay at 2,000 records/s (steps of 200); SIGKILL once the
+/// acknowledgement file exists; restart and wait for the segment to go.
+#[test]
+fn daemon_killed_during_auto_replay_resumes_without_resending() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    const RECORDS: u32 = 6000;
+    const STEP_RECORDS: u32 = 200;
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("replay", 4, 1).expect("topic");
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(300))
+        .expect("rtt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    std::fs::write(&input, "").expect("input");
+    let text = format!(
+        "[daemon]\npin_threads = false\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[dlq]\nsegment_bytes = 4194304\nauto_replay = true\nreplay_after_ms = 200\nreplay_rate = {}\n[sources.app]\ntype = \"file\"\npaths = [\"{}\"]\n[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"replay\"\nencoding = \"raw\"\n",
+        dir.path().join("data").display(),
+        STEP_RECORDS * 10,
+        input.display(),
+        cluster.bootstrap_servers()
+    );
+    let config_path = common::write_file(dir.path(), "daemon.toml", &text);
+    let config = Config::from_toml(&text, &config_path).expect("config");
+    write_records(&config, 4 << 20, RECORDS, None);
+    let segments =
+        log_capturer::dlq::segment::list_segments(&config.dlq_dir().join("kafka")).expect("list");
+    let (segment, ack) = (segments[0].1.clone(), segments[0].1.with_extension("ack"));
+
+    let mut daemon = common::Daemon::start(&config_path);
+    common::wait_until("acknowledgements recorded", Duration::from_secs(60), || {
+        ack.exists()
+    });
+    common::send_signal(&daemon.child, libc::SIGKILL);
+    let _ = daemon.child.wait();
+    assert!(segment.exists(), "killed before the replay finished");
+
+    let daemon = common::Daemon::start(&config_path);
+    let (_, body) = daemon.get("/metrics");
+    let left = common::sample(&body, "log_capturer_dlq_entries{sink=\"kafka\"}").expect("gauge");
+    assert!(
+        left <= f64::from(RECORDS - STEP_RECORDS),
+        "acknowledged records are not counted as left: {left}"
+    );
+    common::wait_until("the segment replayed", Duration::from_secs(60), || {
+        !segment.exists()
+    });
+    assert!(!ack.exists(), "acknowledgement file deleted");
+    daemon.stop();
+    let contents = consume(
+        &cluster.bootstrap_servers(),
+        "replay",
+        RECORDS as usize,
+        Duration::from_secs(3),
+    );
+    println!(
+        "left after the kill {left}; duplicates {}",
+        contents.duplicates()
+    );
+    assert_eq!(contents.missing(), 0);
+    assert!(
+        contents.duplicates() <= STEP_RECORDS,
+        "duplicates {} exceed the step in flight ({STEP_RECORDS})",
+        contents.duplicates()
+    );
+}
