@@ -254,8 +254,9 @@ fn encode(sequence: u64, fingerprint: Fingerprint, words: &[u64]) -> Vec<u8> {
 }
 
 /// The bitmap of a file, if the file is intact and describes exactly these
-/// records.
-fn decode(bytes: &[u8], sequence: u64, fingerprint: Fingerprint) -> Option<Vec<u64>> {
+/// records (public for the fuzz target: any bytes give `None` or a bitmap
+/// of `fingerprint.records` bits, never a panic).
+pub fn decode(bytes: &[u8], sequence: u64, fingerprint: Fingerprint) -> Option<Vec<u64>> {
     let words_count = usize::try_from(fingerprint.records.div_ceil(64)).ok()?;
     if bytes.len() != ACK_HEADER_BYTES + words_count * 8 || &bytes[0..8] != ACK_MAGIC {
         return None;
