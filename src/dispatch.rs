@@ -6,7 +6,8 @@
 //! loop:
 //!     collect sink reports:
 //!         delivered          -> that sink is done with the batch
-//!         failed, permanent  -> those entries to the DLQ
+//!         failed, permanent  -> those entries to the sink's `rejected/`
+//!                               segments, with the sink's reason
 //!         failed, retryable  -> into the retry wheel for that sink only, or
 //!                               to the DLQ when attempts are used up or the
 //!                               wheel is full
@@ -309,7 +310,7 @@ impl Dispatcher {
             for sink in 0..self.sinks.len() {
                 if self.slots[slot].sinks_pending & (1 << sink) != 0 {
                     tracing::warn!(sink = %self.sinks[sink].id, slot, "sink did not finish before the shutdown deadline; batch stored in the DLQ");
-                    self.store_entries(slot, sink, Reason::Shutdown, |_| true);
+                    self.store_entries(slot, sink, |_| Reason::Shutdown, |_| true);
                 }
             }
         }
@@ -347,13 +348,17 @@ impl Dispatcher {
         progressed
     }
 
-    /// A sink failed some entries of a batch: permanent ones to the DLQ,
-    /// the rest to the wheel or, when that cannot be, to the DLQ.
+    /// A sink failed some entries of a batch: permanent ones to its
+    /// `rejected/` segments (never retried), the rest to the wheel or, when
+    /// that cannot be, to the DLQ.
     fn handle_failure(&mut self, slot: usize, sink: usize) {
         let failures = Arc::clone(&self.sinks[sink].failures);
-        self.store_entries(slot, sink, Reason::Permanent, |entry| {
-            failures.is_failed(slot, entry) && failures.is_permanent(slot, entry)
-        });
+        self.store_entries(
+            slot,
+            sink,
+            |entry| Reason::from(failures.rejection(slot, entry)),
+            |entry| failures.is_failed(slot, entry) && failures.is_permanent(slot, entry),
+        );
         if failures.failed_entries(slot).next().is_none() {
             self.finish_sink(slot, sink);
             return;
@@ -416,18 +421,24 @@ impl Dispatcher {
     /// Stores a sink's failed entries of a batch in its DLQ.
     fn store_failed(&mut self, slot: usize, sink: usize, reason: Reason) {
         let failures = Arc::clone(&self.sinks[sink].failures);
-        self.store_entries(slot, sink, reason, |entry| failures.is_failed(slot, entry));
+        self.store_entries(
+            slot,
+            sink,
+            |_| reason,
+            |entry| failures.is_failed(slot, entry),
+        );
     }
 
-    /// Stores the entries of a batch that `select` picks in a sink's DLQ and
-    /// clears their failure marks. This is where a line's outcome at a sink
-    /// becomes "not delivered", so it is counted here, once per line; a
-    /// line that is retried and then delivered never reaches this point.
+    /// Stores the entries of a batch that `select` picks in a sink's DLQ,
+    /// each with its `reason`, and clears their failure marks. This is
+    /// where a line's outcome at a sink becomes "not delivered", so it is
+    /// counted here, once per line; a line that is retried and then
+    /// delivered never reaches this point.
     fn store_entries(
         &mut self,
         slot: usize,
         sink: usize,
-        reason: Reason,
+        reason: impl Fn(usize) -> Reason,
         select: impl Fn(usize) -> bool,
     ) {
         let batch = Arc::clone(
@@ -452,7 +463,7 @@ impl Dispatcher {
             end.dlq.store(&Record {
                 timestamp_ns: entry.timestamp_ns,
                 attempts,
-                reason,
+                reason: reason(index),
                 terminated: entry.terminated,
                 sink: &end.id,
                 labels,

@@ -419,9 +419,11 @@ fn dlq(command: DlqCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot replay the DLQ of sink {sink}"))?;
             eprintln!();
             println!(
-                "sink {sink}: {} records delivered, {} failed, {} corrupt skipped; {} segments deleted, {} kept",
+                "sink {sink}: {} records delivered, {} failed, {} rejected (moved to rejected/), {} acknowledged earlier, {} corrupt skipped; {} segments deleted, {} kept",
                 report.records_delivered,
                 report.records_failed,
+                report.records_rejected,
+                report.records_skipped,
                 report.records_corrupt,
                 report.segments_deleted,
                 report.segments_kept

@@ -608,6 +608,7 @@ fn build_sink(
                 probe_interval: Duration::from_millis(kafka.probe_interval_ms.get()),
                 batches_in_flight,
                 batch_size,
+                payload_bytes_max: crate::sink::kafka::config::message_payload_bytes_max(kafka),
             };
             let sink = KafkaSink::new(options, &client, Arc::clone(symbols), Arc::clone(failures))?;
             (SinkBody::Kafka(Box::new(sink)), "kafka")

@@ -239,6 +239,9 @@ impl SinkHarness {
             probe_interval: Duration::from_millis(200),
             batches_in_flight: HARNESS_SLOTS,
             batch_size: HARNESS_BATCH,
+            payload_bytes_max: log_capturer::sink::kafka::config::message_payload_bytes_max(
+                &config,
+            ),
         };
         let symbols = SymbolTableBuilder::new().freeze();
         let sink =

@@ -7,7 +7,10 @@
 //! for other sinks, no delivery has failed. The thread replays the sealed
 //! segments (the one the dispatcher writes is locked and skipped); when only
 //! that one holds records it asks the dispatcher to seal it. A replay that
-//! fails stops until the sink has been healthy for the whole wait again.
+//! fails stops until the sink has been healthy for the whole wait again;
+//! the next one resumes where it stopped (acknowledged records are not sent
+//! again), and records the sink refuses for good are moved to `rejected/`,
+//! so no record can keep a segment, and its replay, alive forever.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +49,7 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 impl AutoReplay {
     /// The thread body; returns when `stop` is set.
     pub fn run(mut self) {
+        self.replayer.count_into(Arc::clone(&self.metrics));
         let mut healthy_since: Option<Instant> = None;
         let mut failures_seen = self.failures();
         while !self.stopping() {
@@ -98,25 +102,18 @@ impl AutoReplay {
             match outcome {
                 SegmentReplay::Locked | SegmentReplay::Unreadable => continue,
                 SegmentReplay::Stopped => return true,
-                SegmentReplay::Replayed {
-                    delivered,
-                    failed,
-                    corrupt,
-                    deleted,
-                } => {
+                // The replayer counted delivered, failed and rejected records.
+                SegmentReplay::Replayed(counts) => {
                     replayed_any = true;
-                    self.metrics.replayed.add(delivered);
-                    self.metrics.replay_failed.add(failed);
-                    self.metrics.corrupt.add(corrupt);
-                    if !deleted {
-                        tracing::warn!(sink = %self.sink, path = %path.display(), failed, "DLQ replay incomplete; the segment is kept");
+                    self.metrics.corrupt.add(counts.corrupt);
+                    if !counts.deleted {
+                        tracing::warn!(sink = %self.sink, path = %path.display(), failed = counts.failed, delivered = counts.delivered, "DLQ replay incomplete; the segment is kept and resumed later");
                         return false;
                     }
-                    self.metrics.entries.subtract(delivered);
                     self.metrics
                         .size_bytes
                         .set(crate::dlq::dir_size_bytes(&self.dir));
-                    tracing::info!(sink = %self.sink, path = %path.display(), records = delivered, "DLQ segment replayed and deleted");
+                    tracing::info!(sink = %self.sink, path = %path.display(), records = counts.delivered, rejected = counts.rejected, "DLQ segment replayed and deleted");
                 }
             }
         }

@@ -1,11 +1,15 @@
 //! `log-capturer dlq list` and `dlq dump`: read-only views of the DLQ.
+//!
+//! A sink's `rejected/` segments (records the sink refused for good) are
+//! listed as sink `<id>/rejected`, and their records are dumped with the
+//! word `rejected` before the reason (JSON: `"rejected":true`).
 
 use std::io::Write;
 use std::path::Path;
 
 use crate::dlq::record::Record;
 use crate::dlq::segment::{ReadableSegment, list_segments};
-use crate::dlq::{DlqError, list};
+use crate::dlq::{DlqError, list, rejected_dir};
 use crate::sink::encode::{write_json_string, write_rfc3339_nanos, write_string_labels};
 
 /// Sink directories under a DLQ directory, sorted.
@@ -40,19 +44,29 @@ pub fn write_listing(out: &mut dyn Write, dlq_dir: &Path) -> Result<(), DlqError
         "sink", "segment", "records", "corrupt", "torn", "bytes"
     );
     for (sink, dir) in sink_dirs(dlq_dir)? {
-        let mut records_total = 0;
-        for (sequence, path, summary) in list(&dir)? {
-            let bytes = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
-            let torn = if summary.torn_tail { "yes" } else { "no" };
-            let _ = writeln!(
-                out,
-                "{sink:<20} {sequence:>8} {:>10} {:>8} {torn:>5} {bytes:>12}",
-                summary.records, summary.corrupt
-            );
-            records_total += summary.records;
+        write_segments(out, &sink, &dir)?;
+        let rejected = rejected_dir(&dir);
+        if rejected.is_dir() {
+            write_segments(out, &format!("{sink}/rejected"), &rejected)?;
         }
-        let _ = writeln!(out, "{sink:<20} {:>8} {records_total:>10}", "total");
     }
+    Ok(())
+}
+
+/// The listing lines of the segments in one directory, and their total.
+fn write_segments(out: &mut dyn Write, sink: &str, dir: &Path) -> Result<(), DlqError> {
+    let mut records_total = 0;
+    for (sequence, path, summary) in list(dir)? {
+        let bytes = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
+        let torn = if summary.torn_tail { "yes" } else { "no" };
+        let _ = writeln!(
+            out,
+            "{sink:<20} {sequence:>8} {:>10} {:>8} {torn:>5} {bytes:>12}",
+            summary.records, summary.corrupt
+        );
+        records_total += summary.records;
+    }
+    let _ = writeln!(out, "{sink:<20} {:>8} {records_total:>10}", "total");
     Ok(())
 }
 
@@ -69,11 +83,20 @@ pub fn write_dump(
         if sink.is_some_and(|wanted| wanted != name) {
             continue;
         }
-        let directory_error = |source| DlqError::Directory {
+        let rejected = rejected_dir(&dir);
+        let mut segments = list_segments(&dir).map_err(|source| DlqError::Directory {
             path: dir.clone(),
             source,
-        };
-        for (_, path) in list_segments(&dir).map_err(directory_error)? {
+        })?;
+        if rejected.is_dir() {
+            segments.extend(
+                list_segments(&rejected).map_err(|source| DlqError::Directory {
+                    path: rejected.clone(),
+                    source,
+                })?,
+            );
+        }
+        for (_, path) in segments {
             let mut segment = ReadableSegment::open(&path)?;
             let mut line = Vec::new();
             segment.scan(|record| {
@@ -95,8 +118,9 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>, json: bool) {
         write_json_string(out, record.sink.as_bytes());
         out.extend_from_slice(
             format!(
-                ",\"reason\":\"{}\",\"attempts\":{},\"labels\":",
+                ",\"reason\":\"{}\",\"rejected\":{},\"attempts\":{},\"labels\":",
                 record.reason.as_str(),
+                record.reason.is_rejection(),
                 record.attempts
             )
             .as_bytes(),
@@ -110,8 +134,13 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>, json: bool) {
     write_rfc3339_nanos(out, record.timestamp_ns);
     out.extend_from_slice(
         format!(
-            " {} {} attempts={} ",
+            " {} {}{} attempts={} ",
             record.sink,
+            if record.reason.is_rejection() {
+                "rejected "
+            } else {
+                ""
+            },
             record.reason.as_str(),
             record.attempts
         )

@@ -2,6 +2,14 @@
 //! in fixed-size, preallocated, memory-mapped segment files, one directory
 //! per sink (`<dir>/<sink id>/segment-NNNN.dlq`).
 //!
+//! Entries that can never be delivered as they are (the sink refused them
+//! for good: too large, not authorized, invalid topic) go to the sink's
+//! `rejected/` directory instead (`<dir>/<sink id>/rejected/segment-NNNN.dlq`,
+//! same format, reason codes 5 to 8): listed and dumped by `dlq list|dump`,
+//! counted in `log_capturer_dlq_rejected_total`, never replayed
+//! automatically. Its size is bounded by the same `max_bytes` and policy,
+//! separately per writer.
+//!
 //! Invariants (see `segment` and `record` for the byte layouts):
 //! * a segment is preallocated at its full size and never grows; a full disk
 //!   is an error when a segment is created, never a SIGBUS;
@@ -10,8 +18,11 @@
 //! * records are self-describing: sink id and labels are strings;
 //! * records never span segments;
 //! * the writer (the dispatcher) creates segments; replay deletes a segment
-//!   only after every record in it was acknowledged; both hold an exclusive
-//!   `flock` on a segment while they use it;
+//!   only after every record recovered from it was acknowledged (delivered,
+//!   or moved to `rejected/`), and records which ones were in an `ack` file
+//!   beside it as it goes (see `ack`), so that no replay sends an
+//!   acknowledged record again; both hold an exclusive `flock` on a segment
+//!   while they use it;
 //! * the total size is bounded by `max_bytes`; at the bound, `drop_oldest`
 //!   deletes the oldest sealed segment and `drop_new` refuses the new
 //!   entries; both count what they drop.
@@ -21,6 +32,7 @@
 //! asynchronously when a segment is sealed and once a second, and
 //! synchronously when the writer is dropped.
 
+pub mod ack;
 pub mod auto;
 pub mod inspect;
 pub mod record;
@@ -34,6 +46,7 @@ use std::time::Instant;
 
 use crate::config::DlqPolicy;
 use crate::metrics::{Counter, Gauge};
+use crate::sink::failures::Rejection;
 use record::{Reason, Record, encode_frame};
 use segment::{ReadableSegment, SegmentError, WritableSegment, list_segments};
 
@@ -75,11 +88,19 @@ pub struct DlqMetrics {
     pub replayed: Counter,
     /// Records replayed and not acknowledged (`result="failure"`).
     pub replay_failed: Counter,
+    /// Records moved to `rejected/`, by reason (`Reason` codes 5 to 8).
+    pub rejected: [Counter; 4],
 }
 
 impl DlqMetrics {
     pub fn stored_for(&self, reason: Reason) -> &Counter {
+        assert!(!reason.is_rejection(), "{reason:?} is counted as rejected");
         &self.stored[reason as usize - 1]
+    }
+
+    pub fn rejected_for(&self, reason: Reason) -> &Counter {
+        assert!(reason.is_rejection(), "{reason:?} is not a rejection");
+        &self.rejected[reason as usize - Reason::MessageTooLarge as usize]
     }
 
     /// Records stored, all reasons.
@@ -87,6 +108,24 @@ impl DlqMetrics {
         self.stored.iter().map(Counter::get).sum()
     }
 }
+
+impl From<Rejection> for Reason {
+    fn from(rejection: Rejection) -> Reason {
+        match rejection {
+            Rejection::TooLarge => Reason::MessageTooLarge,
+            Rejection::NotAuthorized => Reason::NotAuthorized,
+            Rejection::InvalidTopic => Reason::InvalidTopic,
+            Rejection::Refused => Reason::Refused,
+        }
+    }
+}
+
+/// The `rejected/` directory of a sink's DLQ directory.
+pub fn rejected_dir(sink_dir: &Path) -> PathBuf {
+    sink_dir.join(REJECTED_DIR_NAME)
+}
+
+pub const REJECTED_DIR_NAME: &str = "rejected";
 
 /// Settings of the DLQ, from `[dlq]`.
 #[derive(Debug, Clone)]
@@ -97,11 +136,15 @@ pub struct DlqSettings {
     pub policy: DlqPolicy,
 }
 
-/// One sink's DLQ writer, owned by the dispatcher.
+/// One sink's DLQ writer, owned by the dispatcher (and, for `rejected/`,
+/// by a replay too).
 #[derive(Debug)]
 pub struct DlqWriter {
     sink: String,
     dir: PathBuf,
+    /// Writes `rejected/`: counts into `rejected`, not `stored`, and leaves
+    /// the `entries` and `size_bytes` gauges (replayable records) alone.
+    rejected: bool,
     settings: DlqSettings,
     active: Option<WritableSegment>,
     /// Sealed segments: sequence, path, records.
@@ -129,33 +172,65 @@ impl DlqWriter {
         settings: &DlqSettings,
         metrics: Arc<DlqMetrics>,
     ) -> Result<Self, DlqError> {
-        let dir = settings.dir.join(sink);
+        Self::open_in(sink, settings.dir.join(sink), false, settings, metrics)
+    }
+
+    /// Opens the sink's `rejected/` directory, counting into `metrics`.
+    pub fn open_rejected(
+        sink: &str,
+        settings: &DlqSettings,
+        metrics: Arc<DlqMetrics>,
+    ) -> Result<Self, DlqError> {
+        let dir = rejected_dir(&settings.dir.join(sink));
+        Self::open_in(sink, dir, true, settings, metrics)
+    }
+
+    fn open_in(
+        sink: &str,
+        dir: PathBuf,
+        rejected: bool,
+        settings: &DlqSettings,
+        metrics: Arc<DlqMetrics>,
+    ) -> Result<Self, DlqError> {
         let directory_error = |source| DlqError::Directory {
             path: dir.clone(),
             source,
         };
         std::fs::create_dir_all(&dir).map_err(directory_error)?;
+        if let Err(error) = ack::remove_orphans(&dir) {
+            tracing::warn!(path = %dir.display(), %error, "cannot remove stale DLQ acknowledgement files");
+        }
         let mut sealed = VecDeque::new();
         let mut sequence_next = 1;
+        let mut pending = 0;
         for (sequence, path) in list_segments(&dir).map_err(directory_error)? {
             sequence_next = sequence_next.max(sequence + 1);
-            match ReadableSegment::open(&path).and_then(|mut segment| segment.scan(|_| {})) {
+            let mut fingerprint = ack::Fingerprint::default();
+            let scanned = ReadableSegment::open(&path)
+                .and_then(|mut segment| segment.scan(|record| fingerprint.add(record)));
+            match scanned {
                 Ok(summary) => {
                     metrics.corrupt.add(summary.corrupt);
                     if summary.corrupt > 0 {
                         tracing::warn!(path = %path.display(), corrupt = summary.corrupt, torn_tail = summary.torn_tail, "DLQ segment has corrupt records; they are skipped");
                     }
-                    sealed.push_back((sequence, path, summary.records));
+                    let handled = ack::AckState::load(&path, sequence, fingerprint).handled();
+                    pending += summary.records - handled;
+                    sealed.push_back((sequence, path, summary.records - handled));
                 }
+                // Another writer's active segment (`rejected/` is shared
+                // with a replay); it is that writer's to bound.
+                Err(SegmentError::Locked { .. }) if rejected => {}
                 Err(error) => tracing::warn!(%error, "DLQ segment skipped"),
             }
         }
-        metrics
-            .entries
-            .set(sealed.iter().map(|(_, _, records)| records).sum());
+        if !rejected {
+            metrics.entries.set(pending);
+        }
         let writer = Self {
             sink: sink.to_string(),
             dir,
+            rejected,
             settings: settings.clone(),
             active: None,
             sealed,
@@ -180,8 +255,15 @@ impl DlqWriter {
     /// write error) by this writer; the caller only logs.
     pub fn append(&mut self, record: &Record<'_>) -> Result<(), DlqError> {
         encode_frame(&mut self.frame, record);
+        assert_eq!(
+            record.reason.is_rejection(),
+            self.rejected,
+            "{:?} written to the right directory",
+            record.reason
+        );
         let result = self.append_frame();
         match &result {
+            Ok(()) if self.rejected => self.metrics.rejected_for(record.reason).add(1),
             Ok(()) => self.metrics.stored_for(record.reason).add(1),
             Err(DlqError::Full { .. }) => self.metrics.dropped.add(1),
             Err(_) => self.metrics.write_errors.add(1),
@@ -206,7 +288,9 @@ impl DlqWriter {
         }
         let active = self.active.as_mut().expect("roll opened a segment");
         active.append(&self.frame);
-        self.metrics.entries.add(1);
+        if !self.rejected {
+            self.metrics.entries.add(1);
+        }
         Ok(())
     }
 
@@ -224,16 +308,40 @@ impl DlqWriter {
                 });
             }
         }
-        let segment = WritableSegment::create(
-            &self.dir,
-            self.sequence_next,
-            self.settings.segment_bytes,
-            crate::source::file::now_ns(),
-        )?;
-        self.sequence_next += 1;
+        let segment = self.create_next()?;
         self.active = Some(segment);
         self.publish_size();
         Ok(())
+    }
+
+    /// Creates the next segment. A sequence another writer took meanwhile
+    /// (a replay writes `rejected/` too) is skipped.
+    fn create_next(&mut self) -> Result<WritableSegment, DlqError> {
+        const SEQUENCES_TRIED_MAX: u32 = 64;
+        let mut tried = 0;
+        loop {
+            let sequence = self.sequence_next;
+            self.sequence_next += 1;
+            // A stale acknowledgement file would be ignored (its fingerprint
+            // cannot match), but it must not linger either.
+            let path = self.dir.join(segment::segment_name(sequence));
+            let _ = ack::remove_for(&path);
+            let created = WritableSegment::create(
+                &self.dir,
+                sequence,
+                self.settings.segment_bytes,
+                crate::source::file::now_ns(),
+            );
+            match created {
+                Err(SegmentError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists
+                        && tried < SEQUENCES_TRIED_MAX =>
+                {
+                    tried += 1;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Deletes the oldest sealed segment. False if none can be deleted.
@@ -243,8 +351,11 @@ impl DlqWriter {
         };
         match segment::delete_unread(&path) {
             Ok(()) => {
+                let _ = ack::remove_for(&path);
                 self.metrics.dropped.add(records);
-                self.metrics.entries.subtract(records);
+                if !self.rejected {
+                    self.metrics.entries.subtract(records);
+                }
                 tracing::warn!(sink = %self.sink, path = %path.display(), records, "DLQ full: oldest segment dropped (policy drop_oldest)");
                 true
             }
@@ -263,6 +374,9 @@ impl DlqWriter {
     }
 
     fn publish_size(&self) {
+        if self.rejected {
+            return;
+        }
         let segments = self.sealed.len() as u64 + u64::from(self.active.is_some());
         self.metrics
             .size_bytes
@@ -301,10 +415,14 @@ pub struct DlqSink {
     sink: String,
     settings: DlqSettings,
     writer: Option<DlqWriter>,
+    /// The `rejected/` writer, opened at the first rejected record.
+    rejected: Option<DlqWriter>,
     metrics: Arc<DlqMetrics>,
     reopen_at: Instant,
     logged_at: Option<Instant>,
     unlogged: u64,
+    rejected_logged_at: Option<Instant>,
+    rejected_unlogged: u64,
 }
 
 const DLQ_RETRY_OPEN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -321,13 +439,35 @@ impl DlqSink {
             sink: sink.to_string(),
             settings: settings.clone(),
             writer: None,
+            rejected: None,
             metrics,
             reopen_at: Instant::now(),
             logged_at: None,
             unlogged: 0,
+            rejected_logged_at: None,
+            rejected_unlogged: 0,
         };
         dlq.try_open();
+        // Rejected segments from an earlier run are scanned now, at
+        // start-up, rather than on the dispatcher thread at the first
+        // rejection.
+        if rejected_dir(&settings.dir.join(sink)).is_dir() {
+            dlq.open_rejected();
+        }
         dlq
+    }
+
+    fn open_rejected(&mut self) -> bool {
+        match DlqWriter::open_rejected(&self.sink, &self.settings, Arc::clone(&self.metrics)) {
+            Ok(writer) => {
+                self.rejected = Some(writer);
+                true
+            }
+            Err(error) => {
+                self.log_rate_limited(&error);
+                false
+            }
+        }
     }
 
     fn try_open(&mut self) {
@@ -345,7 +485,12 @@ impl DlqSink {
     }
 
     /// Stores one record; a failure is counted and logged (rate-limited).
+    /// A rejected record (reason codes 5 to 8) goes to `rejected/`.
     pub fn store(&mut self, record: &Record<'_>) {
+        if record.reason.is_rejection() {
+            self.store_rejected(record);
+            return;
+        }
         if self.writer.is_none() && Instant::now() >= self.reopen_at {
             self.try_open();
         }
@@ -364,6 +509,28 @@ impl DlqSink {
         }
     }
 
+    fn store_rejected(&mut self, record: &Record<'_>) {
+        if self.rejected.is_none() && !self.open_rejected() {
+            self.metrics.write_errors.add(1);
+            return;
+        }
+        let writer = self.rejected.as_mut().expect("opened above");
+        if let Err(error) = writer.append(record) {
+            self.log_rate_limited(&error);
+            return;
+        }
+        let due = self
+            .rejected_logged_at
+            .is_none_or(|at| at.elapsed() >= DLQ_LOG_INTERVAL);
+        if !due {
+            self.rejected_unlogged += 1;
+            return;
+        }
+        tracing::warn!(sink = %self.sink, reason = record.reason.as_str(), bytes = record.message.len(), not_logged_since_last = self.rejected_unlogged, "entry refused for good by the sink; kept in the DLQ's rejected/ directory, not retried (counted)");
+        self.rejected_logged_at = Some(Instant::now());
+        self.rejected_unlogged = 0;
+    }
+
     fn log_rate_limited(&mut self, error: &DlqError) {
         let due = self
             .logged_at
@@ -380,6 +547,9 @@ impl DlqSink {
     /// Flushes about once a second, and seals the active segment when
     /// the replay thread asked for it.
     pub fn flush_if_due(&mut self) {
+        if let Some(rejected) = self.rejected.as_mut() {
+            rejected.flush_if_due();
+        }
         let Some(writer) = self.writer.as_mut() else {
             return;
         };

@@ -36,19 +36,38 @@ pub enum Reason {
     RetryQueueFull = 1,
     /// `max_attempts` were used up.
     AttemptsExhausted = 2,
-    /// The sink said retrying cannot help.
+    /// The sink said retrying cannot help (written by earlier versions;
+    /// such entries now go to `rejected/` with one of the reasons below).
     Permanent = 3,
     /// Not delivered before the shutdown deadline.
     Shutdown = 4,
+    /// Rejected (kept in `rejected/`, never replayed automatically): the
+    /// encoded message is longer than the sink's message limit.
+    MessageTooLarge = 5,
+    /// Rejected: the sink is not authorized for its topic or cluster.
+    NotAuthorized = 6,
+    /// Rejected: the sink's topic is invalid.
+    InvalidTopic = 7,
+    /// Rejected: another error that retrying the same message cannot fix.
+    Refused = 8,
 }
 
 impl Reason {
-    /// Every reason, in code order.
+    /// Every reason an entry is stored in the replayable DLQ for, in code
+    /// order.
     pub const ALL: [Reason; 4] = [
         Reason::RetryQueueFull,
         Reason::AttemptsExhausted,
         Reason::Permanent,
         Reason::Shutdown,
+    ];
+
+    /// Every reason a record is moved to `rejected/` for, in code order.
+    pub const REJECTED: [Reason; 4] = [
+        Reason::MessageTooLarge,
+        Reason::NotAuthorized,
+        Reason::InvalidTopic,
+        Reason::Refused,
     ];
 
     pub fn from_code(code: u8) -> Option<Reason> {
@@ -57,8 +76,17 @@ impl Reason {
             2 => Reason::AttemptsExhausted,
             3 => Reason::Permanent,
             4 => Reason::Shutdown,
+            5 => Reason::MessageTooLarge,
+            6 => Reason::NotAuthorized,
+            7 => Reason::InvalidTopic,
+            8 => Reason::Refused,
             _ => return None,
         })
+    }
+
+    /// True for the reasons of `rejected/` segments.
+    pub fn is_rejection(self) -> bool {
+        self as u8 >= Reason::MessageTooLarge as u8
     }
 
     /// The label value used in metrics and listings.
@@ -68,6 +96,10 @@ impl Reason {
             Reason::AttemptsExhausted => "attempts_exhausted",
             Reason::Permanent => "permanent_error",
             Reason::Shutdown => "shutdown",
+            Reason::MessageTooLarge => "message_too_large",
+            Reason::NotAuthorized => "not_authorized",
+            Reason::InvalidTopic => "invalid_topic",
+            Reason::Refused => "refused",
         }
     }
 }

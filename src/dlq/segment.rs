@@ -399,6 +399,16 @@ impl ReadableSegment {
         Ok(false)
     }
 
+    /// Goes back to the first record, so that the segment can be scanned
+    /// again under the same lock (replay fingerprints it first).
+    pub fn rewind(&mut self) -> Result<(), SegmentError> {
+        use std::io::Seek;
+        self.file
+            .seek(std::io::SeekFrom::Start(SEGMENT_HEADER_BYTES as u64))
+            .map(|_| ())
+            .map_err(io_error(&self.path, "seek"))
+    }
+
     /// Deletes the segment file (after its records were acknowledged).
     pub fn delete(self) -> Result<(), SegmentError> {
         std::fs::remove_file(&self.path).map_err(io_error(&self.path, "delete"))

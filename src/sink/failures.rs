@@ -5,7 +5,9 @@
 //! in-flight slot: one bitmap of failed entries and one of entries that
 //! failed for good (not worth retrying). It is allocated at start-up for
 //! `batches_in_flight` slots of `batch_size` entries, so a failure costs no
-//! allocation however many entries fail.
+//! allocation however many entries fail. An entry that failed for good also
+//! carries why (a [`Rejection`], one byte per entry), so that the dispatcher
+//! can store it in the sink's `rejected/` segments with that reason.
 //!
 //! Protocol: the sink clears a slot's bits when it starts on a batch, marks
 //! entries while delivery reports come in, and then pushes its report. The
@@ -15,15 +17,44 @@
 //! are still being read. The bits themselves are `Relaxed` atomics: the
 //! ring provides the ordering.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-/// Failed and permanent-failure bitmaps, one pair per slot.
+/// Why an entry failed for good: retrying the same message cannot help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Rejection {
+    /// The encoded message is longer than the sink's message limit.
+    TooLarge = 1,
+    /// Not authorized for the topic or the cluster.
+    NotAuthorized = 2,
+    /// The topic is invalid.
+    InvalidTopic = 3,
+    /// Any other error that retrying cannot fix.
+    Refused = 4,
+}
+
+impl Rejection {
+    fn from_code(code: u8) -> Rejection {
+        match code {
+            1 => Rejection::TooLarge,
+            2 => Rejection::NotAuthorized,
+            3 => Rejection::InvalidTopic,
+            _ => Rejection::Refused,
+        }
+    }
+}
+
+/// Failed and permanent-failure bitmaps, one pair per slot, and the
+/// rejection of each permanently failed entry.
 #[derive(Debug)]
 pub struct FailureTable {
     entries_per_slot: usize,
     words_per_slot: usize,
     failed: Box<[AtomicU64]>,
     permanent: Box<[AtomicU64]>,
+    /// `Rejection` code per entry (`slot * entries_per_slot + entry`);
+    /// meaningful only while the entry's permanent bit is set.
+    rejections: Box<[AtomicU8]>,
 }
 
 impl FailureTable {
@@ -43,6 +74,9 @@ impl FailureTable {
             words_per_slot,
             failed: words(),
             permanent: words(),
+            rejections: (0..slots * entries_per_slot)
+                .map(|_| AtomicU8::new(0))
+                .collect(),
         }
     }
 
@@ -77,7 +111,29 @@ impl FailureTable {
         self.failed[index].fetch_or(bit, Ordering::Relaxed);
         if !retryable {
             self.permanent[index].fetch_or(bit, Ordering::Relaxed);
+            self.rejections[slot * self.entries_per_slot + entry]
+                .store(Rejection::Refused as u8, Ordering::Relaxed);
         }
+    }
+
+    /// Marks an entry failed for good, and why.
+    pub fn mark_rejected(&self, slot: usize, entry: usize, rejection: Rejection) {
+        self.mark(slot, entry, false);
+        self.rejections[slot * self.entries_per_slot + entry]
+            .store(rejection as u8, Ordering::Relaxed);
+    }
+
+    /// Why a permanently failed entry failed (`Refused` when it was marked
+    /// without a reason).
+    pub fn rejection(&self, slot: usize, entry: usize) -> Rejection {
+        debug_assert!(
+            entry < self.entries_per_slot,
+            "entry={entry} max={}",
+            self.entries_per_slot
+        );
+        Rejection::from_code(
+            self.rejections[slot * self.entries_per_slot + entry].load(Ordering::Relaxed),
+        )
     }
 
     /// Forgets one entry's mark (it was dealt with: sent again, or stored).
@@ -121,6 +177,10 @@ mod tests {
         assert!(!table.is_permanent(1, 63));
         assert_eq!(table.failed_entries(0).count(), 0);
         assert_eq!(table.failed_entries(2).count(), 0);
+        assert_eq!(table.rejection(1, 64), Rejection::Refused);
+        table.mark_rejected(2, 129, Rejection::TooLarge);
+        assert!(table.is_permanent(2, 129));
+        assert_eq!(table.rejection(2, 129), Rejection::TooLarge);
         table.clear(1);
         assert_eq!(table.failed_entries(1).count(), 0);
         assert!(!table.is_permanent(1, 64));

@@ -502,6 +502,20 @@ impl Exporter {
             }
         }
         out.family(
+            "log_capturer_dlq_rejected_total",
+            "counter",
+            "Entries the sink refused for good, kept in the DLQ's rejected/ directory and never replayed automatically, by reason.",
+        );
+        for dlq in &metrics.dlq {
+            for reason in Reason::REJECTED {
+                out.sample(
+                    "log_capturer_dlq_rejected_total",
+                    &[("sink", &dlq.sink), ("reason", reason.as_str())],
+                    dlq.rejected_for(reason).get(),
+                );
+            }
+        }
+        out.family(
             "log_capturer_dlq_entries_total",
             "counter",
             "Entries stored in the dead-letter queue, all reasons.",

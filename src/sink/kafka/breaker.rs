@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::sink::failures::Rejection;
+
 /// Breaker state, exported as `kafka_circuit_breaker_state` (0 closed,
 /// 1 open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,22 @@ pub fn is_permanent_error(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Why a permanent error refuses a message (`None` when retrying may help).
+pub fn rejection_of(code: RDKafkaErrorCode) -> Option<Rejection> {
+    if !is_permanent_error(code) {
+        return None;
+    }
+    Some(match code {
+        RDKafkaErrorCode::MessageSizeTooLarge
+        | RDKafkaErrorCode::MessageBatchTooLarge
+        | RDKafkaErrorCode::InvalidMessageSize => Rejection::TooLarge,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed => Rejection::NotAuthorized,
+        RDKafkaErrorCode::InvalidTopic => Rejection::InvalidTopic,
+        _ => Rejection::Refused,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +138,14 @@ mod tests {
         assert!(!is_transport_error(RDKafkaErrorCode::MessageSizeTooLarge));
         assert!(is_permanent_error(RDKafkaErrorCode::MessageSizeTooLarge));
         assert!(!is_permanent_error(RDKafkaErrorCode::NotEnoughReplicas));
+        assert_eq!(
+            rejection_of(RDKafkaErrorCode::MessageSizeTooLarge),
+            Some(Rejection::TooLarge)
+        );
+        assert_eq!(
+            rejection_of(RDKafkaErrorCode::TopicAuthorizationFailed),
+            Some(Rejection::NotAuthorized)
+        );
+        assert_eq!(rejection_of(RDKafkaErrorCode::AllBrokersDown), None);
     }
 }

@@ -50,6 +50,29 @@ impl KafkaConfigError {
     }
 }
 
+/// librdkafka's default `message.max.bytes`.
+pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1_000_000;
+
+/// Bytes librdkafka adds to a message's key and value when it checks them
+/// against `message.max.bytes` on `produce` (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`
+/// in `rdkafka_proto.h`: the varints of length, attributes, timestamp and
+/// offset deltas, key and value lengths, and header count).
+pub const MESSAGE_OVERHEAD_BYTES_MAX: usize = 36;
+
+/// The most bytes of key plus payload that librdkafka accepts from this
+/// sink: its `message.max.bytes` (the sink's `librdkafka` table, or
+/// librdkafka's default) less the record overhead. A longer message is
+/// refused by `produce` with `MSG_SIZE_TOO_LARGE`, whatever the brokers say.
+pub fn message_payload_bytes_max(config: &KafkaSinkConfig) -> usize {
+    let configured = config
+        .librdkafka
+        .get("message.max.bytes")
+        .and_then(|value| value.to_string().trim().parse::<usize>().ok());
+    configured
+        .unwrap_or(MESSAGE_BYTES_MAX_DEFAULT)
+        .saturating_sub(MESSAGE_OVERHEAD_BYTES_MAX)
+}
+
 const RESERVED: &[(&str, &str)] = &[
     ("bootstrap.servers", "use the `brokers` key"),
     (

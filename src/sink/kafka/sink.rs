@@ -17,6 +17,15 @@
 //! allocates nothing. `QueueFull` on `send` is backpressure: the entry is
 //! tried again after a short poll, never dropped.
 //!
+//! A message longer than librdkafka accepts (`message.max.bytes`, see
+//! `config::message_payload_bytes_max`) is refused here, before librdkafka
+//! sees it: the entry is marked failed for good (`Rejection::TooLarge`) and
+//! the dispatcher stores it in the sink's `rejected/` segments; the rest of
+//! the batch goes on. With the breaker open the size is checked too, so
+//! such an entry never waits in the retry wheel. Splitting it instead would
+//! cut a JSON object (message and labels) into pieces that mean nothing
+//! alone.
+//!
 //! Bounds: at most `batches_in_flight` batches are held (one per slot), so
 //! librdkafka's queue holds at most `batch_size x batches_in_flight`
 //! messages.
@@ -33,13 +42,14 @@ use rdkafka::producer::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::batch::SealedBatch;
+use crate::batch::{Entry, SealedBatch};
 use crate::config::Encoding;
 use crate::labels::{Symbol, SymbolTable};
 use crate::limits;
 use crate::metrics::{Counter, Gauge, SinkMetrics};
 use crate::sink::encode::Encoder;
-use crate::sink::kafka::breaker::{Breaker, is_permanent_error, is_transport_error};
+use crate::sink::failures::Rejection;
+use crate::sink::kafka::breaker::{Breaker, is_transport_error, rejection_of};
 use crate::sink::{FailureTable, Outcome, SinkLinks, SinkReport};
 use crate::wake;
 
@@ -92,21 +102,29 @@ pub struct KafkaContext {
 
 impl KafkaContext {
     fn record_failure(&self, slot: usize, entry: usize, code: RDKafkaErrorCode) {
-        let permanent = is_permanent_error(code);
+        if let Some(rejection) = rejection_of(code) {
+            self.record_rejection(slot, entry, rejection);
+            return;
+        }
         if is_transport_error(code) {
             self.transport_failed.store(true, Ordering::Relaxed);
             self.metrics.errors_transport.add(1);
-        } else if permanent {
-            self.metrics.errors_permanent.add(1);
         } else {
             self.metrics.errors_retryable.add(1);
         }
-        self.failures.mark(slot, entry, !permanent);
+        self.failures.mark(slot, entry, true);
+        self.slots[slot]
+            .entries_failed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An entry failed for good: it goes to `rejected/`, never to a retry.
+    fn record_rejection(&self, slot: usize, entry: usize, rejection: Rejection) {
+        self.metrics.errors_permanent.add(1);
+        self.failures.mark_rejected(slot, entry, rejection);
         let book = &self.slots[slot];
         book.entries_failed.fetch_add(1, Ordering::Relaxed);
-        if permanent {
-            book.entries_permanent.fetch_add(1, Ordering::Relaxed);
-        }
+        book.entries_permanent.fetch_add(1, Ordering::Relaxed);
     }
 
     fn settle(&self, slot: usize) {
@@ -159,6 +177,9 @@ pub struct KafkaSinkOptions {
     pub probe_interval: Duration,
     pub batches_in_flight: usize,
     pub batch_size: usize,
+    /// Most bytes of key plus payload librdkafka accepts
+    /// (`config::message_payload_bytes_max`); longer entries are rejected.
+    pub payload_bytes_max: usize,
 }
 
 /// Why a Kafka sink could not be created.
@@ -202,6 +223,16 @@ impl std::fmt::Debug for KafkaSink {
 
 /// Entries handed to librdkafka before the loop polls again.
 const SENDS_PER_ROUND_MAX: usize = 4096;
+
+/// Most bytes the JSON encoding writes per byte of a line (a control byte
+/// becomes `\u00XX`).
+const JSON_BYTES_PER_LINE_BYTE_MAX: usize = 6;
+
+/// Bytes an encoded message may add to its escaped line (timestamp, keys,
+/// labels) that the breaker-open size check assumes without encoding; a
+/// message that exceeds the limit only through larger labels is still
+/// caught when it is sent.
+const ENCODED_OVERHEAD_BYTES_SLACK: usize = 64 * 1024;
 
 impl KafkaSink {
     /// Creates the producer (librdkafka starts connecting now).
@@ -422,7 +453,7 @@ impl KafkaSink {
                 .expect("the produced batch awaits"),
         );
         if self.breaker.is_open() {
-            self.fail_from(slot, next, batch.len(), retry);
+            self.fail_from(slot, next, &batch, retry);
             self.producing = None;
             return true;
         }
@@ -485,21 +516,54 @@ impl KafkaSink {
     }
 
     /// Fails the unsent selected entries from `from` on as retryable
-    /// (breaker open). A retry's unsent entries still carry their marks.
-    fn fail_from(&self, slot: usize, from: usize, len: usize, retry: bool) {
-        let context = self.producer.context();
-        let book = &context.slots[slot];
+    /// (breaker open), except those too large to ever be sent, which are
+    /// rejected. A retry's unsent entries still carry their marks (they
+    /// were size-checked when first failed).
+    fn fail_from(&mut self, slot: usize, from: usize, batch: &SealedBatch, retry: bool) {
         let mut count = 0u32;
-        for entry in from..len {
+        for entry in from..batch.len() {
             if retry {
                 count += u32::from(self.failures.is_failed(slot, entry));
+            } else if self.is_too_large(&batch.entries()[entry]) {
+                let context = self.producer.context();
+                context.record_rejection(slot, entry, Rejection::TooLarge);
+                context.settle(slot);
             } else {
                 self.failures.mark(slot, entry, true);
                 count += 1;
             }
         }
+        let book = &self.producer.context().slots[slot];
         book.entries_failed.fetch_add(count, Ordering::Relaxed);
         book.reports_missing.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// The key of an entry: the value of the sink's key label.
+    fn key_of<'a>(&'a self, entry: &Entry<'_>) -> Option<&'a [u8]> {
+        self.key_symbol
+            .and_then(|key| entry.labels.iter().find(|(label, _)| *label == key))
+            .map(|&(_, value)| self.symbols.resolve(value).as_bytes())
+    }
+
+    /// Whether librdkafka would refuse the entry's message as too large.
+    /// Only lines that could reach the limit once encoded are encoded.
+    fn is_too_large(&mut self, entry: &Entry<'_>) -> bool {
+        let expansion = match self.encoder.encoding() {
+            Encoding::Raw => 1,
+            Encoding::Json => JSON_BYTES_PER_LINE_BYTE_MAX,
+        };
+        let bound = entry.line.len().saturating_mul(expansion) + ENCODED_OVERHEAD_BYTES_SLACK;
+        if bound <= self.options.payload_bytes_max {
+            return false;
+        }
+        self.buffer.clear();
+        self.encoder.encode(&mut self.buffer, entry);
+        let payload_bytes = self
+            .buffer
+            .strip_suffix(b"\n")
+            .unwrap_or(&self.buffer)
+            .len();
+        payload_bytes + self.key_of(entry).map_or(0, <[u8]>::len) > self.options.payload_bytes_max
     }
 
     fn send(
@@ -512,10 +576,14 @@ impl KafkaSink {
         self.buffer.clear();
         self.encoder.encode(&mut self.buffer, entry);
         let payload = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
-        let key = self
-            .key_symbol
-            .and_then(|key| entry.labels.iter().find(|(label, _)| *label == key))
-            .map(|&(_, value)| self.symbols.resolve(value).as_bytes());
+        let key = self.key_of(entry);
+        if payload.len() + key.map_or(0, <[u8]>::len) > self.options.payload_bytes_max {
+            tracing::debug!(sink = %self.options.id, bytes = payload.len(), "message longer than message.max.bytes; rejected");
+            let context = self.producer.context();
+            context.record_rejection(slot, entry_index, Rejection::TooLarge);
+            context.settle(slot);
+            return Ok(());
+        }
         let opaque = slot * self.options.batch_size + entry_index;
         let mut record =
             BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.options.topic, opaque)
