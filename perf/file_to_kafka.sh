@@ -8,8 +8,12 @@
 set -euo pipefail
 lines=${1:-2000000}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-binary="$root/target/release/log-capturer"
+# LOG_CAPTURER_BINARY measures another build side by side (e.g. the
+# previous commit's), without building this one.
+if [ -z "${LOG_CAPTURER_BINARY:-}" ]; then
+    cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+fi
+binary=${LOG_CAPTURER_BINARY:-$root/target/release/log-capturer}
 work=$(mktemp -d)
 "$binary" kafka-mock --topic bench:64 > "$work/mock.out" &
 mock=$!

@@ -7,7 +7,12 @@
 set -euo pipefail
 lines=${1:-5000000}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+# LOG_CAPTURER_BINARY measures another build side by side (e.g. the
+# previous commit's), without building this one.
+if [ -z "${LOG_CAPTURER_BINARY:-}" ]; then
+    cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+fi
+binary=${LOG_CAPTURER_BINARY:-$root/target/release/log-capturer}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 "$root/perf/generate_lines.py" "$work/input.log" "$lines"
@@ -32,4 +37,4 @@ type = "null"
 TOML
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 LOG_CAPTURER_LOG=warn python3 "$root/perf/measure.py" "$lines" -- \
-    "$root/target/release/log-capturer" run --config "$work/config.toml"
+    "$binary" run --config "$work/config.toml"
