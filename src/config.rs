@@ -37,11 +37,20 @@ use serde::{Deserialize, Deserializer};
 
 use crate::limits;
 
-/// Why a configuration could not be used.
+mod document;
+mod host;
+
+use document::Document;
+pub use document::KeyLine;
+pub use host::{ConfigWarning, Loaded};
+
+/// Why a configuration could not be used. Each message names the file
+/// once; [`ConfigError::Read`] leaves the operating system's reason to its
+/// `source()`, so that a caller printing the chain prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read at all.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -51,31 +60,49 @@ pub enum ConfigError {
     /// type or range. The message carries the line and column.
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    /// The file parsed, but the values do not fit together.
-    #[error("invalid config file {path}: {key}: {reason}")]
+    /// The file parsed, but a value is unusable: out of range, in conflict
+    /// with another, or naming something this host lacks. `key` is the
+    /// dotted path of the key; `line` is where it is written, when it is.
+    #[error("invalid config file {path}: {}", describe_invalid(key, line.as_ref(), reason))]
     Invalid {
         path: PathBuf,
         key: String,
+        line: Option<KeyLine>,
         reason: String,
     },
 }
 
+fn describe_invalid(key: &str, line: Option<&KeyLine>, reason: &str) -> String {
+    match line {
+        Some(line) => format!("{line}: `{key}`: {reason}\n  | {}", line.text),
+        None => format!("`{key}`: {reason}"),
+    }
+}
+
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Config {
-    #[serde(default)]
     pub daemon: DaemonConfig,
-    #[serde(default)]
     pub dispatcher: DispatcherConfig,
-    #[serde(default)]
     pub retry: RetryConfig,
-    #[serde(default)]
     pub dlq: DlqConfig,
-    #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
-    #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// The tables of the file other than `[sources]` and `[sinks]`, which
+/// [`Document::components`] reads one by one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    daemon: DaemonConfig,
+    #[serde(default)]
+    dispatcher: DispatcherConfig,
+    #[serde(default)]
+    retry: RetryConfig,
+    #[serde(default)]
+    dlq: DlqConfig,
 }
 
 /// `[daemon]`: process-wide settings.
@@ -228,10 +255,22 @@ impl Config {
 }
 
 /// `[sources.<id>]`, selected by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
     File(FileSourceConfig),
+}
+
+/// The values of a source's `type`.
+const SOURCE_TYPES: &[&str] = &["file"];
+
+fn build_source(
+    kind: &str,
+    fields: toml::de::ValueDeserializer<'_>,
+) -> Result<SourceConfig, toml::de::Error> {
+    match kind {
+        "file" => FileSourceConfig::deserialize(fields).map(SourceConfig::File),
+        _ => unreachable!("source type {kind:?} is not in SOURCE_TYPES"),
+    }
 }
 
 /// Where a file source starts in a file it has no position for.
@@ -318,13 +357,28 @@ pub enum Encoding {
 }
 
 /// `[sinks.<id>]`, selected by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum SinkConfig {
     Kafka(KafkaSinkConfig),
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
     Null(NullSinkConfig),
+}
+
+/// The values of a sink's `type`.
+const SINK_TYPES: &[&str] = &["kafka", "file", "stdout", "null"];
+
+fn build_sink(
+    kind: &str,
+    fields: toml::de::ValueDeserializer<'_>,
+) -> Result<SinkConfig, toml::de::Error> {
+    match kind {
+        "kafka" => KafkaSinkConfig::deserialize(fields).map(SinkConfig::Kafka),
+        "file" => FileSinkConfig::deserialize(fields).map(SinkConfig::File),
+        "stdout" => StdoutSinkConfig::deserialize(fields).map(SinkConfig::Stdout),
+        "null" => NullSinkConfig::deserialize(fields).map(SinkConfig::Null),
+        _ => unreachable!("sink type {kind:?} is not in SINK_TYPES"),
+    }
 }
 
 /// `type = "kafka"`: produce every entry as one message to a topic.
@@ -400,7 +454,55 @@ fn broker_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::
             "`brokers` must list at least one \"host:port\" and no empty entry",
         ));
     }
+    for broker in &brokers {
+        check_broker(broker).map_err(serde::de::Error::custom)?;
+    }
     Ok(brokers.join(","))
+}
+
+/// Checks the syntax of one bootstrap broker: `host:port`, where host is a
+/// name, an IPv4 address or a bracketed IPv6 address, optionally after a
+/// `protocol://` prefix as librdkafka allows. Names are not resolved here: a
+/// name that does not resolve (yet) is an operating condition that the
+/// circuit breaker handles, while a malformed entry would be retried forever.
+fn check_broker(broker: &str) -> Result<(), String> {
+    let address = broker.split_once("://").map_or(broker, |(_, rest)| rest);
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("broker {broker:?} is not \"host:port\""));
+    };
+    let host_valid = match host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+    {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => is_host_name(host),
+    };
+    if !host_valid {
+        return Err(format!(
+            "broker {broker:?}: host {host:?} is not a host name or an IP address"
+        ));
+    }
+    match port.parse::<u32>() {
+        Ok(1..=65_535) => Ok(()),
+        _ => Err(format!(
+            "broker {broker:?}: port {port:?} is not a number from 1 to 65535"
+        )),
+    }
+}
+
+/// A DNS name (or IPv4 address): dot-separated labels of 1 to 63 characters
+/// of `[A-Za-z0-9_-]`, at most 253 characters, one trailing dot allowed.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+        })
 }
 
 fn topic_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -446,128 +548,149 @@ fn non_empty_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf,
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, without looking at the host.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Config::from_toml(&text, path)
     }
 
     /// Parses and validates config text; `path` is only used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: describe_toml_error(&error, text),
-        })?;
-        config.validate(path)?;
+        let document = Document::parse(text, path)?;
+        let config = Config::from_document(&document)?;
+        config.validate(&document)?;
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            reason: reason.to_string(),
-        };
-        if self.retry.max_delay_ms < self.retry.base_delay_ms {
-            return Err(invalid(
-                "retry.max_delay_ms",
-                "must be at least retry.base_delay_ms",
-            ));
-        }
-        if self.dlq.segment_bytes.get() < 64 * 1024 {
-            return Err(invalid("dlq.segment_bytes", "must be at least 65536"));
-        }
-        if self.dlq.max_bytes.get() < self.dlq.segment_bytes.get() as u64 {
-            return Err(invalid(
-                "dlq.max_bytes",
-                "must hold at least one segment (dlq.segment_bytes)",
-            ));
-        }
+    fn from_document(document: &Document<'_>) -> Result<Config, ConfigError> {
+        let settings: Settings = document.deserialize_without(&["sources", "sinks"])?;
+        Ok(Config {
+            daemon: settings.daemon,
+            dispatcher: settings.dispatcher,
+            retry: settings.retry,
+            dlq: settings.dlq,
+            sources: document.components("sources", SOURCE_TYPES, build_source)?,
+            sinks: document.components("sinks", SINK_TYPES, build_sink)?,
+        })
+    }
+
+    fn validate(&self, document: &Document<'_>) -> Result<(), ConfigError> {
+        self.validate_settings(document)?;
         if self.sources.is_empty() {
-            return Err(invalid("sources", "at least one source is required"));
+            return Err(document.invalid(&["sources"], "at least one source is required"));
         }
         if self.sinks.is_empty() {
-            return Err(invalid("sinks", "at least one sink is required"));
+            return Err(document.invalid(&["sinks"], "at least one sink is required"));
+        }
+        for id in self.sources.keys().chain(self.sinks.keys()) {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(is_id_byte) {
+                let table = if self.sources.contains_key(id) {
+                    "sources"
+                } else {
+                    "sinks"
+                };
+                return Err(document.invalid(
+                    &[table, id],
+                    "a component id is 1 to 64 characters of [A-Za-z0-9_-]",
+                ));
+            }
+        }
+        for (id, source) in &self.sources {
+            let SourceConfig::File(file) = source;
+            validate_patterns(document, id, file)?;
         }
         for (id, sink) in &self.sinks {
             if let SinkConfig::Kafka(kafka) = sink {
                 crate::sink::kafka::config::client_config(kafka, 1).map_err(|error| {
-                    ConfigError::Invalid {
-                        path: path.to_path_buf(),
-                        key: format!("sinks.{id}.{}", error.key()),
-                        reason: error.to_string(),
-                    }
+                    let key = error.key();
+                    let key_path: Vec<&str> = ["sinks", id.as_str()]
+                        .into_iter()
+                        .chain(key_segments(&key))
+                        .collect();
+                    document.invalid(&key_path, error.to_string())
                 })?;
             }
         }
-        for id in self.sources.keys().chain(self.sinks.keys()) {
-            if id.is_empty() || id.len() > 64 || !id.bytes().all(is_id_byte) {
-                return Err(invalid(
-                    id,
-                    "a component id is 1 to 64 characters of [A-Za-z0-9_-]",
-                ));
-            }
+        Ok(())
+    }
+
+    /// The bounds of `[dispatcher]`, `[retry]` and `[dlq]` that serde's
+    /// types do not express; each is documented in README's config section.
+    fn validate_settings(&self, document: &Document<'_>) -> Result<(), ConfigError> {
+        let queue_capacity_min = limits::SOURCE_CHUNKS_MIN * limits::CHUNK_LINES_MAX;
+        if self.dispatcher.queue_capacity.get() < queue_capacity_min {
+            return Err(document.invalid(
+                &["dispatcher", "queue_capacity"],
+                format!(
+                    "{} is below the minimum of {queue_capacity_min} entries ({} chunks of {} lines)",
+                    self.dispatcher.queue_capacity,
+                    limits::SOURCE_CHUNKS_MIN,
+                    limits::CHUNK_LINES_MAX
+                ),
+            ));
+        }
+        if self.retry.max_delay_ms < self.retry.base_delay_ms {
+            return Err(document.invalid(
+                &["retry", "max_delay_ms"],
+                "must be at least retry.base_delay_ms",
+            ));
+        }
+        if self.dlq.segment_bytes.get() < DLQ_SEGMENT_BYTES_MIN {
+            return Err(document.invalid(
+                &["dlq", "segment_bytes"],
+                format!("must be at least {DLQ_SEGMENT_BYTES_MIN}"),
+            ));
+        }
+        if self.dlq.max_bytes.get() < self.dlq.segment_bytes.get() as u64 {
+            return Err(document.invalid(
+                &["dlq", "max_bytes"],
+                "must hold at least one segment (dlq.segment_bytes)",
+            ));
         }
         Ok(())
     }
 }
 
+/// Smallest DLQ segment: room for the header and a useful number of records.
+const DLQ_SEGMENT_BYTES_MIN: usize = 64 * 1024;
+
+/// The segments of a key relative to a sink's table: `librdkafka.<property>`
+/// keeps the property, dots and all, as one segment.
+fn key_segments(key: &str) -> Vec<&str> {
+    match key.split_once('.') {
+        Some((table, property)) => vec![table, property],
+        None => vec![key],
+    }
+}
+
+/// Glob patterns must compile; a plain path is taken as written.
+fn validate_patterns(
+    document: &Document<'_>,
+    id: &str,
+    file: &FileSourceConfig,
+) -> Result<(), ConfigError> {
+    for (index, pattern) in file.paths.iter().enumerate() {
+        if let Err(error) = glob::Pattern::new(pattern) {
+            return Err(ConfigError::Invalid {
+                path: document.path().to_path_buf(),
+                key: format!("sources.{id}.paths[{index}]"),
+                line: document.element_line(&["sources", id, "paths"], index),
+                reason: format!("invalid glob pattern {pattern:?}: {error}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn is_id_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
-}
-
-/// Formats a TOML error as "line L, column C: message" plus the offending
-/// line. An error inside a `[sources.x]` or `[sinks.x]` table is reported by
-/// serde at the span of the whole table; when the message names a key, the
-/// key's own line inside that span is found, so that the operator sees it.
-fn describe_toml_error(error: &toml::de::Error, text: &str) -> String {
-    let message = error.message().trim_end();
-    let Some(span) = error.span() else {
-        return message.to_string();
-    };
-    let start = key_offset_in_span(message, text, span.clone()).unwrap_or(span.start);
-    let start = start.min(text.len());
-    let line_index = text[..start].bytes().filter(|&byte| byte == b'\n').count();
-    let line_start = text[..start].rfind('\n').map_or(0, |offset| offset + 1);
-    let column = text[line_start..start].chars().count() + 1;
-    let line_text = text[line_start..].lines().next().unwrap_or("");
-    format!(
-        "line {}, column {}: {}\n  | {}",
-        line_index + 1,
-        column,
-        message,
-        line_text
-    )
-}
-
-/// Finds `key =` of a key named in backticks by `message` ("unknown field
-/// `foo`") within the table that `span` of `text` starts.
-fn key_offset_in_span(message: &str, text: &str, span: std::ops::Range<usize>) -> Option<usize> {
-    let after = message.split_once('`')?.1;
-    let key = after.split_once('`')?.0;
-    if key.is_empty() {
-        return None;
-    }
-    // The span may cover only the table header: look on until the next
-    // header.
-    let region = text.get(span.start..)?;
-    let mut line_offset = 0;
-    for (index, line) in region.split_inclusive('\n').enumerate() {
-        let trimmed = line.trim_start();
-        if index > 0 && span.start + line_offset >= span.end && trimmed.starts_with('[') {
-            return None;
-        }
-        if let Some(rest) = trimmed.strip_prefix(key)
-            && rest.trim_start().starts_with('=')
-        {
-            return Some(span.start + line_offset + (line.len() - trimmed.len()));
-        }
-        line_offset += line.len();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use log_capturer::config::Config;
+use log_capturer::config::{Config, Loaded};
 use log_capturer::pipeline::{Pipeline, PipelineMetrics};
 use log_capturer::telemetry::http::MetricsServer;
 
@@ -98,6 +98,7 @@ enum DlqCommand {
     },
     /// Print the records of the DLQ, oldest first.
     Dump {
+        /// The daemon's config file (for `[dlq] dir` or `daemon.data_dir`).
         #[arg(long, short)]
         config: PathBuf,
         /// Only this sink's records.
@@ -111,6 +112,8 @@ enum DlqCommand {
     /// all its records were acknowledged. Safe while the daemon runs: the
     /// segment it writes is locked and skipped.
     Replay {
+        /// The daemon's config file (for `[dlq] dir` and the sink's
+        /// settings).
         #[arg(long, short)]
         config: PathBuf,
         /// The sink id whose records to replay.
@@ -161,7 +164,10 @@ fn init_tracing() {
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::from_file(path)?;
+    let Loaded { config, warnings } = Config::load(path)?;
+    for warning in &warnings {
+        println!("warning: {warning}");
+    }
     println!(
         "{}: ok ({} sources, {} sinks)",
         path.display(),
@@ -172,7 +178,10 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::from_file(path)?;
+    let Loaded { config, warnings } = Config::load(path)?;
+    for warning in &warnings {
+        tracing::warn!(%warning, "config");
+    }
     if !config.daemon.transparent_huge_pages {
         disable_transparent_huge_pages();
     }

@@ -31,14 +31,14 @@ use crate::wake::{self, Waker};
 /// Why a sink could not deliver a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("sink {sink}: cannot write {target}: {source}")]
+    #[error("sink {sink}: cannot write {target}")]
     Write {
         sink: String,
         target: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("sink {sink}: cannot open {target}: {source}")]
+    #[error("sink {sink}: cannot open {target}")]
     Open {
         sink: String,
         target: String,
@@ -142,7 +142,7 @@ pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<Sink
         links.dispatcher.wake();
     }
     if let Err(error) = sink.flush() {
-        tracing::error!(sink = %metrics.id, %error, "flush at shutdown failed");
+        tracing::error!(sink = %metrics.id, error = %crate::error_chain::ErrorChain(&error), "flush at shutdown failed");
     }
 }
 
@@ -176,7 +176,7 @@ fn deliver_one(
         Err(error) => {
             metrics.lines_failed.add(lines);
             metrics.batches_failed.add(1);
-            tracing::warn!(sink = %metrics.id, %error, lines, "batch not delivered");
+            tracing::warn!(sink = %metrics.id, error = %crate::error_chain::ErrorChain(&error), lines, "batch not delivered");
             if !job.retry {
                 // A retry leaves the marks of the entries it tried as they are.
                 failures.clear(slot);

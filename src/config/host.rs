@@ -1,0 +1,215 @@
+//! Checks of a parsed config against this host's file system: what `run`
+//! would otherwise find out only after starting, or never.
+//!
+//! * A file sink's directory must exist, be a directory and be writable.
+//! * Two file sinks must not write the same file, and no file sink may write
+//!   a file that a source follows (it would read its own output forever).
+//! * A source glob that matches no file is a warning, not an error: files
+//!   may appear later, but an operator should know the pattern is empty now.
+//!
+//! Names are compared after normalisation: a path is made absolute, and its
+//! directory is resolved through symbolic links when it exists.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::document::Document;
+use super::{Config, ConfigError, FileSourceConfig, KeyLine, SinkConfig, SourceConfig};
+
+/// A config that passed every check, and what the operator should know.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// Something in a valid config that is probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub path: PathBuf,
+    /// Dotted path of the key, e.g. `sources.app.paths[0]`.
+    pub key: String,
+    pub line: Option<KeyLine>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "config file {}: ", self.path.display())?;
+        if let Some(line) = &self.line {
+            write!(formatter, "{line}: ")?;
+        }
+        write!(formatter, "`{}`: {}", self.key, self.message)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file and checks it against this host:
+    /// what `check-config` and `run` do before anything starts.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = super::read_text(path)?;
+        let document = Document::parse(&text, path)?;
+        let config = Config::from_document(&document)?;
+        config.validate(&document)?;
+        let warnings = config.check_host(&document)?;
+        Ok(Loaded { config, warnings })
+    }
+
+    fn check_host(&self, document: &Document<'_>) -> Result<Vec<ConfigWarning>, ConfigError> {
+        let mut written: Vec<(&str, PathBuf)> = Vec::new();
+        for (id, sink) in &self.sinks {
+            let SinkConfig::File(file) = sink else {
+                continue;
+            };
+            let key = ["sinks", id.as_str(), "path"];
+            check_output_path(&file.path).map_err(|reason| document.invalid(&key, reason))?;
+            let normalised = normalise(&file.path);
+            if let Some((first, _)) = written.iter().find(|(_, other)| *other == normalised) {
+                let reason = format!(
+                    "{} is also written by sinks.{first}.path",
+                    normalised.display()
+                );
+                return Err(document.invalid(&key, reason));
+            }
+            for (source_id, source) in &self.sources {
+                let SourceConfig::File(source) = source;
+                if let Some(pattern) = followed_by(source, &file.path, &normalised) {
+                    let reason = format!(
+                        "{} is followed by sources.{source_id} (paths entry {pattern:?}): \
+                         the sink would read its own output",
+                        normalised.display()
+                    );
+                    return Err(document.invalid(&key, reason));
+                }
+            }
+            written.push((id, normalised));
+        }
+        Ok(self.empty_globs(document))
+    }
+
+    /// A warning for each source glob that matches no file now.
+    fn empty_globs(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        for (id, source) in &self.sources {
+            let SourceConfig::File(file) = source;
+            for (index, pattern) in file.paths.iter().enumerate() {
+                if !is_glob(pattern) || glob_matches_a_file(pattern) {
+                    continue;
+                }
+                warnings.push(ConfigWarning {
+                    path: document.path().to_path_buf(),
+                    key: format!("sources.{id}.paths[{index}]"),
+                    line: document.element_line(&["sources", id, "paths"], index),
+                    message: format!(
+                        "source {id}: pattern {pattern:?} matches no file now \
+                         (files that appear later are not picked up until a restart)"
+                    ),
+                });
+            }
+        }
+        warnings
+    }
+}
+
+/// Whether the pipeline expands `pattern` as a glob (it does when the
+/// pattern has a glob character).
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+fn glob_matches_a_file(pattern: &str) -> bool {
+    glob::glob(pattern)
+        .is_ok_and(|mut paths| paths.any(|path| path.is_ok_and(|path| path.is_file())))
+}
+
+/// The `paths` entry of `source` that names `path` (as written or
+/// normalised), if any.
+fn followed_by<'source>(
+    source: &'source FileSourceConfig,
+    path: &Path,
+    normalised: &Path,
+) -> Option<&'source str> {
+    source
+        .paths
+        .iter()
+        .find(|pattern| {
+            if is_glob(pattern) {
+                glob::Pattern::new(pattern).is_ok_and(|glob| {
+                    glob.matches_path(path)
+                        || glob.matches_path(normalised)
+                        || glob::Pattern::new(&normalise(Path::new(pattern)).to_string_lossy())
+                            .is_ok_and(|absolute| absolute.matches_path(normalised))
+                })
+            } else {
+                normalise(Path::new(pattern.as_str())) == normalised
+            }
+        })
+        .map(String::as_str)
+}
+
+/// Why a file sink could not open `path` for appending, if it could not.
+fn check_output_path(path: &Path) -> Result<(), String> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(directory) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("directory {} does not exist", directory.display()));
+        }
+        Err(error) => {
+            return Err(format!("directory {}: {error}", directory.display()));
+        }
+        Ok(metadata) if !metadata.is_dir() => {
+            return Err(format!("{} is not a directory", directory.display()));
+        }
+        Ok(_) => {}
+    }
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => {
+            Err(format!("{} is a directory, not a file", path.display()))
+        }
+        Ok(_) => writable(path)
+            .map_err(|error| format!("file {} is not writable: {error}", path.display())),
+        Err(_) => writable(directory)
+            .map_err(|error| format!("directory {} is not writable: {error}", directory.display())),
+    }
+}
+
+/// access(2) with W_OK: asks the kernel, which knows about ACLs, read-only
+/// mounts and root, rather than guessing from permission bits.
+fn writable(path: &Path) -> Result<(), std::io::Error> {
+    let name = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a NUL-terminated string that lives across the call;
+    // access(2) only reads it.
+    let result = unsafe { libc::access(name.as_ptr(), libc::W_OK) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `path` made absolute, its directory resolved through symbolic links when
+/// it exists, and `.` and `..` removed by name otherwise.
+fn normalise(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name())
+        && let Ok(parent) = parent.canonicalize()
+    {
+        return parent.join(name);
+    }
+    let mut clean = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
+}
