@@ -3,7 +3,10 @@
 //! The layout follows Vector: a `[daemon]` table, a `[dispatcher]` table,
 //! then `[sources.<id>]` and `[sinks.<id>]` tables, each with a `type` key.
 //! Unknown keys are errors. Every error names the file, the key or value, and
-//! its line and column where the TOML parser knows them; no input panics.
+//! its line (and column, for syntax and type errors); no input panics.
+//! [`Config::from_toml`] checks the text alone; [`Config::load`], which
+//! `check-config` and `run` use, also checks the config against the host's
+//! file system and returns warnings (see `host`).
 //!
 //! ```toml
 //! [daemon]
@@ -145,7 +148,8 @@ pub struct DispatcherConfig {
     /// A batch is sealed this long after its first entry, however small.
     pub batch_timeout_ms: NonZeroU64,
     /// Most entries waiting in one source ring. Rounded down to whole chunks
-    /// of `CHUNK_LINES_MAX` entries, at least two chunks.
+    /// of `CHUNK_LINES_MAX` entries; validation requires at least
+    /// `SOURCE_CHUNKS_MIN` chunks' worth.
     pub queue_capacity: NonZeroUsize,
     /// Most sealed batches not yet acknowledged by every sink. Each one owns
     /// an arena of about `batch_bytes`, allocated at start-up; when all are
@@ -762,6 +766,123 @@ type = "null"
         ];
         for text in cases {
             assert!(parse(&text).is_err(), "accepted: {text}");
+        }
+    }
+
+    /// Goal: broker syntax is checked at every boundary without DNS.
+    /// Method: entries on each side of each rule.
+    #[test]
+    fn broker_syntax_boundaries() {
+        for valid in [
+            "a:1",
+            "a:65535",
+            "127.0.0.1:9092",
+            "[::1]:9092",
+            "[fe80::1]:9092",
+            "SSL://broker.example.com:9093",
+            "no-such-host.invalid:9092",
+            "fqdn.example.com.:9092",
+            "under_score:9092",
+        ] {
+            assert_eq!(check_broker(valid), Ok(()), "{valid}");
+        }
+        for invalid in [
+            "a:0",
+            "a:65536",
+            "a:99999",
+            "a:-1",
+            "a:",
+            ":9092",
+            "a",
+            "not a broker::99999",
+            "a b:9092",
+            "::1:9092",
+            "[::1:9092",
+            "[not-ipv6]:9092",
+            "a..b:9092",
+        ] {
+            assert!(check_broker(invalid).is_err(), "accepted {invalid}");
+        }
+        let long_label = format!("{}:9092", "a".repeat(64));
+        assert!(check_broker(&long_label).is_err());
+        let longest_label = format!("{}:9092", "a".repeat(63));
+        assert_eq!(check_broker(&longest_label), Ok(()));
+    }
+
+    /// Goal: validation errors carry the line of their key. Method: values
+    /// that parse but break a rule, each on a known line.
+    #[test]
+    fn validation_errors_name_key_and_line() {
+        let cases = [
+            (
+                "[dispatcher]\nbatch_size = 10\nqueue_capacity = 2047\n",
+                "dispatcher.queue_capacity",
+                3,
+            ),
+            (
+                "[retry]\nbase_delay_ms = 10\nmax_delay_ms = 5\n",
+                "retry.max_delay_ms",
+                3,
+            ),
+            ("[dlq]\nsegment_bytes = 65535\n", "dlq.segment_bytes", 2),
+            (
+                "[dlq]\n\nmax_bytes = 65536\nsegment_bytes = 131072\n",
+                "dlq.max_bytes",
+                3,
+            ),
+        ];
+        for (settings, key, line) in cases {
+            let error = parse(&format!("{settings}{MINIMAL}")).expect_err(key);
+            let ConfigError::Invalid {
+                key: named,
+                line: Some(key_line),
+                ..
+            } = &error
+            else {
+                panic!("{key}: {error}");
+            };
+            assert_eq!(named, key);
+            assert_eq!(key_line.number, line, "{error}");
+            assert!(
+                error.to_string().contains(&format!("line {line}")),
+                "{error}"
+            );
+        }
+        let text = MINIMAL.replace(
+            "type = \"null\"",
+            "type = \"kafka\"\ntopic = \"t\"\nbrokers = \"a:1,b\"",
+        );
+        let error = parse(&text).expect_err("bad broker").to_string();
+        assert!(error.contains("sinks.out.brokers"), "{error}");
+        assert!(error.contains("line 9,"), "{error}");
+    }
+
+    /// Goal: a value error inside a source or sink table names the key's
+    /// line, whether the table is a header, inline or dotted. Method: the
+    /// same bad `start_at` in the three forms.
+    #[test]
+    fn value_errors_in_any_table_form_name_the_key_line() {
+        let sink = "[sinks.out]\ntype = \"null\"\n";
+        let cases = [
+            format!(
+                "[sources.app]\ntype = \"file\"\npaths = [\"/a\"]\n\nstart_at = \"middle\"\n{sink}"
+            ),
+            format!(
+                "\n\nsources = {{ app = {{ type = \"file\", paths = [\"/a\"], start_at = \"middle\" }} }}\n{sink}"
+            ),
+            format!(
+                "sources.app.type = \"file\"\nsources.app.paths = [\"/a\"]\n\n\nsources.app.start_at = \"middle\"\n{sink}"
+            ),
+        ];
+        for text in cases {
+            let line = text
+                .lines()
+                .position(|line| line.contains("middle"))
+                .expect("line")
+                + 1;
+            let error = parse(&text).expect_err("bad enum").to_string();
+            assert!(error.contains(&format!("line {line},")), "{error}");
+            assert!(error.contains("sources.app.start_at"), "{error}");
         }
     }
 

@@ -34,7 +34,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file and exit: 0 if valid, 1 with the error if not.
+    /// Validate a config file as `run` does before starting, and exit: 0 if
+    /// valid (warnings, such as a glob that matches no file, are printed),
+    /// 1 with the error if not.
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
