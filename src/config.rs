@@ -886,6 +886,47 @@ type = "null"
         }
     }
 
+    /// Goal: no truncated config panics, and an error that names a line
+    /// names one that exists (the fuzz target's invariant, run on every
+    /// prefix of a config that uses every table form). Method: parse each
+    /// prefix.
+    #[test]
+    fn every_prefix_of_a_config_parses_or_names_an_existing_line() {
+        let text = r#"sources.app = { type = "file", paths = ["/tmp/a.log", "/tmp/*.log"], labels = { a = "b" } }
+[daemon]
+pin_threads = false
+[dispatcher]
+queue_capacity = 4096
+[dlq]
+policy = "drop_new"
+[sinks.k]
+type = "kafka"
+brokers = ["a:1", "[::1]:2"]
+topic = "t"
+librdkafka = { "linger.ms" = 5 }
+[sinks.out]
+type = "file"
+path = "/tmp/out.log"
+"#;
+        for end in (0..=text.len()).filter(|&end| text.is_char_boundary(end)) {
+            let prefix = &text[..end];
+            match parse(prefix) {
+                Ok(config) => assert!(!config.sinks.is_empty()),
+                Err(error) => {
+                    let message = error.to_string();
+                    if let ConfigError::Invalid {
+                        line: Some(line), ..
+                    } = &error
+                    {
+                        let lines = prefix.lines().count().max(1);
+                        assert!((1..=lines).contains(&line.number), "{message}");
+                    }
+                }
+            }
+        }
+        parse(text).expect("the whole config is valid");
+    }
+
     #[test]
     fn queue_capacity_becomes_whole_chunks() {
         let mut dispatcher = DispatcherConfig::default();
