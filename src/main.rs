@@ -143,8 +143,8 @@ fn main() -> ExitCode {
             outage: Duration::from_secs(outage_secs),
             after: Duration::from_secs(after_secs),
         }),
-        Command::Top { address, once } => log_capturer::top::run(address, once)
-            .with_context(|| format!("cannot read metrics from {address}")),
+        // TopError names the address.
+        Command::Top { address, once } => log_capturer::top::run(address, once).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

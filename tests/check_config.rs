@@ -197,6 +197,21 @@ fn file_sinks_writing_one_file_or_a_followed_file_are_rejected() {
         "followed by sources.app",
     );
 
+    let link = dir.path().join("sub").join("link.txt");
+    std::os::unix::fs::symlink(&input, &link).expect("symlink");
+    let sinks = format!(
+        "[sinks.loop]\ntype = \"file\"\npath = \"{}\"\n",
+        link.display()
+    );
+    let text = file_source_config(&input, "", &sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.loop.path",
+        "link.txt",
+        "followed by sources.app",
+    );
+
     let sinks = format!(
         "[sinks.loop]\ntype = \"file\"\npath = \"{}\"\n",
         dir.path().join("new.log").display()
@@ -210,6 +225,13 @@ fn file_sinks_writing_one_file_or_a_followed_file_are_rejected() {
         "new.log",
         "followed by sources.app",
     );
+
+    // `*` does not cross a directory, as in the daemon's glob expansion.
+    let sinks = format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\n",
+        dir.path().join("sub").join("out.log").display()
+    );
+    assert_accepted(dir.path(), &file_source_config(&glob, "", &sinks));
 }
 
 /// Goal: a source glob that matches nothing is reported as a warning
@@ -343,6 +365,31 @@ fn os_error_text_is_printed_once() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("127.0.0.1:1").count(), 1, "{stderr}");
+}
+
+/// Goal: a DLQ directory that cannot be created is reported before the
+/// daemon runs, as a warning (the daemon runs without a DLQ, counting what
+/// it cannot store). Method: `data_dir` under a regular file.
+#[test]
+fn unusable_dlq_directory_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let data_dir = input.join("data");
+    let text = file_source_config(&input, "", "[sinks.out]\ntype = \"null\"\n").replace(
+        &format!("data_dir = \"{}\"", dir.path().join("data").display()),
+        &format!("data_dir = \"{}\"", data_dir.display()),
+    );
+    let line = line_of(&text, "data_dir");
+    let stdout = assert_accepted(dir.path(), &text);
+    for expected in [
+        "warning",
+        "daemon.data_dir",
+        &format!("line {line}"),
+        "is not a directory",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing: {stdout}");
+    }
 }
 
 /// Goal: every flag and argument of every subcommand has help text.

@@ -6,6 +6,8 @@
 //!   a file that a source follows (it would read its own output forever).
 //! * A source glob that matches no file is a warning, not an error: files
 //!   may appear later, but an operator should know the pattern is empty now.
+//! * A DLQ directory that cannot be created or written is a warning: the
+//!   daemon runs without it, counting what it could not store.
 //!
 //! Names are compared after normalisation: a path is made absolute, and its
 //! directory is resolved through symbolic links when it exists.
@@ -85,7 +87,40 @@ impl Config {
             }
             written.push((id, normalised));
         }
-        Ok(self.empty_globs(document))
+        let mut warnings = self.empty_globs(document);
+        warnings.extend(self.unusable_dlq_dir(document));
+        Ok(warnings)
+    }
+
+    /// A warning when the DLQ directory cannot be created or written. Not
+    /// an error: the daemon runs without a DLQ (undeliverable entries are
+    /// counted as not stored), and a directory can be fixed while it runs.
+    fn unusable_dlq_dir(&self, document: &Document<'_>) -> Option<ConfigWarning> {
+        let dir = self.dlq_dir();
+        // The directory is created when needed: what matters is the nearest
+        // part of it that exists.
+        let existing = dir.ancestors().find(|ancestor| ancestor.exists())?;
+        let problem = if !existing.is_dir() {
+            format!("{} is not a directory", existing.display())
+        } else {
+            let error = writable(existing).err()?;
+            format!("directory {} is not writable: {error}", existing.display())
+        };
+        let key: &[&str] = if self.dlq.dir.is_some() {
+            &["dlq", "dir"]
+        } else {
+            &["daemon", "data_dir"]
+        };
+        Some(ConfigWarning {
+            path: document.path().to_path_buf(),
+            key: key.join("."),
+            line: document.key_line(key),
+            message: format!(
+                "the DLQ directory {} cannot be used ({problem}); \
+                 entries that cannot be delivered will be counted as not stored",
+                dir.display()
+            ),
+        })
     }
 
     /// A warning for each source glob that matches no file now.
@@ -101,10 +136,7 @@ impl Config {
                     path: document.path().to_path_buf(),
                     key: format!("sources.{id}.paths[{index}]"),
                     line: document.element_line(&["sources", id, "paths"], index),
-                    message: format!(
-                        "source {id}: pattern {pattern:?} matches no file now \
-                         (files that appear later are not picked up until a restart)"
-                    ),
+                    message: format!("pattern {pattern:?} matches no file"),
                 });
             }
         }
@@ -135,12 +167,19 @@ fn followed_by<'source>(
         .iter()
         .find(|pattern| {
             if is_glob(pattern) {
-                glob::Pattern::new(pattern).is_ok_and(|glob| {
-                    glob.matches_path(path)
-                        || glob.matches_path(normalised)
-                        || glob::Pattern::new(&normalise(Path::new(pattern)).to_string_lossy())
-                            .is_ok_and(|absolute| absolute.matches_path(normalised))
-                })
+                // As `glob::glob` expands it: `*` stays within one directory.
+                let options = glob::MatchOptions {
+                    require_literal_separator: true,
+                    ..glob::MatchOptions::new()
+                };
+                let absolute = normalise(Path::new(pattern.as_str()));
+                [Path::new(pattern.as_str()), absolute.as_path()]
+                    .into_iter()
+                    .filter_map(|pattern| glob::Pattern::new(&pattern.to_string_lossy()).ok())
+                    .any(|glob| {
+                        glob.matches_path_with(path, options)
+                            || glob.matches_path_with(normalised, options)
+                    })
             } else {
                 normalise(Path::new(pattern.as_str())) == normalised
             }
@@ -192,9 +231,13 @@ fn writable(path: &Path) -> Result<(), std::io::Error> {
     }
 }
 
-/// `path` made absolute, its directory resolved through symbolic links when
-/// it exists, and `.` and `..` removed by name otherwise.
+/// `path` resolved through symbolic links when it exists; otherwise made
+/// absolute, its directory resolved when that exists, and `.` and `..`
+/// removed by name when not.
 fn normalise(path: &Path) -> PathBuf {
+    if let Ok(resolved) = path.canonicalize() {
+        return resolved;
+    }
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     if let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name())
         && let Ok(parent) = parent.canonicalize()
