@@ -94,7 +94,8 @@ pub struct Config {
 }
 
 /// The tables of the file other than `[sources]` and `[sinks]`, which
-/// [`Document::components`] reads one by one.
+/// [`Document::components`] reads one by one. Those two are named here
+/// only so that an unknown top-level key's message lists them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
@@ -106,6 +107,10 @@ struct Settings {
     retry: RetryConfig,
     #[serde(default)]
     dlq: DlqConfig,
+    #[serde(default, rename = "sources")]
+    _sources: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "sinks")]
+    _sinks: Option<serde::de::IgnoredAny>,
 }
 
 /// `[daemon]`: process-wide settings.
@@ -326,13 +331,11 @@ fn default_poll_interval_ms() -> NonZeroU64 {
 fn non_empty_paths<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     let paths = Vec::<String>::deserialize(deserializer)?;
     if paths.is_empty() {
-        return Err(serde::de::Error::custom(
-            "`paths` must name at least one file",
-        ));
+        return Err(serde::de::Error::custom("must name at least one file"));
     }
     if let Some(empty) = paths.iter().position(String::is_empty) {
         return Err(serde::de::Error::custom(format!(
-            "`paths[{empty}]` is an empty string"
+            "entry {empty} is an empty string"
         )));
     }
     Ok(paths)
@@ -342,7 +345,7 @@ fn line_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Er
     let bytes = usize::deserialize(deserializer)?;
     if bytes == 0 || bytes > limits::LINE_BYTES_LIMIT {
         return Err(serde::de::Error::custom(format!(
-            "`max_line_bytes` = {bytes} is out of range 1..={}",
+            "{bytes} is out of range 1..={}",
             limits::LINE_BYTES_LIMIT
         )));
     }
@@ -455,7 +458,7 @@ fn broker_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::
     };
     if brokers.is_empty() || brokers.iter().any(|broker| broker.trim().is_empty()) {
         return Err(serde::de::Error::custom(
-            "`brokers` must list at least one \"host:port\" and no empty entry",
+            "must list at least one \"host:port\" and no empty entry",
         ));
     }
     for broker in &brokers {
@@ -514,7 +517,7 @@ fn topic_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::E
     let valid_byte = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
     if topic.is_empty() || topic.len() > 249 || !topic.bytes().all(valid_byte) {
         return Err(serde::de::Error::custom(format!(
-            "`topic` {topic:?} is not a Kafka topic name (1 to 249 characters of [A-Za-z0-9._-])"
+            "{topic:?} is not a Kafka topic name (1 to 249 characters of [A-Za-z0-9._-])"
         )));
     }
     Ok(topic)
@@ -546,7 +549,7 @@ pub struct NullSinkConfig {}
 fn non_empty_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
     let path = PathBuf::deserialize(deserializer)?;
     if path.as_os_str().is_empty() {
-        return Err(serde::de::Error::custom("`path` is an empty string"));
+        return Err(serde::de::Error::custom("is an empty string"));
     }
     Ok(path)
 }
@@ -567,7 +570,7 @@ impl Config {
     }
 
     fn from_document(document: &Document<'_>) -> Result<Config, ConfigError> {
-        let settings: Settings = document.deserialize_without(&["sources", "sinks"])?;
+        let settings: Settings = document.deserialize()?;
         Ok(Config {
             daemon: settings.daemon,
             dispatcher: settings.dispatcher,

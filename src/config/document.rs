@@ -43,18 +43,14 @@ impl<'text> Document<'text> {
         })
     }
 
-    /// Deserializes the document without the tables named in `skipped`.
-    pub(super) fn deserialize_without<T: Deserialize<'text>>(
-        &self,
-        skipped: &[&str],
-    ) -> Result<T, ConfigError> {
-        let mut root = self.root.clone();
-        for table in skipped {
-            root.remove(*table);
-        }
+    /// Deserializes the whole document.
+    pub(super) fn deserialize<T: Deserialize<'text>>(&self) -> Result<T, ConfigError> {
         let whole = 0..self.text.len();
-        T::deserialize(toml::de::Deserializer::from(Spanned::new(whole, root)))
-            .map_err(|error| self.toml_error(&error))
+        T::deserialize(toml::de::Deserializer::from(Spanned::new(
+            whole,
+            self.root.clone(),
+        )))
+        .map_err(|error| self.toml_error(&error))
     }
 
     /// Deserializes each `[<table>.<id>]` with `build(type, deserializer)`,
@@ -206,12 +202,14 @@ fn describe(text: &str, span: Option<Range<usize>>, message: &str) -> String {
 }
 
 /// The span of the key at `key_path`, or of the last key on the path that
-/// exists.
+/// is written in the file (a table, when the key has its default).
 fn key_span(root: &DeTable<'_>, key_path: &[&str]) -> Option<Range<usize>> {
     let mut table = root;
     let mut found = None;
     for segment in key_path {
-        let (key, value) = table.get_key_value(*segment)?;
+        let Some((key, value)) = table.get_key_value(*segment) else {
+            break;
+        };
         found = Some(key.span());
         match value.get_ref() {
             DeValue::Table(inner) => table = inner,
