@@ -256,3 +256,63 @@ fn normalise(path: &Path) -> PathBuf {
     }
     clean
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: one file has one normal form however it is spelled. Method:
+    /// `.`, `..` and a symbolic link, for a file that exists and one that
+    /// does not.
+    #[test]
+    fn normalise_gives_one_name_per_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        for name in ["absent.log", "present.log"] {
+            if name == "present.log" {
+                std::fs::write(real.join(name), "").expect("write");
+            }
+            let expected = normalise(&real.join(name));
+            for spelling in [
+                real.join(".").join(name),
+                real.join("..").join("real").join(name),
+                link.join(name),
+            ] {
+                assert_eq!(normalise(&spelling), expected, "{}", spelling.display());
+            }
+        }
+        let missing = dir
+            .path()
+            .join("no")
+            .join("..")
+            .join("x")
+            .join(".")
+            .join("y");
+        assert_eq!(
+            normalise(&missing),
+            normalise(dir.path()).join("x").join("y")
+        );
+    }
+
+    /// Goal: each reason a file sink cannot open its path is told apart.
+    #[test]
+    fn output_path_problems_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").expect("write");
+        let cases = [
+            (dir.path().join("missing").join("out.log"), "does not exist"),
+            (file.join("out.log"), "is not a directory"),
+            (dir.path().to_path_buf(), "is a directory, not a file"),
+        ];
+        for (path, reason) in cases {
+            let error = check_output_path(&path).expect_err(reason);
+            assert!(error.contains(reason), "{error}");
+        }
+        assert_eq!(check_output_path(&dir.path().join("new.log")), Ok(()));
+        assert_eq!(check_output_path(&file), Ok(()));
+    }
+}
