@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use log_capturer::config::{Config, Loaded};
+use log_capturer::error_chain::ErrorChain;
 use log_capturer::pipeline::{Pipeline, PipelineMetrics};
 use log_capturer::telemetry::http::MetricsServer;
 
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", ErrorChain(&*error));
             ExitCode::FAILURE
         }
     }
