@@ -930,6 +930,27 @@ path = "/tmp/out.log"
         parse(text).expect("the whole config is valid");
     }
 
+    /// Goal: every listed component type has a builder (the builders
+    /// treat an unlisted type as a bug). Method: each type, with no other
+    /// key; an error for a missing key is fine, a panic is not.
+    #[test]
+    fn every_listed_type_is_built() {
+        for kind in SINK_TYPES {
+            let text = MINIMAL.replace("type = \"null\"", &format!("type = \"{kind}\""));
+            let outcome = parse(&text);
+            if let Err(error) = &outcome {
+                assert!(
+                    error.to_string().contains("missing field"),
+                    "{kind}: {error}"
+                );
+            }
+        }
+        for kind in SOURCE_TYPES {
+            let text = MINIMAL.replace("type = \"file\"", &format!("type = \"{kind}\""));
+            parse(&text).expect(kind);
+        }
+    }
+
     #[test]
     fn queue_capacity_becomes_whole_chunks() {
         let mut dispatcher = DispatcherConfig::default();
