@@ -134,6 +134,31 @@ fn file_sink_in_missing_directory_is_rejected_with_key_and_line() {
     );
 }
 
+/// Goal: buffers that cannot be allocated are a config error, not an
+/// abort at start-up. Method: a `batch_bytes` of 1 TiB (eight such arenas
+/// at start-up exceed any test machine), and a `batch_size` whose arena
+/// size overflows.
+#[test]
+fn buffers_larger_than_the_host_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    for (setting, reason) in [
+        ("batch_bytes = 1099511627776", "more than this host's"),
+        (
+            "batch_size = 4611686018427387904",
+            "more bytes than a machine can address",
+        ),
+    ] {
+        let text = file_source_config(&input, "", "[sinks.out]\ntype = \"null\"\n")
+            .replace("batch_size = 1000\n", "")
+            .replace(
+                "batch_timeout_ms = 20",
+                &format!("batch_timeout_ms = 20\n{setting}"),
+            );
+        assert_rejected(dir.path(), &text, "dispatcher", "[dispatcher]", reason);
+    }
+}
+
 /// Goal: every documented minimum is enforced. Method: `queue_capacity`
 /// below two chunks of 1024 lines, the minimum README states.
 #[test]

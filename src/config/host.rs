@@ -8,6 +8,8 @@
 //!   may appear later, but an operator should know the pattern is empty now.
 //! * A DLQ directory that cannot be created or written is a warning: the
 //!   daemon runs without it, counting what it could not store.
+//! * The buffers allocated at start-up fit in the host's memory; the most
+//!   an outage can add (every retry arena in use) not fitting is a warning.
 //!
 //! Names are compared after normalisation: a path is made absolute, and its
 //! directory is resolved through symbolic links when it exists.
@@ -89,7 +91,80 @@ impl Config {
         }
         let mut warnings = self.empty_globs(document);
         warnings.extend(self.unusable_dlq_dir(document));
+        warnings.extend(self.check_memory(document)?);
         Ok(warnings)
+    }
+
+    /// The buffers allocated at start-up must fit in this host's memory
+    /// (else `run` aborts on allocation), and so should the most that an
+    /// outage can add (every retry arena in use), else it is a warning.
+    fn check_memory(&self, document: &Document<'_>) -> Result<Option<ConfigWarning>, ConfigError> {
+        let key = ["dispatcher"];
+        let Some(memory) = self.memory_bound() else {
+            let reason = "batch_size, batch_bytes, batches_in_flight, retry.max_batches and \
+                          queue_capacity together need more bytes than a machine can address";
+            return Err(document.invalid(&key, reason));
+        };
+        let Some(host_bytes) = physical_memory_bytes() else {
+            return Ok(None);
+        };
+        if memory.start_up_bytes > host_bytes {
+            let reason = format!(
+                "the buffers allocated at start-up need {} bytes ({}), more than this host's \
+                 {host_bytes} bytes of memory",
+                memory.start_up_bytes, memory.breakdown
+            );
+            return Err(document.invalid(&key, reason));
+        }
+        if memory.outage_bytes <= host_bytes {
+            return Ok(None);
+        }
+        Ok(Some(ConfigWarning {
+            path: document.path().to_path_buf(),
+            key: key.join("."),
+            line: document.key_line(&key),
+            message: format!(
+                "during an outage the buffers can grow to {} bytes (every retry arena in use; \
+                 {}), more than this host's {host_bytes} bytes of memory",
+                memory.outage_bytes, memory.breakdown
+            ),
+        }))
+    }
+
+    /// Bytes of the fixed buffers, or `None` when the sum overflows.
+    fn memory_bound(&self) -> Option<MemoryBound> {
+        let dispatcher = &self.dispatcher;
+        let arena_bytes = dispatcher
+            .batch_size
+            .get()
+            .checked_mul(std::mem::size_of::<crate::batch::Entry<'static>>() + 16)?
+            .checked_add(dispatcher.batch_bytes.get())?;
+        let live_arenas = dispatcher.batches_in_flight.get();
+        let retry_arenas = self.retry.max_batches.get();
+        let chunk_bytes = dispatcher
+            .source_chunks()
+            .checked_mul(crate::limits::CHUNK_BYTES)?;
+        let sink_buffer_bytes = dispatcher
+            .batch_bytes
+            .get()
+            .checked_add(dispatcher.batch_size.get())?;
+        let fixed_bytes = chunk_bytes
+            .checked_mul(self.sources.len())?
+            .checked_add(sink_buffer_bytes.checked_mul(self.sinks.len())?)?;
+        let start_up_bytes = arena_bytes
+            .checked_mul(live_arenas)?
+            .checked_add(fixed_bytes)?;
+        let outage_bytes = arena_bytes
+            .checked_mul(retry_arenas)?
+            .checked_add(start_up_bytes)?;
+        Some(MemoryBound {
+            start_up_bytes: start_up_bytes as u64,
+            outage_bytes: outage_bytes as u64,
+            breakdown: format!(
+                "{live_arenas} + {retry_arenas} retry batch arenas of {arena_bytes} bytes, \
+                 {chunk_bytes} bytes of chunks per source, {sink_buffer_bytes} bytes per sink"
+            ),
+        })
     }
 
     /// A warning when the DLQ directory cannot be created or written. Not
@@ -142,6 +217,25 @@ impl Config {
         }
         warnings
     }
+}
+
+/// The memory the config's fixed buffers take.
+struct MemoryBound {
+    start_up_bytes: u64,
+    outage_bytes: u64,
+    /// How the figures are made up, for messages.
+    breakdown: String,
+}
+
+/// Physical memory of this host, if the kernel says.
+fn physical_memory_bytes() -> Option<u64> {
+    // SAFETY: sysconf takes an integer name and reads no memory of ours.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let pages = u64::try_from(pages).ok()?;
+    let page_bytes = u64::try_from(page_bytes).ok()?;
+    pages.checked_mul(page_bytes)
 }
 
 /// Whether the pipeline expands `pattern` as a glob (it does when the
@@ -295,6 +389,28 @@ mod tests {
             normalise(&missing),
             normalise(dir.path()).join("x").join("y")
         );
+    }
+
+    /// Goal: the memory check sizes an arena as the dispatcher does.
+    /// Method: compare with `arena_capacity_bytes` for a few settings.
+    #[test]
+    fn memory_bound_uses_the_dispatcher_arena_size() {
+        let text =
+            "[sources.app]\ntype = \"file\"\npaths = [\"/a\"]\n[sinks.out]\ntype = \"null\"\n";
+        let mut config = Config::from_toml(text, Path::new("test.toml")).expect("valid");
+        for (batch_size, batch_bytes) in [(1, 1), (1000, 1 << 20), (65_536, 64 << 20)] {
+            config.dispatcher.batch_size =
+                std::num::NonZeroUsize::new(batch_size).expect("not zero");
+            config.dispatcher.batch_bytes =
+                std::num::NonZeroUsize::new(batch_bytes).expect("not zero");
+            let arena_bytes = crate::batch::arena_capacity_bytes(batch_size, batch_bytes) as u64;
+            let bound = config.memory_bound().expect("no overflow");
+            let retry_arenas = config.retry.max_batches.get() as u64;
+            assert_eq!(
+                bound.outage_bytes - bound.start_up_bytes,
+                retry_arenas * arena_bytes
+            );
+        }
     }
 
     /// Goal: each reason a file sink cannot open its path is told apart.
