@@ -70,8 +70,13 @@ pub enum DemoError {
     Setup(String),
 }
 
-fn setup<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> DemoError {
-    move |error| DemoError::Setup(format!("{what}: {error}"))
+fn setup<E: std::error::Error + 'static>(what: &'static str) -> impl FnOnce(E) -> DemoError {
+    move |error| {
+        DemoError::Setup(format!(
+            "{what}: {}",
+            crate::error_chain::ErrorChain(&error)
+        ))
+    }
 }
 
 const PARTITIONS: i32 = 64;

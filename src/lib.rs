@@ -31,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod dlq;
+pub mod error_chain;
 pub mod labels;
 pub mod limits;
 pub mod metrics;

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use log_capturer::config::Config;
+use log_capturer::config::{Config, Loaded};
+use log_capturer::error_chain::ErrorChain;
 use log_capturer::pipeline::{Pipeline, PipelineMetrics};
 use log_capturer::telemetry::http::MetricsServer;
 
@@ -34,7 +35,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file and exit: 0 if valid, 1 with the error if not.
+    /// Validate a config file as `run` does before starting, and exit: 0 if
+    /// valid (warnings, such as a glob that matches no file, are printed),
+    /// 1 with the error if not.
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
@@ -98,6 +101,7 @@ enum DlqCommand {
     },
     /// Print the records of the DLQ, oldest first.
     Dump {
+        /// The daemon's config file (for `[dlq] dir` or `daemon.data_dir`).
         #[arg(long, short)]
         config: PathBuf,
         /// Only this sink's records.
@@ -111,6 +115,8 @@ enum DlqCommand {
     /// all its records were acknowledged. Safe while the daemon runs: the
     /// segment it writes is locked and skipped.
     Replay {
+        /// The daemon's config file (for `[dlq] dir` and the sink's
+        /// settings).
         #[arg(long, short)]
         config: PathBuf,
         /// The sink id whose records to replay.
@@ -138,13 +144,13 @@ fn main() -> ExitCode {
             outage: Duration::from_secs(outage_secs),
             after: Duration::from_secs(after_secs),
         }),
-        Command::Top { address, once } => log_capturer::top::run(address, once)
-            .with_context(|| format!("cannot read metrics from {address}")),
+        // TopError names the address.
+        Command::Top { address, once } => log_capturer::top::run(address, once).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", ErrorChain(&*error));
             ExitCode::FAILURE
         }
     }
@@ -161,7 +167,10 @@ fn init_tracing() {
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::from_file(path)?;
+    let Loaded { config, warnings } = Config::load(path)?;
+    for warning in &warnings {
+        println!("warning: {warning}");
+    }
     println!(
         "{}: ok ({} sources, {} sinks)",
         path.display(),
@@ -182,7 +191,10 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
         .context("cannot install handler for SIGHUP")?;
-    let config = Config::from_file(path)?;
+    let Loaded { config, warnings } = Config::load(path)?;
+    for warning in &warnings {
+        tracing::warn!(%warning, "config");
+    }
     if !config.daemon.transparent_huge_pages {
         disable_transparent_huge_pages();
     }

@@ -59,13 +59,13 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Kafka(#[from] KafkaCreateError),
-    #[error("sink {sink}: {source}")]
+    #[error("sink {sink}: invalid Kafka configuration")]
     KafkaConfig {
         sink: String,
         #[source]
         source: crate::sink::kafka::config::KafkaConfigError,
     },
-    #[error("cannot start thread {name}: {source}")]
+    #[error("cannot start thread {name}")]
     Spawn {
         name: String,
         #[source]
@@ -357,7 +357,7 @@ impl Pipeline {
                 let replayer = Replayer::new(config, id, Some(config.dlq.replay_rate.get()))
                     .map_err(|error| PipelineError::Replay {
                         sink: id.clone(),
-                        reason: error.to_string(),
+                        reason: crate::error_chain::ErrorChain(&error).to_string(),
                     })?;
                 let worker = AutoReplay {
                     sink: id.clone(),

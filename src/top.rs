@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 /// Why the view could not be shown.
 #[derive(Debug, thiserror::Error)]
 pub enum TopError {
-    #[error("cannot connect to {address}: {source}")]
+    #[error("cannot connect to {address}")]
     Connect {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read /metrics from {address}: {source}")]
+    #[error("cannot read /metrics from {address}")]
     Read {
         address: SocketAddr,
         #[source]

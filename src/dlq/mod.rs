@@ -53,7 +53,7 @@ use segment::{ReadableSegment, SegmentError, WritableSegment, list_segments};
 /// Why an entry could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    #[error("DLQ directory {path}: {source}")]
+    #[error("DLQ directory {path}")]
     Directory {
         path: PathBuf,
         #[source]
@@ -221,7 +221,9 @@ impl DlqWriter {
                 // Another writer's active segment (`rejected/` is shared
                 // with a replay); it is that writer's to bound.
                 Err(SegmentError::Locked { .. }) if rejected => {}
-                Err(error) => tracing::warn!(%error, "DLQ segment skipped"),
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain::ErrorChain(&error), "DLQ segment skipped")
+                }
             }
         }
         if !rejected {
@@ -366,7 +368,7 @@ impl DlqWriter {
                 true
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot drop the oldest DLQ segment");
+                tracing::warn!(error = %crate::error_chain::ErrorChain(&error), "cannot drop the oldest DLQ segment");
                 self.sealed.push_front((sequence, path, records));
                 false
             }
@@ -474,7 +476,7 @@ impl DlqSink {
         match DlqWriter::open_with_metrics(&self.sink, &self.settings, Arc::clone(&self.metrics)) {
             Ok(writer) => self.writer = Some(writer),
             Err(error) => {
-                tracing::error!(sink = %self.sink, %error, "dead-letter queue unavailable; undeliverable entries are counted as DLQ write errors until it opens");
+                tracing::error!(sink = %self.sink, error = %crate::error_chain::ErrorChain(&error), "dead-letter queue unavailable; undeliverable entries are counted as DLQ write errors until it opens");
                 self.reopen_at = Instant::now() + DLQ_RETRY_OPEN;
             }
         }
@@ -539,7 +541,7 @@ impl DlqSink {
             self.unlogged += 1;
             return;
         }
-        tracing::error!(sink = %self.sink, %error, not_logged_since_last = self.unlogged, "entry not stored in the dead-letter queue (counted)");
+        tracing::error!(sink = %self.sink, error = %crate::error_chain::ErrorChain(error), not_logged_since_last = self.unlogged, "entry not stored in the dead-letter queue (counted)");
         self.logged_at = Some(Instant::now());
         self.unlogged = 0;
     }

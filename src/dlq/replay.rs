@@ -53,7 +53,7 @@ use crate::sink::kafka::breaker::rejection_of;
 pub enum ReplayError {
     #[error("no sink {0:?} in the config")]
     UnknownSink(String),
-    #[error("DLQ directory {path}: {source}")]
+    #[error("DLQ directory {path}")]
     Directory {
         path: PathBuf,
         #[source]
@@ -207,7 +207,7 @@ impl Replayer {
             Ok(segment) => segment,
             Err(SegmentError::Locked { .. }) => return SegmentReplay::Locked,
             Err(error) => {
-                tracing::warn!(%error, "DLQ segment skipped");
+                tracing::warn!(error = %crate::error_chain::ErrorChain(&error), "DLQ segment skipped");
                 return SegmentReplay::Unreadable;
             }
         };
@@ -238,7 +238,7 @@ impl Replayer {
         let summary = match scanned {
             Ok(summary) => summary,
             Err(error) => {
-                tracing::warn!(%error, "DLQ segment could not be read to its end");
+                tracing::warn!(error = %crate::error_chain::ErrorChain(&error), "DLQ segment could not be read to its end");
                 return SegmentReplay::Unreadable;
             }
         };

@@ -41,7 +41,7 @@ pub const POPULATE_BYTES: usize = 1024 * 1024;
 /// Why a segment could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
-    #[error("DLQ segment {path}: {action}: {source}")]
+    #[error("DLQ segment {path}: {action}")]
     Io {
         path: PathBuf,
         action: &'static str,

@@ -32,14 +32,14 @@ use crate::wake::{self, Waker};
 /// Why a sink could not deliver a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("sink {sink}: cannot write {target}: {source}")]
+    #[error("sink {sink}: cannot write {target}")]
     Write {
         sink: String,
         target: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("sink {sink}: cannot open {target}: {source}")]
+    #[error("sink {sink}: cannot open {target}")]
     Open {
         sink: String,
         target: String,
@@ -163,7 +163,7 @@ pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<Sink
         links.dispatcher.wake();
     }
     if let Err(error) = sink.flush() {
-        tracing::error!(sink = %metrics.id, %error, "flush at shutdown failed");
+        tracing::error!(sink = %metrics.id, error = %crate::error_chain::ErrorChain(&error), "flush at shutdown failed");
     }
 }
 
@@ -177,7 +177,7 @@ fn reopen(sink: &mut dyn Sink, metrics: &SinkMetrics) {
     match sink.reopen() {
         Ok(()) => tracing::info!(sink = %metrics.id, file = %path, "output file reopened"),
         Err(error) => {
-            tracing::error!(%error, "output not reopened; writing on to the file open before")
+            tracing::error!(error = %crate::error_chain::ErrorChain(&error), "output not reopened; writing on to the file open before")
         }
     }
 }
@@ -214,7 +214,7 @@ fn deliver_one(
             // that end in the DLQ.
             metrics.line_attempts_failed.add(lines);
             metrics.batches_failed.add(1);
-            tracing::warn!(sink = %metrics.id, %error, lines, "batch not delivered");
+            tracing::warn!(sink = %metrics.id, error = %crate::error_chain::ErrorChain(&error), lines, "batch not delivered");
             if !job.retry {
                 // A retry leaves the marks of the entries it tried as they are.
                 failures.clear(slot);

@@ -39,13 +39,13 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
-    #[error("cannot listen for metrics on {address}: {source}")]
+    #[error("cannot listen for metrics on {address}")]
     Bind {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the metrics thread: {0}")]
+    #[error("cannot start the metrics thread")]
     Thread(#[source] std::io::Error),
 }
 

@@ -184,7 +184,7 @@ pub struct KafkaSinkOptions {
 
 /// Why a Kafka sink could not be created.
 #[derive(Debug, thiserror::Error)]
-#[error("sink {sink}: cannot create Kafka producer: {source}")]
+#[error("sink {sink}: cannot create Kafka producer")]
 pub struct KafkaCreateError {
     sink: String,
     #[source]

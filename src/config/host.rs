@@ -1,0 +1,434 @@
+//! Checks of a parsed config against this host's file system: what `run`
+//! would otherwise find out only after starting, or never.
+//!
+//! * A file sink's directory must exist, be a directory and be writable.
+//! * Two file sinks must not write the same file, and no file sink may write
+//!   a file that a source follows (it would read its own output forever).
+//! * A source glob that matches no file is a warning, not an error: files
+//!   may appear later, but an operator should know the pattern is empty now.
+//! * A DLQ directory that cannot be created or written is a warning: the
+//!   daemon runs without it, counting what it could not store.
+//! * The buffers allocated at start-up fit in the host's memory; the most
+//!   an outage can add (every retry arena in use) not fitting is a warning.
+//!
+//! Names are compared after normalisation: a path is made absolute, and its
+//! directory is resolved through symbolic links when it exists.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::document::Document;
+use super::{Config, ConfigError, FileSourceConfig, KeyLine, SinkConfig, SourceConfig};
+
+/// A config that passed every check, and what the operator should know.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// Something in a valid config that is probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub path: PathBuf,
+    /// Dotted path of the key, e.g. `sources.app.paths[0]`.
+    pub key: String,
+    pub line: Option<KeyLine>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "config file {}: ", self.path.display())?;
+        if let Some(line) = &self.line {
+            write!(formatter, "{line}: ")?;
+        }
+        write!(formatter, "`{}`: {}", self.key, self.message)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file and checks it against this host:
+    /// what `check-config` and `run` do before anything starts.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = super::read_text(path)?;
+        let document = Document::parse(&text, path)?;
+        let config = Config::from_document(&document)?;
+        config.validate(&document)?;
+        let warnings = config.check_host(&document)?;
+        Ok(Loaded { config, warnings })
+    }
+
+    fn check_host(&self, document: &Document<'_>) -> Result<Vec<ConfigWarning>, ConfigError> {
+        let mut written: Vec<(&str, PathBuf)> = Vec::new();
+        for (id, sink) in &self.sinks {
+            let SinkConfig::File(file) = sink else {
+                continue;
+            };
+            let key = ["sinks", id.as_str(), "path"];
+            check_output_path(&file.path).map_err(|reason| document.invalid(&key, reason))?;
+            let normalised = normalise(&file.path);
+            if let Some((first, _)) = written.iter().find(|(_, other)| *other == normalised) {
+                let reason = format!(
+                    "{} is also written by sinks.{first}.path",
+                    normalised.display()
+                );
+                return Err(document.invalid(&key, reason));
+            }
+            for (source_id, source) in &self.sources {
+                let SourceConfig::File(source) = source;
+                if let Some(pattern) = followed_by(source, &file.path, &normalised) {
+                    let reason = format!(
+                        "{} is followed by sources.{source_id} (paths entry {pattern:?}): \
+                         the sink would read its own output",
+                        normalised.display()
+                    );
+                    return Err(document.invalid(&key, reason));
+                }
+            }
+            written.push((id, normalised));
+        }
+        let mut warnings = self.empty_globs(document);
+        warnings.extend(self.unusable_dlq_dir(document));
+        warnings.extend(self.check_memory(document)?);
+        Ok(warnings)
+    }
+
+    /// The buffers allocated at start-up must fit in this host's memory
+    /// (else `run` aborts on allocation), and so should the most that an
+    /// outage can add (every retry arena in use), else it is a warning.
+    fn check_memory(&self, document: &Document<'_>) -> Result<Option<ConfigWarning>, ConfigError> {
+        let key = ["dispatcher"];
+        let Some(memory) = self.memory_bound() else {
+            let reason = "batch_size, batch_bytes, batches_in_flight, retry.max_batches and \
+                          queue_capacity together need more bytes than a machine can address";
+            return Err(document.invalid(&key, reason));
+        };
+        let Some(host_bytes) = physical_memory_bytes() else {
+            return Ok(None);
+        };
+        if memory.start_up_bytes > host_bytes {
+            let reason = format!(
+                "the buffers allocated at start-up need {} bytes ({}), more than this host's \
+                 {host_bytes} bytes of memory",
+                memory.start_up_bytes, memory.breakdown
+            );
+            return Err(document.invalid(&key, reason));
+        }
+        if memory.outage_bytes <= host_bytes {
+            return Ok(None);
+        }
+        Ok(Some(ConfigWarning {
+            path: document.path().to_path_buf(),
+            key: key.join("."),
+            line: document.key_line(&key),
+            message: format!(
+                "during an outage the buffers can grow to {} bytes (every retry arena in use; \
+                 {}), more than this host's {host_bytes} bytes of memory",
+                memory.outage_bytes, memory.breakdown
+            ),
+        }))
+    }
+
+    /// Bytes of the fixed buffers, or `None` when the sum overflows.
+    fn memory_bound(&self) -> Option<MemoryBound> {
+        let dispatcher = &self.dispatcher;
+        let arena_bytes = dispatcher
+            .batch_size
+            .get()
+            .checked_mul(std::mem::size_of::<crate::batch::Entry<'static>>() + 16)?
+            .checked_add(dispatcher.batch_bytes.get())?;
+        let live_arenas = dispatcher.batches_in_flight.get();
+        let retry_arenas = self.retry.max_batches.get();
+        let chunk_bytes = dispatcher
+            .source_chunks()
+            .checked_mul(crate::limits::CHUNK_BYTES)?;
+        let sink_buffer_bytes = dispatcher
+            .batch_bytes
+            .get()
+            .checked_add(dispatcher.batch_size.get())?;
+        let fixed_bytes = chunk_bytes
+            .checked_mul(self.sources.len())?
+            .checked_add(sink_buffer_bytes.checked_mul(self.sinks.len())?)?;
+        let start_up_bytes = arena_bytes
+            .checked_mul(live_arenas)?
+            .checked_add(fixed_bytes)?;
+        let outage_bytes = arena_bytes
+            .checked_mul(retry_arenas)?
+            .checked_add(start_up_bytes)?;
+        Some(MemoryBound {
+            start_up_bytes: start_up_bytes as u64,
+            outage_bytes: outage_bytes as u64,
+            breakdown: format!(
+                "{live_arenas} + {retry_arenas} retry batch arenas of {arena_bytes} bytes, \
+                 {chunk_bytes} bytes of chunks per source, {sink_buffer_bytes} bytes per sink"
+            ),
+        })
+    }
+
+    /// A warning when the DLQ directory cannot be created or written. Not
+    /// an error: the daemon runs without a DLQ (undeliverable entries are
+    /// counted as not stored), and a directory can be fixed while it runs.
+    fn unusable_dlq_dir(&self, document: &Document<'_>) -> Option<ConfigWarning> {
+        let dir = self.dlq_dir();
+        // The directory is created when needed: what matters is the nearest
+        // part of it that exists.
+        let existing = dir.ancestors().find(|ancestor| ancestor.exists())?;
+        let problem = if !existing.is_dir() {
+            format!("{} is not a directory", existing.display())
+        } else {
+            let error = writable(existing).err()?;
+            format!("directory {} is not writable: {error}", existing.display())
+        };
+        let key: &[&str] = if self.dlq.dir.is_some() {
+            &["dlq", "dir"]
+        } else {
+            &["daemon", "data_dir"]
+        };
+        Some(ConfigWarning {
+            path: document.path().to_path_buf(),
+            key: key.join("."),
+            line: document.key_line(key),
+            message: format!(
+                "the DLQ directory {} cannot be used ({problem}); \
+                 entries that cannot be delivered will be counted as not stored",
+                dir.display()
+            ),
+        })
+    }
+
+    /// A warning for each source glob that matches no file now.
+    fn empty_globs(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        for (id, source) in &self.sources {
+            let SourceConfig::File(file) = source;
+            for (index, pattern) in file.paths.iter().enumerate() {
+                if !is_glob(pattern) || glob_matches_a_file(pattern) {
+                    continue;
+                }
+                warnings.push(ConfigWarning {
+                    path: document.path().to_path_buf(),
+                    key: format!("sources.{id}.paths[{index}]"),
+                    line: document.element_line(&["sources", id, "paths"], index),
+                    message: format!("pattern {pattern:?} matches no file"),
+                });
+            }
+        }
+        warnings
+    }
+}
+
+/// The memory the config's fixed buffers take.
+struct MemoryBound {
+    start_up_bytes: u64,
+    outage_bytes: u64,
+    /// How the figures are made up, for messages.
+    breakdown: String,
+}
+
+/// Physical memory of this host, if the kernel says.
+fn physical_memory_bytes() -> Option<u64> {
+    // SAFETY: sysconf takes an integer name and reads no memory of ours.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let pages = u64::try_from(pages).ok()?;
+    let page_bytes = u64::try_from(page_bytes).ok()?;
+    pages.checked_mul(page_bytes)
+}
+
+/// Whether the pipeline expands `pattern` as a glob (it does when the
+/// pattern has a glob character).
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+fn glob_matches_a_file(pattern: &str) -> bool {
+    glob::glob(pattern)
+        .is_ok_and(|mut paths| paths.any(|path| path.is_ok_and(|path| path.is_file())))
+}
+
+/// The `paths` entry of `source` that names `path` (as written or
+/// normalised), if any.
+fn followed_by<'source>(
+    source: &'source FileSourceConfig,
+    path: &Path,
+    normalised: &Path,
+) -> Option<&'source str> {
+    source
+        .paths
+        .iter()
+        .find(|pattern| {
+            if is_glob(pattern) {
+                // As `glob::glob` expands it: `*` stays within one directory.
+                let options = glob::MatchOptions {
+                    require_literal_separator: true,
+                    ..glob::MatchOptions::new()
+                };
+                let absolute = normalise(Path::new(pattern.as_str()));
+                [Path::new(pattern.as_str()), absolute.as_path()]
+                    .into_iter()
+                    .filter_map(|pattern| glob::Pattern::new(&pattern.to_string_lossy()).ok())
+                    .any(|glob| {
+                        glob.matches_path_with(path, options)
+                            || glob.matches_path_with(normalised, options)
+                    })
+            } else {
+                normalise(Path::new(pattern.as_str())) == normalised
+            }
+        })
+        .map(String::as_str)
+}
+
+/// Why a file sink could not open `path` for appending, if it could not.
+fn check_output_path(path: &Path) -> Result<(), String> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(directory) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("directory {} does not exist", directory.display()));
+        }
+        Err(error) => {
+            return Err(format!("directory {}: {error}", directory.display()));
+        }
+        Ok(metadata) if !metadata.is_dir() => {
+            return Err(format!("{} is not a directory", directory.display()));
+        }
+        Ok(_) => {}
+    }
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => {
+            Err(format!("{} is a directory, not a file", path.display()))
+        }
+        Ok(_) => writable(path)
+            .map_err(|error| format!("file {} is not writable: {error}", path.display())),
+        Err(_) => writable(directory)
+            .map_err(|error| format!("directory {} is not writable: {error}", directory.display())),
+    }
+}
+
+/// access(2) with W_OK: asks the kernel, which knows about ACLs, read-only
+/// mounts and root, rather than guessing from permission bits.
+fn writable(path: &Path) -> Result<(), std::io::Error> {
+    let name = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a NUL-terminated string that lives across the call;
+    // access(2) only reads it.
+    let result = unsafe { libc::access(name.as_ptr(), libc::W_OK) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `path` resolved through symbolic links when it exists; otherwise made
+/// absolute, its directory resolved when that exists, and `.` and `..`
+/// removed by name when not.
+fn normalise(path: &Path) -> PathBuf {
+    if let Ok(resolved) = path.canonicalize() {
+        return resolved;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name())
+        && let Ok(parent) = parent.canonicalize()
+    {
+        return parent.join(name);
+    }
+    let mut clean = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: one file has one normal form however it is spelled. Method:
+    /// `.`, `..` and a symbolic link, for a file that exists and one that
+    /// does not.
+    #[test]
+    fn normalise_gives_one_name_per_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        for name in ["absent.log", "present.log"] {
+            if name == "present.log" {
+                std::fs::write(real.join(name), "").expect("write");
+            }
+            let expected = normalise(&real.join(name));
+            for spelling in [
+                real.join(".").join(name),
+                real.join("..").join("real").join(name),
+                link.join(name),
+            ] {
+                assert_eq!(normalise(&spelling), expected, "{}", spelling.display());
+            }
+        }
+        let missing = dir
+            .path()
+            .join("no")
+            .join("..")
+            .join("x")
+            .join(".")
+            .join("y");
+        assert_eq!(
+            normalise(&missing),
+            normalise(dir.path()).join("x").join("y")
+        );
+    }
+
+    /// Goal: the memory check sizes an arena as the dispatcher does.
+    /// Method: compare with `arena_capacity_bytes` for a few settings.
+    #[test]
+    fn memory_bound_uses_the_dispatcher_arena_size() {
+        let text =
+            "[sources.app]\ntype = \"file\"\npaths = [\"/a\"]\n[sinks.out]\ntype = \"null\"\n";
+        let mut config = Config::from_toml(text, Path::new("test.toml")).expect("valid");
+        for (batch_size, batch_bytes) in [(1, 1), (1000, 1 << 20), (65_536, 64 << 20)] {
+            config.dispatcher.batch_size =
+                std::num::NonZeroUsize::new(batch_size).expect("not zero");
+            config.dispatcher.batch_bytes =
+                std::num::NonZeroUsize::new(batch_bytes).expect("not zero");
+            let arena_bytes = crate::batch::arena_capacity_bytes(batch_size, batch_bytes) as u64;
+            let bound = config.memory_bound().expect("no overflow");
+            let retry_arenas = config.retry.max_batches.get() as u64;
+            assert_eq!(
+                bound.outage_bytes - bound.start_up_bytes,
+                retry_arenas * arena_bytes
+            );
+        }
+    }
+
+    /// Goal: each reason a file sink cannot open its path is told apart.
+    #[test]
+    fn output_path_problems_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").expect("write");
+        let cases = [
+            (dir.path().join("missing").join("out.log"), "does not exist"),
+            (file.join("out.log"), "is not a directory"),
+            (dir.path().to_path_buf(), "is a directory, not a file"),
+        ];
+        for (path, reason) in cases {
+            let error = check_output_path(&path).expect_err(reason);
+            assert!(error.contains(reason), "{error}");
+        }
+        assert_eq!(check_output_path(&dir.path().join("new.log")), Ok(()));
+        assert_eq!(check_output_path(&file), Ok(()));
+    }
+}

@@ -1,0 +1,462 @@
+//! `check-config` and `run` reject what `run` would fail on or misbehave
+//! with, naming the key, the file and the line; each test goes through the
+//! binary, as an operator would.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+/// Runs the binary with `args` and returns its output.
+fn run_binary(args: &[&str], config: &Path) -> Output {
+    Command::new(binary())
+        .args(args)
+        .arg(config)
+        .output()
+        .expect("run binary")
+}
+
+/// The 1-based number of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("no line contains {needle:?}"))
+        + 1
+}
+
+/// Asserts that `check-config` and `run` both exit 1 on `text`, with a
+/// message naming the file, `key`, the line of `line_needle` and `reason`.
+fn assert_rejected(dir: &Path, text: &str, key: &str, line_needle: &str, reason: &str) {
+    let config = write_file(dir, "rejected.toml", text);
+    let line = line_of(text, line_needle);
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let output = run_binary(args, &config);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        for expected in [
+            key,
+            reason,
+            &format!("line {line}"),
+            &config.display().to_string(),
+        ] {
+            assert!(
+                stderr.contains(expected),
+                "{args:?}: {expected:?} missing from: {stderr}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// Asserts that `check-config` accepts `text`; returns its standard output.
+fn assert_accepted(dir: &Path, text: &str) -> String {
+    let config = write_file(dir, "accepted.toml", text);
+    let output = run_binary(&["check-config"], &config);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Goal: a malformed broker list is a config error, not a daemon that
+/// retries forever; a well-formed name that does not resolve is accepted
+/// (resolution is an operating condition). Method: several malformed
+/// entries, then unresolvable and IPv6 entries.
+#[test]
+fn malformed_kafka_brokers_are_rejected_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    for (brokers, reason) in [
+        ("not a broker::99999", "not a broker::99999"),
+        ("127.0.0.1:99999", "port \\\"99999\\\""),
+        ("127.0.0.1:0", "port \\\"0\\\""),
+        ("127.0.0.1", "is not \\\"host:port\\\""),
+        ("good:9092,:9092", "host \\\"\\\""),
+    ] {
+        let sinks = kafka_sink_table(brokers, "logs", "");
+        let text = file_source_config(&input, "", &sinks);
+        assert_rejected(
+            dir.path(),
+            &text,
+            "sinks.kafka.brokers",
+            "brokers =",
+            &reason.replace("\\\"", "\""),
+        );
+    }
+    for brokers in [
+        "no-such-host.invalid:9092",
+        "[::1]:9092,localhost:9093",
+        "PLAINTEXT://broker-1.example.com:9092",
+    ] {
+        let sinks = kafka_sink_table(brokers, "logs", "");
+        assert_accepted(dir.path(), &file_source_config(&input, "", &sinks));
+    }
+}
+
+/// Goal: a file sink that cannot create its file fails the check, saying
+/// why. Method: a path in a missing directory, and one whose "directory"
+/// is a regular file.
+#[test]
+fn file_sink_in_missing_directory_is_rejected_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let missing = dir.path().join("missing").join("out.log");
+    let sinks = format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\n",
+        missing.display()
+    );
+    let text = file_source_config(&input, "", &sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.out.path",
+        "path = ",
+        "does not exist",
+    );
+
+    let under_file = input.join("out.log");
+    let sinks = format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\n",
+        under_file.display()
+    );
+    let text = file_source_config(&input, "", &sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.out.path",
+        "path = ",
+        "is not a directory",
+    );
+}
+
+/// Goal: buffers that cannot be allocated are a config error, not an
+/// abort at start-up. Method: a `batch_bytes` of 1 TiB (eight such arenas
+/// at start-up exceed any test machine), and a `batch_size` whose arena
+/// size overflows.
+#[test]
+fn buffers_larger_than_the_host_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    for (setting, reason) in [
+        ("batch_bytes = 1099511627776", "more than this host's"),
+        (
+            "batch_size = 4611686018427387904",
+            "more bytes than a machine can address",
+        ),
+    ] {
+        let text = file_source_config(&input, "", "[sinks.out]\ntype = \"null\"\n")
+            .replace("batch_size = 1000\n", "")
+            .replace(
+                "batch_timeout_ms = 20",
+                &format!("batch_timeout_ms = 20\n{setting}"),
+            );
+        assert_rejected(dir.path(), &text, "dispatcher", "[dispatcher]", reason);
+    }
+}
+
+/// Goal: every documented minimum is enforced. Method: `queue_capacity`
+/// below two chunks of 1024 lines, the minimum README states.
+#[test]
+fn queue_capacity_below_minimum_is_rejected_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    for capacity in [1, 2, 2047] {
+        let text = file_source_config(&input, "", "[sinks.out]\ntype = \"null\"\n").replace(
+            "batch_timeout_ms = 20",
+            &format!("batch_timeout_ms = 20\nqueue_capacity = {capacity}"),
+        );
+        assert_rejected(
+            dir.path(),
+            &text,
+            "dispatcher.queue_capacity",
+            "queue_capacity",
+            "minimum of 2048",
+        );
+    }
+    let text = file_source_config(&input, "", "[sinks.out]\ntype = \"null\"\n").replace(
+        "batch_timeout_ms = 20",
+        "batch_timeout_ms = 20\nqueue_capacity = 2048",
+    );
+    assert_accepted(dir.path(), &text);
+}
+
+/// Goal: two file sinks never interleave their writes in one file, and a
+/// sink never writes a file its own daemon follows. Method: the same file
+/// spelled two ways, and a sink path equal to the source's input and to a
+/// file its glob matches.
+#[test]
+fn file_sinks_writing_one_file_or_a_followed_file_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    let first = dir.path().join("out.txt");
+    let second = format!("{}/sub/.././out.txt", dir.path().display());
+    let sinks = format!(
+        "[sinks.a]\ntype = \"file\"\npath = \"{}\"\n\n[sinks.b]\ntype = \"file\"\npath = \"{second}\"\n",
+        first.display()
+    );
+    let text = file_source_config(&input, "", &sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.b.path",
+        "sub/.././out.txt",
+        "also written by sinks.a.path",
+    );
+
+    let sinks = format!(
+        "[sinks.loop]\ntype = \"file\"\npath = \"{}/./input.log\"\n",
+        dir.path().display()
+    );
+    let text = file_source_config(&input, "", &sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.loop.path",
+        "/./input.log",
+        "followed by sources.app",
+    );
+
+    let link = dir.path().join("sub").join("link.txt");
+    std::os::unix::fs::symlink(&input, &link).expect("symlink");
+    let sinks = format!(
+        "[sinks.loop]\ntype = \"file\"\npath = \"{}\"\n",
+        link.display()
+    );
+    let text = file_source_config(&input, "", &sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.loop.path",
+        "link.txt",
+        "followed by sources.app",
+    );
+
+    let sinks = format!(
+        "[sinks.loop]\ntype = \"file\"\npath = \"{}\"\n",
+        dir.path().join("new.log").display()
+    );
+    let glob = dir.path().join("*.log");
+    let text = file_source_config(&glob, "", &sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.loop.path",
+        "new.log",
+        "followed by sources.app",
+    );
+
+    // `*` does not cross a directory, as in the daemon's glob expansion.
+    let sinks = format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\n",
+        dir.path().join("sub").join("out.log").display()
+    );
+    assert_accepted(dir.path(), &file_source_config(&glob, "", &sinks));
+}
+
+/// Goal: a source glob that matches nothing is reported as a warning
+/// naming the source, the pattern and its line, by `check-config` (exit 0)
+/// and in `run`'s log. Method: a pattern beside a plain existing input, run
+/// with `exit_on_eof`.
+#[test]
+fn empty_glob_is_a_warning_in_check_config_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let pattern = format!("{}/nothing-*.log", dir.path().display());
+    let text = file_source_config(
+        &input,
+        "exit_on_eof = true",
+        "[sinks.out]\ntype = \"null\"\n",
+    )
+    .replace(
+        &format!("paths = [\"{}\"]", input.display()),
+        &format!("paths = [\n  \"{}\",\n  \"{pattern}\",\n]", input.display()),
+    );
+    let line = line_of(&text, "nothing-*.log");
+    let stdout = assert_accepted(dir.path(), &text);
+    for expected in [
+        "warning",
+        "sources.app.paths[1]",
+        &pattern,
+        &format!("line {line}"),
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing: {stdout}");
+    }
+
+    let config = write_file(dir.path(), "run.toml", &text);
+    let mut child = spawn_run(&config);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success(), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("sources.app.paths[1]"))
+        .unwrap_or_else(|| panic!("no warning in: {stderr}"));
+    assert!(warning.contains(&pattern), "{warning}");
+    assert!(warning.contains(&format!("line {line}")), "{warning}");
+}
+
+/// Goal: an error in a source or sink table points at the key's own line,
+/// not at the table header. Method: a bad enum value, a bad type and a
+/// bad number, each several lines below its header.
+#[test]
+fn value_errors_point_at_the_line_of_their_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let cases = [
+        (
+            file_source_config(
+                &input,
+                "start_at = \"middle\"",
+                "[sinks.out]\ntype = \"null\"\n",
+            ),
+            "start_at",
+            "sources.app.start_at",
+        ),
+        (
+            file_source_config(
+                &input,
+                "poll_interval_ms = \"soon\"",
+                "[sinks.out]\ntype = \"null\"\n",
+            ),
+            "poll_interval_ms",
+            "sources.app.poll_interval_ms",
+        ),
+        (
+            file_source_config(
+                &input,
+                "",
+                "[sinks.out]\ntype = \"file\"\npath = \"/tmp/x\"\nencoding = \"yaml\"\n",
+            ),
+            "encoding =",
+            "sinks.out.encoding",
+        ),
+        (
+            file_source_config(
+                &input,
+                "",
+                "[sinks.out]\nencoding = \"raw\"\ntype = \"carrier-pigeon\"\n",
+            ),
+            "carrier-pigeon",
+            "sinks.out.type",
+        ),
+    ];
+    for (text, line_needle, key) in cases {
+        let config = write_file(dir.path(), "enum.toml", &text);
+        let line = line_of(&text, line_needle);
+        for args in [&["check-config"][..], &["run", "--config"][..]] {
+            let output = run_binary(args, &config);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("line {line},")),
+                "{args:?} {key}: {stderr}"
+            );
+            assert!(stderr.contains(key), "{args:?}: {stderr}");
+        }
+    }
+}
+
+/// Goal: an operating system's error text appears once in a message.
+/// Method: a config file that does not exist, and `top` against a port
+/// nothing listens on.
+#[test]
+fn os_error_text_is_printed_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.toml");
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let output = run_binary(args, &missing);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+        assert_eq!(
+            stderr.matches("No such file or directory").count(),
+            1,
+            "{stderr}"
+        );
+    }
+
+    // Port 1 (tcpmux) is reserved and unused on a test machine.
+    let output = Command::new(binary())
+        .args(["top", "--once", "--address", "127.0.0.1:1"])
+        .output()
+        .expect("run top");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("127.0.0.1:1").count(), 1, "{stderr}");
+}
+
+/// Goal: a DLQ directory that cannot be created is reported before the
+/// daemon runs, as a warning (the daemon runs without a DLQ, counting what
+/// it cannot store). Method: `data_dir` under a regular file.
+#[test]
+fn unusable_dlq_directory_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let data_dir = input.join("data");
+    let text = file_source_config(&input, "", "[sinks.out]\ntype = \"null\"\n").replace(
+        &format!("data_dir = \"{}\"", dir.path().join("data").display()),
+        &format!("data_dir = \"{}\"", data_dir.display()),
+    );
+    let line = line_of(&text, "data_dir");
+    let stdout = assert_accepted(dir.path(), &text);
+    for expected in [
+        "warning",
+        "daemon.data_dir",
+        &format!("line {line}"),
+        "is not a directory",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing: {stdout}");
+    }
+}
+
+/// Goal: every flag and argument of every subcommand has help text.
+/// Method: each subcommand's `--help`; every line of its Options and
+/// Arguments sections names a flag followed by a description.
+#[test]
+fn every_flag_has_help_text() {
+    let subcommands: [&[&str]; 9] = [
+        &["run"],
+        &["check-config"],
+        &["demo"],
+        &["dlq", "list"],
+        &["dlq", "dump"],
+        &["dlq", "replay"],
+        &["top"],
+        &["kafka-mock"],
+        &[],
+    ];
+    for subcommand in subcommands {
+        let output = Command::new(binary())
+            .args(subcommand)
+            .arg("--help")
+            .output()
+            .expect("run --help");
+        assert!(output.status.success(), "{subcommand:?}");
+        let help = String::from_utf8_lossy(&output.stdout);
+        let mut in_list = false;
+        for line in help.lines() {
+            if line.ends_with(':') && !line.starts_with(' ') {
+                in_list = matches!(line, "Options:" | "Arguments:");
+                continue;
+            }
+            if !in_list || line.trim().is_empty() {
+                continue;
+            }
+            // "  -c, --config <CONFIG>  The TOML config file": the flag and
+            // its description are separated by two spaces or more.
+            let described = line
+                .trim_start()
+                .split_once("  ")
+                .is_some_and(|(_, text)| !text.trim().is_empty());
+            assert!(described, "{subcommand:?}: no help text: {line:?}\n{help}");
+        }
+    }
+}
