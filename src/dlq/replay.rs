@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -23,6 +25,7 @@ use crate::dlq::record::Record;
 use crate::dlq::segment::{ReadableSegment, SegmentError, list_segments};
 
 use crate::sink::encode::encode_record;
+use crate::sink::kafka::ClientLog;
 
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +226,7 @@ fn build_target(sink_id: &str, sink: &SinkConfig) -> Result<Box<dyn Target>, Rep
             let client = crate::sink::kafka::config::client_config(kafka, 100_000)
                 .map_err(|error| target_error(error.to_string()))?;
             let producer: BaseProducer<ReplayContext> = client
-                .create_with_context(ReplayContext::default())
+                .create_with_context(ReplayContext::new(sink_id))
                 .map_err(|error| target_error(error.to_string()))?;
             let key_label = kafka.key.clone();
             Box::new(KafkaTarget {
@@ -288,13 +291,32 @@ impl Target for WriterTarget {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ReplayContext {
     delivered: AtomicU64,
     failed: AtomicU64,
+    log: ClientLog,
 }
 
-impl ClientContext for ReplayContext {}
+impl ReplayContext {
+    fn new(sink_id: &str) -> Self {
+        Self {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            log: ClientLog::new(format!("replay:{sink_id}")),
+        }
+    }
+}
+
+impl ClientContext for ReplayContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.log.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
 
 impl ProducerContext for ReplayContext {
     type DeliveryOpaque = ();
@@ -319,6 +341,9 @@ struct KafkaTarget {
 
 /// How long a replay waits for the delivery reports of one segment.
 const SEGMENT_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a replay looks whether every delivery report of a chunk came.
+const ACK_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 impl Target for KafkaTarget {
     fn deliver(&mut self, records: &[Record<'_>]) -> u64 {
@@ -365,7 +390,10 @@ impl Target for KafkaTarget {
             if delivered + failed >= sent || Instant::now() > deadline {
                 return delivered;
             }
-            self.producer.poll(Duration::from_millis(50));
+            // `poll` returns only at its deadline, events or not: a long one
+            // would cap a replay at one chunk per deadline (1000 records per
+            // 50 ms, whatever `replay_rate` says).
+            self.producer.poll(ACK_POLL_INTERVAL);
         }
     }
 }
