@@ -50,15 +50,21 @@ pub struct DemoOptions {
     pub after: Duration,
 }
 
+/// Default lines per second.
+pub const RATE_DEFAULT: u64 = 50_000;
+/// Default seconds before, during and after the outage: 45 s of traffic;
+/// with the wait for the replay and the read-back, about a minute in all.
+pub const BEFORE_SECS_DEFAULT: u64 = 10;
+pub const OUTAGE_SECS_DEFAULT: u64 = 20;
+pub const AFTER_SECS_DEFAULT: u64 = 15;
+
 impl Default for DemoOptions {
-    /// About a minute in all: 50 s of traffic, then a few seconds to finish
-    /// the replay and to read 2.5M messages back.
     fn default() -> Self {
         Self {
-            rate: 50_000,
-            before: Duration::from_secs(10),
-            outage: Duration::from_secs(20),
-            after: Duration::from_secs(20),
+            rate: RATE_DEFAULT,
+            before: Duration::from_secs(BEFORE_SECS_DEFAULT),
+            outage: Duration::from_secs(OUTAGE_SECS_DEFAULT),
+            after: Duration::from_secs(AFTER_SECS_DEFAULT),
         }
     }
 }
@@ -140,41 +146,56 @@ fn run_in(
     let pipeline = Pipeline::start(&config).map_err(setup("cannot start the pipeline"))?;
     let metrics = pipeline.metrics().clone();
     let mut status = Status::new(&metrics);
-    let mut summary = DemoSummary::default();
-    summary.generated = generate(&cluster, &input, options, &mut status, out)?;
+    let generated = generate(&cluster, &input, options, &mut status, out)?;
     let _ = writeln!(out, "--- all lines written; waiting for the DLQ replay ---");
-    drain(&metrics, summary.generated, &mut status, out);
+    drain(&metrics, generated, &mut status, out);
     pipeline.request_stop();
     pipeline
         .join(Duration::from_secs(30))
         .map_err(setup("pipeline did not stop"))?;
-    summary.delivered_live = metrics.sinks[0].lines_sent.get();
-    summary.stored_in_dlq = metrics.dlq[0].stored_total();
-    summary.replayed_automatically = metrics.dlq[0].replayed.get();
+    let mut summary = pipeline_summary(&metrics, &status, generated);
     let report = replay(&config, "kafka", &mut |_, _| {}).map_err(setup("replay failed"))?;
-    summary.replayed = summary.replayed_automatically + report.records_delivered;
+    summary.replayed += report.records_delivered;
     if report.records_delivered > 0 {
-        let _ = writeln!(
-            out,
-            "replayed the rest by hand: {}",
-            report.records_delivered
-        );
+        let rest = report.records_delivered;
+        let _ = writeln!(out, "replayed the rest by hand: {rest}");
     }
-    let kafka = &metrics.kafka[0].1;
-    summary.breaker_openings = kafka.breaker_openings.get();
-    summary.breaker_closings = summary.breaker_openings - kafka.breaker_state.get();
-    summary.duplicates_bound = IN_FLIGHT_LINES_MAX * summary.breaker_openings;
     let _ = writeln!(out, "reading the topic back ...");
-    let (distinct, duplicates) = consume_numbers(&bootstrap, summary.generated)?;
-    summary.consumed_distinct = distinct;
-    summary.duplicates = duplicates;
-    summary.lost = summary.generated - distinct;
-    summary.peak_rss_bytes = status.peak_rss_bytes;
-    summary.threads_min = status.threads_min;
-    summary.threads_max = status.threads_max;
+    let reading = Instant::now();
+    let found = read_back(&bootstrap, generated)?;
+    let seconds = reading.elapsed().as_secs_f64();
+    let _ = writeln!(
+        out,
+        "read {} messages back in {seconds:.1} s",
+        found.messages
+    );
+    summary.consumed_distinct = found.distinct;
+    summary.duplicates = found.duplicates;
+    summary.lost = generated - found.distinct;
     summary.wall_time_ms = started.elapsed().as_millis() as u64;
     write_summary(out, &summary);
     Ok(summary)
+}
+
+/// What the pipeline's counters and the status samples say, once it stopped.
+fn pipeline_summary(metrics: &PipelineMetrics, status: &Status<'_>, generated: u64) -> DemoSummary {
+    let kafka = &metrics.kafka[0].1;
+    let breaker_openings = kafka.breaker_openings.get();
+    let replayed_automatically = metrics.dlq[0].replayed.get();
+    DemoSummary {
+        generated,
+        delivered_live: metrics.sinks[0].lines_sent.get(),
+        stored_in_dlq: metrics.dlq[0].stored_total(),
+        replayed_automatically,
+        replayed: replayed_automatically,
+        duplicates_bound: IN_FLIGHT_LINES_MAX * breaker_openings,
+        breaker_openings,
+        breaker_closings: breaker_openings - kafka.breaker_state.get(),
+        peak_rss_bytes: status.peak_rss_bytes,
+        threads_min: status.threads_min,
+        threads_max: status.threads_max,
+        ..DemoSummary::default()
+    }
 }
 
 fn write_intro(out: &mut dyn Write, options: &DemoOptions, bootstrap: &str) {
@@ -413,8 +434,21 @@ impl ClientContext for ReadBackContext {
 
 impl ConsumerContext for ReadBackContext {}
 
-/// Reads the topic; returns (distinct numbers, duplicate messages).
-fn consume_numbers(bootstrap: &str, count: u64) -> Result<(u64, u64), DemoError> {
+/// Longest the read-back waits for the next message before it gives up on
+/// the rest (the summary then shows lines lost).
+const READ_BACK_QUIET_MAX: Duration = Duration::from_secs(10);
+
+/// What reading the topic back found.
+#[derive(Debug, Clone, Copy)]
+struct ReadBack {
+    messages: u64,
+    distinct: u64,
+    duplicates: u64,
+}
+
+/// Reads every message of the topic, up to the high watermarks taken before
+/// it starts (the pipeline has stopped, so nothing is added meanwhile).
+fn read_back(bootstrap: &str, count: u64) -> Result<ReadBack, DemoError> {
     let consumer: BaseConsumer<ReadBackContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "log-capturer-demo")
@@ -424,43 +458,45 @@ fn consume_numbers(bootstrap: &str, count: u64) -> Result<(u64, u64), DemoError>
         })
         .map_err(setup("cannot create the demo consumer"))?;
     let mut assignment = TopicPartitionList::new();
+    let mut messages_expected = 0u64;
     for partition in 0..PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks(TOPIC, partition, Duration::from_secs(10))
+            .map_err(setup("cannot read the topic's offsets"))?;
+        messages_expected += (high - low).max(0) as u64;
         assignment
             .add_partition_offset(TOPIC, partition, Offset::Beginning)
             .map_err(setup("assignment"))?;
     }
     consumer.assign(&assignment).map_err(setup("assign"))?;
     let mut seen = vec![false; count as usize];
-    let (mut distinct, mut duplicates) = (0u64, 0u64);
+    let mut found = ReadBack {
+        messages: 0,
+        distinct: 0,
+        duplicates: 0,
+    };
     let mut last_message = Instant::now();
-    // Past the last distinct number, duplicates may still follow: read until
-    // the topic has been quiet for a while.
-    while last_message.elapsed() < Duration::from_secs(2) {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let Ok(message) = message else {
+    while found.messages < messages_expected && last_message.elapsed() < READ_BACK_QUIET_MAX {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         last_message = Instant::now();
-        let payload = message.payload().unwrap_or_default();
-        let Some(number) = payload
-            .get(4..16)
+        found.messages += 1;
+        let number = message
+            .payload()
+            .and_then(|payload| payload.get(4..16))
             .and_then(|digits| std::str::from_utf8(digits).ok())
-            .and_then(|digits| digits.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        match seen.get_mut(number) {
-            Some(seen) if *seen => duplicates += 1,
+            .and_then(|digits| digits.parse::<usize>().ok());
+        match number.and_then(|number| seen.get_mut(number)) {
+            Some(seen) if *seen => found.duplicates += 1,
             Some(seen) => {
                 *seen = true;
-                distinct += 1;
+                found.distinct += 1;
             }
             None => {}
         }
     }
-    Ok((distinct, duplicates))
+    Ok(found)
 }
 
 fn write_summary(out: &mut dyn Write, summary: &DemoSummary) {

@@ -40,21 +40,22 @@ enum Command {
         file: PathBuf,
     },
     /// Run the whole pipeline on an embedded default: an in-process Kafka,
-    /// generated numbered lines, a Kafka outage in the middle, a status line
-    /// each second, and a summary (generated, delivered, in DLQ, replayed,
-    /// lost). Exits 1 if any line was lost.
+    /// generated numbered lines, a Kafka outage in the middle, the DLQ
+    /// replayed once Kafka is back, a status line each second, and a summary
+    /// (generated, delivered, in DLQ, replayed, duplicates, lost). About a
+    /// minute with the defaults. Exits 1 if any line was lost.
     Demo {
         /// Lines per second.
-        #[arg(long, default_value_t = 50_000)]
+        #[arg(long, default_value_t = log_capturer::demo::RATE_DEFAULT)]
         rate: u64,
         /// Seconds before the outage.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = log_capturer::demo::BEFORE_SECS_DEFAULT)]
         before_secs: u64,
         /// Seconds of outage (every broker down).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = log_capturer::demo::OUTAGE_SECS_DEFAULT)]
         outage_secs: u64,
-        /// Seconds after the outage.
-        #[arg(long, default_value_t = 15)]
+        /// Seconds after the outage (the DLQ is replayed meanwhile).
+        #[arg(long, default_value_t = log_capturer::demo::AFTER_SECS_DEFAULT)]
         after_secs: u64,
     },
     /// Inspect and replay the dead-letter queue.
