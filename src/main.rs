@@ -122,7 +122,13 @@ enum DlqCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo's status table is its output; the daemon's INFO lines (each
+    // replayed segment, ...) would interleave with it.
+    let level_default = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    init_tracing(level_default);
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { file } => check_config(&file),
@@ -151,9 +157,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(level_default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_CAPTURER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level_default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

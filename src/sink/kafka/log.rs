@@ -24,8 +24,8 @@
 //!
 //! Thread: librdkafka calls back on the thread that polls the client (rdkafka
 //! routes logs to the main queue); a mutex guards the small fixed table, so a
-//! client polled from two threads is fine too. Nothing allocates after
-//! construction.
+//! client polled from two threads is fine too. The table is allocated with
+//! the client; only the closing line at drop formats a string.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -74,6 +74,17 @@ enum Kind {
 }
 
 const KINDS: usize = 4;
+
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Outage => "connection",
+            Kind::Error => "error",
+            Kind::Warning => "warning",
+            Kind::Notice => "notice",
+        }
+    }
+}
 
 /// One kind's rate-limit state.
 #[derive(Debug, Clone, Copy, Default)]
@@ -167,8 +178,12 @@ impl Drop for ClientLog {
                 continue;
             }
             let kind = [Kind::Outage, Kind::Error, Kind::Warning, Kind::Notice][index];
-            let message = "more librdkafka messages of this kind were not logged";
-            log_line(&self.client, kind, "-", message, slot.held_back);
+            let message = format!(
+                "{} more {} messages were not logged (rate limit)",
+                slot.held_back,
+                kind.describe()
+            );
+            log_line(&self.client, kind, "-", &message, slot.held_back);
         }
     }
 }
