@@ -36,6 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -46,6 +48,7 @@ use crate::dlq::segment::{ReadableSegment, SegmentError, list_segments};
 use crate::dlq::{DlqMetrics, DlqSettings, DlqWriter};
 use crate::sink::encode::encode_record;
 use crate::sink::failures::Rejection;
+use crate::sink::kafka::ClientLog;
 use crate::sink::kafka::breaker::rejection_of;
 
 /// Why a replay could not run.
@@ -439,7 +442,7 @@ fn build_target(sink_id: &str, sink: &SinkConfig) -> Result<Box<dyn Target>, Rep
             let client = crate::sink::kafka::config::client_config(kafka, 100_000)
                 .map_err(|error| target_error(error.to_string()))?;
             let producer: BaseProducer<ReplayContext> = client
-                .create_with_context(ReplayContext::default())
+                .create_with_context(ReplayContext::new(sink_id))
                 .map_err(|error| target_error(error.to_string()))?;
             Box::new(KafkaTarget {
                 producer,
@@ -515,14 +518,32 @@ struct StepBook {
     reported: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ReplayContext {
     /// Only the replay thread touches it (reports come inside `poll`); the
     /// mutex is never contended.
     book: Mutex<StepBook>,
+    log: ClientLog,
 }
 
-impl ClientContext for ReplayContext {}
+impl ReplayContext {
+    fn new(sink_id: &str) -> Self {
+        Self {
+            book: Mutex::new(StepBook::default()),
+            log: ClientLog::new(format!("replay:{sink_id}")),
+        }
+    }
+}
+
+impl ClientContext for ReplayContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.log.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
 
 impl ProducerContext for ReplayContext {
     /// `generation << 32 | index in the step`.
@@ -622,6 +643,9 @@ impl KafkaTarget {
     }
 }
 
+/// How often a replay looks whether every delivery report of a chunk came.
+const ACK_POLL_INTERVAL: Duration = Duration::from_millis(1);
+
 impl Target for KafkaTarget {
     fn deliver(&mut self, records: &[&Record<'_>], outcomes: &mut [Delivery]) {
         assert!(records.len() <= REPLAY_CHUNK_RECORDS, "a step is bounded");
@@ -637,7 +661,10 @@ impl Target for KafkaTarget {
         }
         let deadline = Instant::now() + STEP_ACK_TIMEOUT;
         while self.book().reported < sent && Instant::now() < deadline {
-            self.producer.poll(Duration::from_millis(50));
+            // `poll` returns only at its deadline, events or not: a long one
+            // would cap a replay at one step per deadline (1000 records per
+            // 50 ms, whatever `replay_rate` says).
+            self.producer.poll(ACK_POLL_INTERVAL);
         }
         let book = self.book();
         for (outcome, reported) in outcomes.iter_mut().zip(&book.outcomes) {

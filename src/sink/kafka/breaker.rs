@@ -5,7 +5,9 @@
 //! instead of waiting for timeouts to pile up. Open: batches are failed at
 //! once as retryable without touching librdkafka, so librdkafka's queue, and
 //! its memory, stays empty. Every `probe_interval` the sink asks the cluster
-//! for metadata; an answer closes the breaker.
+//! for metadata; an answer closes the breaker. The sink first serves the
+//! error events librdkafka queued while the cluster was down: they predate
+//! the answer, and served later they would open the breaker again at once.
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,8 @@
 //!     poll librdkafka: delivery reports land in the per-slot book and the
 //!         failure table; client errors may flag a transport failure
 //!     transport failure flagged: open the breaker, purge librdkafka's queue
-//!     breaker open and a probe due: fetch metadata; an answer closes it
+//!     breaker open and a probe due: fetch metadata; an answer closes it,
+//!         once the events queued during the outage are served
 //!     report every batch whose entries all have a delivery report
 //!     produce: go on with the current batch, or take the next from the ring;
 //!         with the breaker open, fail the batch at once (retryable)
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
@@ -50,6 +52,7 @@ use crate::metrics::{Counter, Gauge, SinkMetrics};
 use crate::sink::encode::Encoder;
 use crate::sink::failures::Rejection;
 use crate::sink::kafka::breaker::{Breaker, is_transport_error, rejection_of};
+use crate::sink::kafka::log::ClientLog;
 use crate::sink::{FailureTable, Outcome, SinkLinks, SinkReport};
 use crate::wake;
 
@@ -91,13 +94,13 @@ struct SlotBook {
 /// librdkafka calls this back on the sink thread, inside `poll`.
 #[derive(Debug)]
 pub struct KafkaContext {
-    sink_id: String,
     entries_per_slot: usize,
     slots: Box<[SlotBook]>,
     failures: Arc<FailureTable>,
     /// Set by a transport-level error; taken by the sink loop.
     transport_failed: AtomicBool,
     metrics: Arc<KafkaMetrics>,
+    log: ClientLog,
 }
 
 impl KafkaContext {
@@ -145,7 +148,11 @@ impl ClientContext for KafkaContext {
             self.transport_failed.store(true, Ordering::Relaxed);
             self.metrics.errors_transport.add(1);
         }
-        tracing::debug!(sink = %self.sink_id, %error, reason, "librdkafka error");
+        self.log.error(&error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.log.log(level, facility, message);
     }
 }
 
@@ -234,6 +241,14 @@ const JSON_BYTES_PER_LINE_BYTE_MAX: usize = 6;
 /// caught when it is sent.
 const ENCODED_OVERHEAD_BYTES_SLACK: usize = 64 * 1024;
 
+/// One round of serving the events queued before a probe's answer: `poll`
+/// serves every queued event until its deadline, each in microseconds.
+const STALE_EVENT_ROUND: Duration = Duration::from_millis(2);
+
+/// Most such rounds (100 ms in all), so that a client that keeps reporting
+/// errors cannot hold the thread.
+const STALE_EVENT_ROUNDS_MAX: usize = 50;
+
 impl KafkaSink {
     /// Creates the producer (librdkafka starts connecting now).
     pub fn new(
@@ -252,7 +267,6 @@ impl KafkaSink {
             ..KafkaMetrics::default()
         });
         let context = KafkaContext {
-            sink_id: options.id.clone(),
             entries_per_slot: options.batch_size,
             slots: (0..options.batches_in_flight)
                 .map(|_| SlotBook {
@@ -265,6 +279,7 @@ impl KafkaSink {
             failures: Arc::clone(&failures),
             transport_failed: AtomicBool::new(false),
             metrics: Arc::clone(&metrics),
+            log: ClientLog::new(options.id.clone()),
         };
         let producer: BaseProducer<KafkaContext> =
             client
@@ -362,6 +377,7 @@ impl KafkaSink {
 
     fn close_if_probe_answers(&mut self) {
         if self.breaker.probe_due() && self.probe() {
+            self.serve_stale_events();
             self.producer
                 .context()
                 .transport_failed
@@ -370,6 +386,27 @@ impl KafkaSink {
             self.metrics.breaker_state.set(0);
             self.metrics.connected.set(1);
             tracing::info!(sink = %self.options.id, "Kafka answers again: circuit breaker closed");
+        }
+    }
+
+    /// Serves the events librdkafka queued while the cluster was down.
+    ///
+    /// Its error events (each refused connection, "all brokers down") wait
+    /// in its queue, and the loop's `poll(0)` serves one event per round:
+    /// during an outage they pile up. Served after the close, they would open
+    /// the breaker again at once, a flap at every recovery whose purge
+    /// re-sends what was in flight. They predate the probe's answer, so they
+    /// are served before the close, whose caller then forgets the flag they
+    /// set. Rounds go on while transport errors keep coming, at most
+    /// `STALE_EVENT_ROUNDS_MAX` of them.
+    fn serve_stale_events(&self) {
+        let transport_errors = &self.metrics.errors_transport;
+        for _ in 0..STALE_EVENT_ROUNDS_MAX {
+            let before = transport_errors.get();
+            self.producer.poll(STALE_EVENT_ROUND);
+            if transport_errors.get() == before {
+                break;
+            }
         }
     }
 
