@@ -102,12 +102,14 @@ impl AutoReplay {
                     delivered,
                     failed,
                     corrupt,
+                    corrupt_bytes,
                     deleted,
                 } => {
                     replayed_any = true;
                     self.metrics.replayed.add(delivered);
                     self.metrics.replay_failed.add(failed);
                     self.metrics.corrupt.add(corrupt);
+                    self.metrics.corrupt_bytes.add(corrupt_bytes);
                     if !deleted {
                         tracing::warn!(sink = %self.sink, path = %path.display(), failed, "DLQ replay incomplete; the segment is kept");
                         return false;

@@ -1,10 +1,15 @@
 //! `log-capturer dlq list` and `dlq dump`: read-only views of the DLQ.
+//!
+//! They take no lock, so they run while the daemon writes and replays: a
+//! segment being written is read up to its last complete record, a segment
+//! deleted meanwhile is left out, and a damaged segment is reported and
+//! scanned for its intact records (see `segment` and `scan`).
 
 use std::io::Write;
 use std::path::Path;
 
 use crate::dlq::record::Record;
-use crate::dlq::segment::{ReadableSegment, list_segments};
+use crate::dlq::segment::{ReadableSegment, ScanSummary, is_not_found, list_segments};
 use crate::dlq::{DlqError, list};
 use crate::sink::encode::{write_json_string, write_rfc3339_nanos, write_string_labels};
 
@@ -31,14 +36,16 @@ pub fn sink_dirs(dlq_dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Dl
     Ok(sinks)
 }
 
-/// Writes one line per segment: sink, sequence, records, corrupt, torn
-/// tail, file bytes; then a total per sink.
+/// Writes one line per segment: sink, sequence, records, corrupt regions,
+/// torn tail, file bytes; then a total per sink; then one note per segment
+/// that is damaged or being written, naming its file.
 pub fn write_listing(out: &mut dyn Write, dlq_dir: &Path) -> Result<(), DlqError> {
     let _ = writeln!(
         out,
         "{:<20} {:>8} {:>10} {:>8} {:>5} {:>12}",
         "sink", "segment", "records", "corrupt", "torn", "bytes"
     );
+    let mut notes = Vec::new();
     for (sink, dir) in sink_dirs(dlq_dir)? {
         let mut records_total = 0;
         for (sequence, path, summary) in list(&dir)? {
@@ -50,10 +57,38 @@ pub fn write_listing(out: &mut dyn Write, dlq_dir: &Path) -> Result<(), DlqError
                 summary.records, summary.corrupt
             );
             records_total += summary.records;
+            notes.extend(segment_note(&path, &summary));
         }
         let _ = writeln!(out, "{sink:<20} {:>8} {records_total:>10}", "total");
     }
+    for note in notes {
+        let _ = writeln!(out, "{note}");
+    }
     Ok(())
+}
+
+/// What an operator should know about a segment beyond its counts.
+fn segment_note(path: &Path, summary: &ScanSummary) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(damage) = summary.header {
+        parts.push(format!(
+            "header damaged ({damage}); the records after it were scanned anyway"
+        ));
+    }
+    let regions = summary.corrupt - u64::from(summary.header.is_some());
+    if regions > 0 {
+        parts.push(format!(
+            "{regions} corrupt regions ({} bytes) skipped; the intact records around them were recovered",
+            summary.corrupt_bytes
+        ));
+    }
+    if summary.in_use {
+        parts.push("being written; read up to its last complete record".to_string());
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!("note: {}: {}", path.display(), parts.join("; ")))
 }
 
 /// Writes every record of the chosen sinks: as text, or one JSON object
@@ -74,14 +109,21 @@ pub fn write_dump(
             source,
         };
         for (_, path) in list_segments(&dir).map_err(directory_error)? {
-            let mut segment = ReadableSegment::open(&path)?;
+            let opened = ReadableSegment::open_unlocked(&path);
+            if is_not_found(&opened) {
+                continue;
+            }
             let mut line = Vec::new();
-            segment.scan(|record| {
+            let summary = opened?.scan(|record| {
                 line.clear();
                 format_record(&mut line, record, json);
                 let _ = out.write_all(&line);
                 count += 1;
             })?;
+            // Standard output holds records only; the note goes to the log.
+            if let Some(note) = segment_note(&path, &summary) {
+                tracing::warn!("{note}");
+            }
         }
     }
     Ok(count)

@@ -69,6 +69,7 @@ pub enum SegmentReplay {
         delivered: u64,
         failed: u64,
         corrupt: u64,
+        corrupt_bytes: u64,
         /// Every record was acknowledged and the segment deleted.
         deleted: bool,
     },
@@ -149,11 +150,16 @@ impl Replayer {
         if stopped {
             return SegmentReplay::Stopped;
         }
-        let deleted = delivered == handled && segment.delete().is_ok();
+        // `summary.records` is every intact record the scan recovered
+        // (corrupt regions and a damaged header hide none): the segment
+        // goes only when each of them was acknowledged.
+        let every_record_acknowledged = handled == summary.records && delivered == handled;
+        let deleted = every_record_acknowledged && segment.delete().is_ok();
         SegmentReplay::Replayed {
             delivered,
             failed: handled - delivered,
             corrupt: summary.corrupt,
+            corrupt_bytes: summary.corrupt_bytes,
             deleted,
         }
     }
@@ -193,6 +199,7 @@ pub fn replay(
                 failed,
                 corrupt,
                 deleted,
+                ..
             } => {
                 report.records_delivered += delivered;
                 report.records_failed += failed;
