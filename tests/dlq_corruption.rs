@@ -294,9 +294,15 @@ fn list_and_dump_run_while_a_writer_holds_the_segment() {
 
     let (code, stdout, stderr) = dlq_command(&["list"], &config_path);
     println!("{stdout}{stderr}");
-    assert_eq!(code, 0, "dlq list exits 0 while the segment is locked: {stderr}");
+    assert_eq!(
+        code, 0,
+        "dlq list exits 0 while the segment is locked: {stderr}"
+    );
     let (code, stdout, stderr) = dlq_command(&["dump"], &config_path);
-    assert_eq!(code, 0, "dlq dump exits 0 while the segment is locked: {stderr}");
+    assert_eq!(
+        code, 0,
+        "dlq dump exits 0 while the segment is locked: {stderr}"
+    );
     assert_eq!(record_numbers(&stdout), (0..1000).collect::<Vec<_>>());
 
     append(&mut writer, 1000, 500);
@@ -334,7 +340,11 @@ fn damaged_64_mib_segment_scans_in_linear_time() {
     };
     let mut writer = DlqWriter::open("out", &settings).expect("open");
     let mut written = 0;
-    while list_segments(&dir.path().join("out")).expect("segments").len() < 2 {
+    while list_segments(&dir.path().join("out"))
+        .expect("segments")
+        .len()
+        < 2
+    {
         append(&mut writer, written, 1000);
         written += 1000;
     }
@@ -365,7 +375,10 @@ fn damaged_64_mib_segment_scans_in_linear_time() {
     std::fs::write(&path, &bytes).expect("write");
     let (recovered, corrupt, took) = timed_scan(&path);
     println!("{flips} flips: {recovered} records, {corrupt} corrupt, {took:?}");
-    assert!(recovered >= records - flips, "each flip costs one record at most");
+    assert!(
+        recovered >= records - flips,
+        "each flip costs one record at most"
+    );
     assert!(took < limit);
 
     let mut bytes = intact.clone();

@@ -185,7 +185,7 @@ pub fn replay(
     let mut total = 0;
     for (_, path) in &segments {
         if let Ok(summary) =
-            ReadableSegment::open(path).and_then(|mut segment| segment.scan(|_| {}))
+            ReadableSegment::open_unlocked(path).and_then(|mut segment| segment.scan(|_| {}))
         {
             total += summary.records;
         }

@@ -347,7 +347,10 @@ impl Scanner {
         match decode_frame(&rest[..frame_bytes]) {
             Ok(Frame::Record(record, taken)) => {
                 debug_assert_eq!(taken, frame_bytes, "the prefix and the decoder agree");
-                debug_assert!(taken >= FRAME_PREFIX_BYTES, "an accepted frame is not empty");
+                debug_assert!(
+                    taken >= FRAME_PREFIX_BYTES,
+                    "an accepted frame is not empty"
+                );
                 Candidate::Frame(record, taken)
             }
             Ok(Frame::End) | Err(_) => Candidate::Invalid,

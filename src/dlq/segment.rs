@@ -43,9 +43,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Advice, MmapMut, UncheckedAdvice};
 
-pub use crate::dlq::scan::{SCAN_CHUNK_BYTES, ScanMode, ScanSummary, scan_frames};
 use crate::dlq::record::Record;
 use crate::dlq::scan::scan_reader;
+pub use crate::dlq::scan::{SCAN_CHUNK_BYTES, ScanMode, ScanSummary, scan_frames};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"LCDLQSEG";
 pub const SEGMENT_VERSION: u32 = 1;
@@ -200,7 +200,9 @@ fn mark_in_use(file: &File, path: &Path) -> Result<(), SegmentError> {
     if result == 0 {
         return Ok(());
     }
-    Err(io_error(path, "mark in use")(std::io::Error::last_os_error()))
+    Err(io_error(path, "mark in use")(
+        std::io::Error::last_os_error(),
+    ))
 }
 
 /// True when a writer holds the in-use mark of `file` (see
@@ -290,14 +292,11 @@ impl WritableSegment {
             .create_new(true)
             .open(&temporary)
             .map_err(io_error(&path, "create"))?;
-        let prepared = Self::prepare(&file, &path, segment_bytes)
-            .and_then(|mut map| {
-                write_header(&mut map, segment_bytes, sequence, created_ns);
-                // A hard link fails if the name exists: never replaces a
-                // segment.
-                std::fs::hard_link(&temporary, &path).map_err(io_error(&path, "link"))?;
-                Ok(map)
-            });
+        let prepared = Self::prepare(&file, &path, segment_bytes).and_then(|mut map| {
+            write_header(&mut map, segment_bytes, sequence, created_ns);
+            publish(&temporary, &path)?;
+            Ok(map)
+        });
         let _ = std::fs::remove_file(&temporary);
         let map = prepared?;
         Ok(Self {
@@ -418,6 +417,22 @@ impl WritableSegment {
     }
 }
 
+/// Gives a prepared segment its final name, never replacing a segment: a
+/// hard link fails if the name exists; a file system without hard links
+/// gets a rename after a check.
+fn publish(temporary: &Path, path: &Path) -> Result<(), SegmentError> {
+    match std::fs::hard_link(temporary, path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(io_error(path, "link")(error))
+        }
+        Err(_) if !path.exists() => {
+            std::fs::rename(temporary, path).map_err(io_error(path, "rename"))
+        }
+        Err(error) => Err(io_error(path, "link")(error)),
+    }
+}
+
 /// Writes the header of a new segment into its map.
 fn write_header(map: &mut MmapMut, segment_bytes: usize, sequence: u64, created_ns: u64) {
     let header = &mut map[..SEGMENT_HEADER_BYTES];
@@ -502,9 +517,9 @@ impl ReadableSegment {
             .and_then(segment_sequence);
         let damage = check_header(&header, named).err();
         let sequence = named.unwrap_or_else(|| {
-            header
-                .get(24..32)
-                .map_or(0, |bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+            header.get(24..32).map_or(0, |bytes| {
+                u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+            })
         });
         Ok(Self {
             sequence,
