@@ -395,11 +395,46 @@ fn damaged_64_mib_segment_scans_in_linear_time() {
     assert_eq!(recovered, 0);
     assert!(took < limit);
 
-    let mut bytes = intact;
+    let mut bytes = intact.clone();
     bytes[64..].fill(0);
     std::fs::write(&path, &bytes).expect("write");
     let (recovered, corrupt, took) = timed_scan(&path);
     println!("empty: {recovered} records, {corrupt} corrupt, {took:?}");
     assert_eq!((recovered, corrupt), (0, 0));
+    assert!(took < limit);
+
+    // A first record crafted to hold 32,768 plausible frame prefixes, each
+    // claiming 60 MiB, with its own length flipped: checked directly, each
+    // would cost a 60 MiB checksum.
+    std::fs::remove_dir_all(dir.path().join("out")).expect("remove the segments");
+    let mut message = Vec::new();
+    let claimed_bytes = 60u32 * 1024 * 1024;
+    while message.len() < 1024 * 1024 {
+        message.extend_from_slice(&claimed_bytes.to_le_bytes());
+        message.extend_from_slice(&[0xef, 0xbe, 0xad, 0xde, 1, 1, 0, 0]);
+        message.extend_from_slice(&[0; 16]);
+        message.extend_from_slice(&(claimed_bytes - 24).to_le_bytes());
+    }
+    let mut writer = DlqWriter::open("out", &settings).expect("open");
+    writer
+        .append(&Record {
+            timestamp_ns: 1,
+            attempts: 1,
+            reason: Reason::Permanent,
+            terminated: false,
+            sink: "out",
+            labels: vec![],
+            message: &message,
+        })
+        .expect("append");
+    append(&mut writer, 0, 100_000);
+    drop(writer);
+    let path = list_segments(&dir.path().join("out")).expect("segments")[0]
+        .1
+        .clone();
+    flip(&path, 64, 0x01);
+    let (recovered, corrupt, took) = timed_scan(&path);
+    println!("crafted first record: {recovered} records, {corrupt} corrupt, {took:?}");
+    assert_eq!((recovered, corrupt), (100_000, 1));
     assert!(took < limit);
 }
