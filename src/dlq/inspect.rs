@@ -78,7 +78,7 @@ fn segment_note(path: &Path, summary: &ScanSummary) -> Option<String> {
     let regions = summary.corrupt - u64::from(summary.header.is_some());
     if regions > 0 {
         parts.push(format!(
-            "{regions} corrupt regions ({} bytes) skipped; the intact records around them were recovered",
+            "corrupt regions skipped: {regions} ({} bytes); the intact records around them were recovered",
             summary.corrupt_bytes
         ));
     }

@@ -155,6 +155,9 @@ impl Replayer {
         // goes only when each of them was acknowledged.
         let every_record_acknowledged = handled == summary.records && delivered == handled;
         let deleted = every_record_acknowledged && segment.delete().is_ok();
+        if deleted && summary.corrupt > 0 {
+            tracing::warn!(path = %path.display(), records = summary.records, corrupt = summary.corrupt, corrupt_bytes = summary.corrupt_bytes, "DLQ segment with corrupt regions replayed and deleted: its intact records were delivered, the damaged ones could not be read");
+        }
         SegmentReplay::Replayed {
             delivered,
             failed: handled - delivered,
