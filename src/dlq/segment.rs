@@ -191,33 +191,28 @@ fn whole_file_lock(lock_type: libc::c_int) -> libc::flock {
 
 /// Marks `file` as being written: an OFD write lock on the whole file,
 /// released when the file is closed. It conflicts with nothing the project
-/// takes (`flock` locks are separate); readers only query it.
-fn mark_in_use(file: &File, path: &Path) -> Result<(), SegmentError> {
+/// takes (`flock` locks are separate); readers only query it. Best effort:
+/// on a file system without OFD locks the segment is still written, and
+/// readers take it for sealed (its unwritten tail reads as the end).
+fn mark_in_use(file: &File, path: &Path) {
     let lock = whole_file_lock(libc::F_WRLCK);
     // SAFETY: fcntl reads `lock`, which lives across the call, and the
     // descriptor, which `file` keeps open.
     let result = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-    if result == 0 {
-        return Ok(());
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(path = %path.display(), %error, "DLQ segment cannot be marked in use; dlq list and dump will read it as sealed");
     }
-    Err(io_error(path, "mark in use")(
-        std::io::Error::last_os_error(),
-    ))
 }
 
 /// True when a writer holds the in-use mark of `file` (see
-/// [`mark_in_use`]). Takes no lock.
-fn is_in_use(file: &File, path: &Path) -> Result<bool, SegmentError> {
+/// [`mark_in_use`]). Takes no lock; false where the mark cannot be queried.
+fn is_in_use(file: &File) -> bool {
     let mut lock = whole_file_lock(libc::F_WRLCK);
     // SAFETY: fcntl writes into `lock`, a valid `flock` that lives across
     // the call; the descriptor is kept open by `file`.
     let result = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
-    if result != 0 {
-        return Err(io_error(path, "query the in-use mark")(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+    result == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
 }
 
 /// The temporary name a segment is prepared under (not a segment name, so
@@ -314,7 +309,7 @@ impl WritableSegment {
     /// Locks, marks, preallocates and maps a new segment file.
     fn prepare(file: &File, path: &Path, segment_bytes: usize) -> Result<MmapMut, SegmentError> {
         lock_exclusive(file, path)?;
-        mark_in_use(file, path)?;
+        mark_in_use(file, path);
         // SAFETY: posix_fallocate reads the descriptor and two integers; no
         // memory is shared with the call.
         let result =
@@ -496,7 +491,7 @@ impl ReadableSegment {
     /// record ([`ScanMode::InUse`]).
     pub fn open_unlocked(path: &Path) -> Result<Self, SegmentError> {
         let file = File::open(path).map_err(io_error(path, "open"))?;
-        let mode = if is_in_use(&file, path)? {
+        let mode = if is_in_use(&file) {
             ScanMode::InUse
         } else {
             ScanMode::Sealed
