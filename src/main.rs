@@ -93,14 +93,16 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
-    /// List the segments of every sink's DLQ: records, corrupt records,
-    /// torn tails, bytes.
+    /// List the segments of every sink's DLQ: records, corrupt regions,
+    /// torn tails, bytes, and a note per damaged segment. Takes no lock:
+    /// safe while the daemon runs.
     List {
         /// The daemon's config file (for `[dlq] dir` or `daemon.data_dir`).
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Print the records of the DLQ, oldest first.
+    /// Print the records of the DLQ, oldest first (the segment being
+    /// written up to its last complete record). Takes no lock.
     Dump {
         /// The daemon's config file (for `[dlq] dir` or `daemon.data_dir`).
         #[arg(long, short)]

@@ -106,6 +106,7 @@ impl AutoReplay {
                 SegmentReplay::Replayed(counts) => {
                     replayed_any = true;
                     self.metrics.corrupt.add(counts.corrupt);
+                    self.metrics.corrupt_bytes.add(counts.corrupt_bytes);
                     if !counts.deleted {
                         tracing::warn!(sink = %self.sink, path = %path.display(), failed = counts.failed, delivered = counts.delivered, "DLQ replay incomplete; the segment is kept and resumed later");
                         return false;

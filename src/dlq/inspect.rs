@@ -3,12 +3,17 @@
 //! A sink's `rejected/` segments (records the sink refused for good) are
 //! listed as sink `<id>/rejected`, and their records are dumped with the
 //! word `rejected` before the reason (JSON: `"rejected":true`).
+//!
+//! They take no lock, so they run while the daemon writes and replays: a
+//! segment being written is read up to its last complete record, a segment
+//! deleted meanwhile is left out, and a damaged segment is reported and
+//! scanned for its intact records (see `segment` and `scan`).
 
 use std::io::Write;
 use std::path::Path;
 
 use crate::dlq::record::Record;
-use crate::dlq::segment::{ReadableSegment, list_segments};
+use crate::dlq::segment::{ReadableSegment, ScanSummary, is_not_found, list_segments};
 use crate::dlq::{DlqError, list, rejected_dir};
 use crate::sink::encode::{write_json_string, write_rfc3339_nanos, write_string_labels};
 
@@ -35,26 +40,37 @@ pub fn sink_dirs(dlq_dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Dl
     Ok(sinks)
 }
 
-/// Writes one line per segment: sink, sequence, records, corrupt, torn
-/// tail, file bytes; then a total per sink.
+/// Writes one line per segment: sink, sequence, records, corrupt regions,
+/// torn tail, file bytes; then a total per sink; then one note per segment
+/// that is damaged or being written, naming its file.
 pub fn write_listing(out: &mut dyn Write, dlq_dir: &Path) -> Result<(), DlqError> {
     let _ = writeln!(
         out,
         "{:<20} {:>8} {:>10} {:>8} {:>5} {:>12}",
         "sink", "segment", "records", "corrupt", "torn", "bytes"
     );
+    let mut notes = Vec::new();
     for (sink, dir) in sink_dirs(dlq_dir)? {
-        write_segments(out, &sink, &dir)?;
+        write_segments(out, &sink, &dir, &mut notes)?;
         let rejected = rejected_dir(&dir);
         if rejected.is_dir() {
-            write_segments(out, &format!("{sink}/rejected"), &rejected)?;
+            write_segments(out, &format!("{sink}/rejected"), &rejected, &mut notes)?;
         }
+    }
+    for note in notes {
+        let _ = writeln!(out, "{note}");
     }
     Ok(())
 }
 
-/// The listing lines of the segments in one directory, and their total.
-fn write_segments(out: &mut dyn Write, sink: &str, dir: &Path) -> Result<(), DlqError> {
+/// The listing lines of the segments in one directory, and their total;
+/// collects the notes of damaged or in-use segments.
+fn write_segments(
+    out: &mut dyn Write,
+    sink: &str,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<(), DlqError> {
     let mut records_total = 0;
     for (sequence, path, summary) in list(dir)? {
         let bytes = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
@@ -65,9 +81,34 @@ fn write_segments(out: &mut dyn Write, sink: &str, dir: &Path) -> Result<(), Dlq
             summary.records, summary.corrupt
         );
         records_total += summary.records;
+        notes.extend(segment_note(&path, &summary));
     }
     let _ = writeln!(out, "{sink:<20} {:>8} {records_total:>10}", "total");
     Ok(())
+}
+
+/// What an operator should know about a segment beyond its counts.
+fn segment_note(path: &Path, summary: &ScanSummary) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(damage) = summary.header {
+        parts.push(format!(
+            "header damaged ({damage}); the records after it were scanned anyway"
+        ));
+    }
+    let regions = summary.corrupt - u64::from(summary.header.is_some());
+    if regions > 0 {
+        parts.push(format!(
+            "corrupt regions skipped: {regions} ({} bytes); the intact records around them were recovered",
+            summary.corrupt_bytes
+        ));
+    }
+    if summary.in_use {
+        parts.push("being written; read up to its last complete record".to_string());
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!("note: {}: {}", path.display(), parts.join("; ")))
 }
 
 /// Writes every record of the chosen sinks: as text, or one JSON object
@@ -97,14 +138,21 @@ pub fn write_dump(
             );
         }
         for (_, path) in segments {
-            let mut segment = ReadableSegment::open(&path)?;
+            let opened = ReadableSegment::open_unlocked(&path);
+            if is_not_found(&opened) {
+                continue;
+            }
             let mut line = Vec::new();
-            segment.scan(|record| {
+            let summary = opened?.scan(|record| {
                 line.clear();
                 format_record(&mut line, record, json);
                 let _ = out.write_all(&line);
                 count += 1;
             })?;
+            // Standard output holds records only; the note goes to the log.
+            if let Some(note) = segment_note(&path, &summary) {
+                tracing::warn!("{note}");
+            }
         }
     }
     Ok(count)

@@ -14,7 +14,9 @@
 //! * a segment is preallocated at its full size and never grows; a full disk
 //!   is an error when a segment is created, never a SIGBUS;
 //! * every record carries a CRC32C; a torn or corrupt record is detected,
-//!   counted and skipped, never trusted;
+//!   counted and skipped, never trusted; a corrupt region or a damaged
+//!   segment header hides no intact record (the scan resynchronises, see
+//!   `scan`);
 //! * records are self-describing: sink id and labels are strings;
 //! * records never span segments;
 //! * the writer (the dispatcher) creates segments; replay deletes a segment
@@ -22,7 +24,7 @@
 //!   or moved to `rejected/`), and records which ones were in an `ack` file
 //!   beside it as it goes (see `ack`), so that no replay sends an
 //!   acknowledged record again; both hold an exclusive `flock` on a segment
-//!   while they use it;
+//!   while they use it; `dlq list` and `dlq dump` read without any lock;
 //! * the total size is bounded by `max_bytes`; at the bound, `drop_oldest`
 //!   deletes the oldest sealed segment and `drop_new` refuses the new
 //!   entries; both count what they drop.
@@ -37,6 +39,7 @@ pub mod auto;
 pub mod inspect;
 pub mod record;
 pub mod replay;
+pub mod scan;
 pub mod segment;
 
 use std::collections::VecDeque;
@@ -82,8 +85,11 @@ pub struct DlqMetrics {
     pub dropped: Counter,
     /// Records that could not be written (disk full, read-only, ...).
     pub write_errors: Counter,
-    /// Corrupt or torn records found when scanning.
+    /// Corrupt regions (each hid at least one record; a torn record is
+    /// one) and damaged segment headers found when scanning.
     pub corrupt: Counter,
+    /// Bytes of those regions and headers.
+    pub corrupt_bytes: Counter,
     /// Records replayed and acknowledged (`reprocess_attempts{result="success"}`).
     pub replayed: Counter,
     /// Records replayed and not acknowledged (`result="failure"`).
@@ -200,29 +206,30 @@ impl DlqWriter {
         if let Err(error) = ack::remove_orphans(&dir) {
             tracing::warn!(path = %dir.display(), %error, "cannot remove stale DLQ acknowledgement files");
         }
+        segment::remove_temporaries(&dir).map_err(directory_error)?;
         let mut sealed = VecDeque::new();
         let mut sequence_next = 1;
         let mut pending = 0;
         for (sequence, path) in list_segments(&dir).map_err(directory_error)? {
             sequence_next = sequence_next.max(sequence + 1);
             let mut fingerprint = ack::Fingerprint::default();
-            let scanned = ReadableSegment::open(&path)
+            let scanned = ReadableSegment::open_unlocked(&path)
                 .and_then(|mut segment| segment.scan(|record| fingerprint.add(record)));
             match scanned {
+                // Another writer's active segment (`rejected/` is shared
+                // with a replay); it is that writer's to bound.
+                Ok(summary) if rejected && summary.in_use => {}
                 Ok(summary) => {
-                    metrics.corrupt.add(summary.corrupt);
-                    if summary.corrupt > 0 {
-                        tracing::warn!(path = %path.display(), corrupt = summary.corrupt, torn_tail = summary.torn_tail, "DLQ segment has corrupt records; they are skipped");
-                    }
+                    count_damage(&metrics, &path, &summary);
                     let handled = ack::AckState::load(&path, sequence, fingerprint).handled();
                     pending += summary.records - handled;
                     sealed.push_back((sequence, path, summary.records - handled));
                 }
-                // Another writer's active segment (`rejected/` is shared
-                // with a replay); it is that writer's to bound.
-                Err(SegmentError::Locked { .. }) if rejected => {}
+                // Kept in the sealed list: replay and the size bound still
+                // see it, and the next start-up tries again.
                 Err(error) => {
-                    tracing::warn!(error = %crate::error_chain::ErrorChain(&error), "DLQ segment skipped")
+                    tracing::warn!(error = %crate::error_chain::ErrorChain(&error), "DLQ segment could not be read; its records are not counted");
+                    sealed.push_back((sequence, path, 0));
                 }
             }
         }
@@ -405,6 +412,18 @@ impl DlqWriter {
     }
 }
 
+/// Counts and logs what a start-up scan found damaged in one segment.
+fn count_damage(metrics: &DlqMetrics, path: &Path, summary: &segment::ScanSummary) {
+    metrics.corrupt.add(summary.corrupt);
+    metrics.corrupt_bytes.add(summary.corrupt_bytes);
+    if let Some(damage) = summary.header {
+        tracing::warn!(path = %path.display(), %damage, records = summary.records, "DLQ segment header is damaged; its records were scanned anyway");
+    }
+    if summary.corrupt > u64::from(summary.header.is_some()) {
+        tracing::warn!(path = %path.display(), corrupt = summary.corrupt, corrupt_bytes = summary.corrupt_bytes, torn_tail = summary.torn_tail, records = summary.records, "DLQ segment has corrupt regions; the intact records around them were recovered");
+    }
+}
+
 /// A sink's DLQ as the dispatcher uses it: never fails to exist. When the
 /// directory cannot be opened (read-only, missing mount) the records are
 /// counted as write errors and opening is tried again every 10 s; errors are
@@ -580,8 +599,10 @@ pub fn dir_size_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Records of every segment in `dir` (one sink's directory), oldest first:
-/// `(segment sequence, records, corrupt)`.
+/// What a scan of every segment in `dir` (one sink's directory) found,
+/// oldest first: `(segment sequence, path, summary)`. Takes no lock: works
+/// while the daemon writes (see [`ReadableSegment::open_unlocked`]); a
+/// segment deleted meanwhile (replayed, dropped) is left out.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf, segment::ScanSummary)>, DlqError> {
     let directory_error = |source| DlqError::Directory {
         path: dir.to_path_buf(),
@@ -589,7 +610,11 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf, segment::ScanSummary)>, Dlq
     };
     let mut listing = Vec::new();
     for (sequence, path) in list_segments(dir).map_err(directory_error)? {
-        let summary = ReadableSegment::open(&path)?.scan(|_| {})?;
+        let opened = ReadableSegment::open_unlocked(&path);
+        if segment::is_not_found(&opened) {
+            continue;
+        }
+        let summary = opened?.scan(|_| {})?;
         listing.push((sequence, path, summary));
     }
     Ok(listing)

@@ -203,6 +203,72 @@ pub enum Frame<'a> {
     Record(Record<'a>, usize),
 }
 
+/// Bytes [`frame_prefix`] looks at: the frame header and the fixed part of
+/// the body.
+pub const FRAME_PREFIX_BYTES: usize = FRAME_HEADER_BYTES + BODY_FIXED_BYTES;
+
+/// What the first [`FRAME_PREFIX_BYTES`] of some bytes say about a frame
+/// starting there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix {
+    /// Fewer than [`FRAME_PREFIX_BYTES`] bytes were given.
+    Short,
+    /// No frame this build writes starts like this.
+    Implausible,
+    /// A frame of this many bytes may start here; only its checksum and
+    /// [`decode_frame`] can tell.
+    Plausible(usize),
+}
+
+/// Checks, without reading the body, whether a frame no longer than
+/// `limit_bytes` may start at `bytes`: its length is in range and fits, the
+/// version, reason, flags and reserved byte are ones [`encode_frame`]
+/// writes, and the string and message lengths add up to the body length.
+/// The scanner runs this at every offset it resynchronises over, so it is
+/// cheap and strict; the checksum is computed only when it passes.
+pub fn frame_prefix(bytes: &[u8], limit_bytes: usize) -> Prefix {
+    if limit_bytes < FRAME_PREFIX_BYTES {
+        return Prefix::Implausible;
+    }
+    let Some(prefix) = bytes.get(..FRAME_PREFIX_BYTES) else {
+        return Prefix::Short;
+    };
+    let field = |start: usize, bytes: usize| {
+        prefix[start..start + bytes]
+            .iter()
+            .rev()
+            .fold(0usize, |value, &byte| value << 8 | usize::from(byte))
+    };
+    let length = field(0, 4);
+    let frame_bytes = FRAME_HEADER_BYTES + length;
+    if !(BODY_FIXED_BYTES..=BODY_BYTES_MAX).contains(&length) || frame_bytes > limit_bytes {
+        return Prefix::Implausible;
+    }
+    let body = &prefix[FRAME_HEADER_BYTES..];
+    let fixed_valid = body[0] == RECORD_VERSION
+        && Reason::from_code(body[1]).is_some()
+        && body[2] & !FLAG_TERMINATED == 0
+        && body[3] == 0;
+    if !fixed_valid {
+        return Prefix::Implausible;
+    }
+    let sink_bytes = field(FRAME_HEADER_BYTES + 16, 2);
+    let label_count = field(FRAME_HEADER_BYTES + 18, 2);
+    let message_bytes = field(FRAME_HEADER_BYTES + 20, 4);
+    // Each label takes two u16 lengths besides its text.
+    let variable_bytes_min = sink_bytes + message_bytes + 4 * label_count;
+    let variable_bytes = length - BODY_FIXED_BYTES;
+    let lengths_add_up = if label_count == 0 {
+        variable_bytes_min == variable_bytes
+    } else {
+        variable_bytes_min <= variable_bytes
+    };
+    if !lengths_add_up {
+        return Prefix::Implausible;
+    }
+    Prefix::Plausible(frame_bytes)
+}
+
 /// Decodes the frame at the start of `bytes`.
 pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, DecodeError> {
     let mut reader = Reader { bytes, offset: 0 };

@@ -125,6 +125,7 @@ pub struct SegmentCounts {
     /// Handled by an earlier replay.
     pub skipped: u64,
     pub corrupt: u64,
+    pub corrupt_bytes: u64,
     /// Every record was handled and the segment deleted.
     pub deleted: bool,
 }
@@ -249,8 +250,15 @@ impl Replayer {
             return SegmentReplay::Stopped;
         }
         pass.counts.corrupt = summary.corrupt;
+        pass.counts.corrupt_bytes = summary.corrupt_bytes;
+        // `summary.records` is every intact record the scan recovered
+        // (corrupt regions and a damaged header hide none): the segment
+        // goes only when each of them was handled.
         let complete = !pass.halted && !pass.mismatched && pass.acks.is_complete();
         pass.counts.deleted = complete && delete(segment, &pass.acks);
+        if pass.counts.deleted && summary.corrupt > 0 {
+            tracing::warn!(path = %path.display(), records = summary.records, corrupt = summary.corrupt, corrupt_bytes = summary.corrupt_bytes, "DLQ segment with corrupt regions replayed and deleted: its intact records were handled, the damaged ones could not be read");
+        }
         SegmentReplay::Replayed(pass.counts)
     }
 
@@ -401,7 +409,7 @@ pub fn replay(
     let mut total = 0;
     for (_, path) in &segments {
         if let Ok(summary) =
-            ReadableSegment::open(path).and_then(|mut segment| segment.scan(|_| {}))
+            ReadableSegment::open_unlocked(path).and_then(|mut segment| segment.scan(|_| {}))
         {
             total += summary.records;
         }

@@ -17,6 +17,24 @@
 //! SIGBUS on a page fault; it is mapped once and never grows; records never
 //! span segments; the process holds an exclusive `flock` on a segment while
 //! it maps it, because truncation by another process would also raise SIGBUS.
+//!
+//! A segment is prepared under a temporary name (`segment-N.dlq.new`) and
+//! linked to its final name only once it is locked, preallocated and has its
+//! header, so whoever sees a segment name sees a complete header and, while
+//! the writer appends, the writer's locks.
+//!
+//! Readers: replay deletes what it read, so it takes the exclusive `flock`
+//! ([`ReadableSegment::open`]). `dlq list`, `dlq dump` and the start-up
+//! count take no lock at all ([`ReadableSegment::open_unlocked`]): taking
+//! even a shared one for a moment could make the writer's or a replay's
+//! lock fail. They read through `read`, never a map, so a truncation cannot
+//! fault them. To tell the segment being written from a sealed one, the
+//! writer also holds an open-file-description (OFD) write lock on it, which
+//! a reader queries with `F_OFD_GETLK` without taking anything.
+//!
+//! A damaged header does not hide a segment: the damage is reported with
+//! the scan's summary, and the frames after the header are scanned anyway
+//! (see `scan` for how a scan recovers every intact record).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -25,7 +43,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Advice, MmapMut, UncheckedAdvice};
 
-use crate::dlq::record::{DecodeError, Frame, Record, decode_frame};
+use crate::dlq::record::Record;
+use crate::dlq::scan::scan_reader;
+pub use crate::dlq::scan::{SCAN_CHUNK_BYTES, ScanMode, ScanSummary, scan_frames};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"LCDLQSEG";
 pub const SEGMENT_VERSION: u32 = 1;
@@ -50,8 +70,51 @@ pub enum SegmentError {
     },
     #[error("DLQ segment {path} is locked by another process")]
     Locked { path: PathBuf },
-    #[error("DLQ segment {path} has no valid header")]
-    Header { path: PathBuf },
+}
+
+/// Why a segment header is not the one the writer wrote. The segment is
+/// scanned anyway; the damage is counted as one corrupt region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderDamage {
+    #[error("the file is {0} bytes, shorter than the {SEGMENT_HEADER_BYTES}-byte header")]
+    Short(u64),
+    #[error("the header does not start with the segment magic")]
+    Magic,
+    #[error("the header says version {0}, this build reads version {SEGMENT_VERSION}")]
+    Version(u32),
+    #[error("the header says it is {0} bytes, not {SEGMENT_HEADER_BYTES}")]
+    HeaderBytes(u32),
+    #[error("the header says sequence {found}, the file name {named}")]
+    Sequence { found: u64, named: u64 },
+    #[error("the header's padding is not zero")]
+    Padding,
+}
+
+/// Checks a segment header read from a file named for sequence `named`.
+pub fn check_header(header: &[u8], named: Option<u64>) -> Result<(), HeaderDamage> {
+    let Ok(header) = <&[u8; SEGMENT_HEADER_BYTES]>::try_from(header) else {
+        return Err(HeaderDamage::Short(header.len() as u64));
+    };
+    let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    if &header[0..8] != SEGMENT_MAGIC {
+        return Err(HeaderDamage::Magic);
+    }
+    if u32_at(8) != SEGMENT_VERSION {
+        return Err(HeaderDamage::Version(u32_at(8)));
+    }
+    if u32_at(12) != SEGMENT_HEADER_BYTES as u32 {
+        return Err(HeaderDamage::HeaderBytes(u32_at(12)));
+    }
+    let found = u64::from_le_bytes(header[24..32].try_into().expect("8 bytes"));
+    if let Some(named) = named
+        && named != found
+    {
+        return Err(HeaderDamage::Sequence { found, named });
+    }
+    if header[40..].iter().any(|&byte| byte != 0) {
+        return Err(HeaderDamage::Padding);
+    }
+    Ok(())
 }
 
 fn io_error<'a>(
@@ -63,6 +126,12 @@ fn io_error<'a>(
         action,
         source,
     }
+}
+
+/// True when opening a segment failed because it is gone (a replay or the
+/// size bound deleted it after it was listed).
+pub fn is_not_found<T>(opened: &Result<T, SegmentError>) -> bool {
+    matches!(opened, Err(SegmentError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// The file name of segment `sequence`.
@@ -108,6 +177,70 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), SegmentError> {
     Err(io_error(path, "lock")(error))
 }
 
+/// The whole-file lock record of `F_OFD_SETLK` and `F_OFD_GETLK`.
+fn whole_file_lock(lock_type: libc::c_int) -> libc::flock {
+    libc::flock {
+        l_type: lock_type as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        // OFD locks require 0 here.
+        l_pid: 0,
+    }
+}
+
+/// Marks `file` as being written: an OFD write lock on the whole file,
+/// released when the file is closed. It conflicts with nothing the project
+/// takes (`flock` locks are separate); readers only query it. Best effort:
+/// on a file system without OFD locks the segment is still written, and
+/// readers take it for sealed (its unwritten tail reads as the end).
+fn mark_in_use(file: &File, path: &Path) {
+    let lock = whole_file_lock(libc::F_WRLCK);
+    // SAFETY: fcntl reads `lock`, which lives across the call, and the
+    // descriptor, which `file` keeps open.
+    let result = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(path = %path.display(), %error, "DLQ segment cannot be marked in use; dlq list and dump will read it as sealed");
+    }
+}
+
+/// True when a writer holds the in-use mark of `file` (see
+/// [`mark_in_use`]). Takes no lock; false where the mark cannot be queried.
+fn is_in_use(file: &File) -> bool {
+    let mut lock = whole_file_lock(libc::F_WRLCK);
+    // SAFETY: fcntl writes into `lock`, a valid `flock` that lives across
+    // the call; the descriptor is kept open by `file`.
+    let result = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    result == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// The temporary name a segment is prepared under (not a segment name, so
+/// listings ignore it).
+fn temporary_name(sequence: u64) -> String {
+    format!("{}.new", segment_name(sequence))
+}
+
+/// Deletes segments left half-prepared by a crash (`*.dlq.new`). Call only
+/// when no writer uses `dir`.
+pub fn remove_temporaries(dir: &Path) -> std::io::Result<u64> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let is_temporary = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(".new"))
+            .and_then(segment_sequence)
+            .is_some();
+        if is_temporary {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Maps a whole segment file for writing.
 fn map(file: &File, path: &Path) -> Result<MmapMut, SegmentError> {
     // SAFETY: the file is open read-write, was created (or checked) at its
@@ -147,37 +280,20 @@ impl WritableSegment {
             "segment_bytes is validated"
         );
         let path = dir.join(segment_name(sequence));
+        let temporary = dir.join(temporary_name(sequence));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)
+            .open(&temporary)
             .map_err(io_error(&path, "create"))?;
-        lock_exclusive(&file, &path)?;
-        // SAFETY: posix_fallocate reads the descriptor and two integers; no
-        // memory is shared with the call.
-        let result =
-            unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, segment_bytes as libc::off_t) };
-        if result != 0 {
-            let _ = std::fs::remove_file(&path);
-            return Err(io_error(&path, "preallocate")(
-                std::io::Error::from_raw_os_error(result),
-            ));
-        }
-        let mut map = match map(&file, &path) {
-            Ok(map) => map,
-            Err(error) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(error);
-            }
-        };
-        let header = &mut map[..SEGMENT_HEADER_BYTES];
-        header[0..8].copy_from_slice(SEGMENT_MAGIC);
-        header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-        header[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
-        header[16..24].copy_from_slice(&(segment_bytes as u64).to_le_bytes());
-        header[24..32].copy_from_slice(&sequence.to_le_bytes());
-        header[32..40].copy_from_slice(&created_ns.to_le_bytes());
+        let prepared = Self::prepare(&file, &path, segment_bytes).and_then(|mut map| {
+            write_header(&mut map, segment_bytes, sequence, created_ns);
+            publish(&temporary, &path)?;
+            Ok(map)
+        });
+        let _ = std::fs::remove_file(&temporary);
+        let map = prepared?;
         Ok(Self {
             sequence,
             path,
@@ -188,6 +304,22 @@ impl WritableSegment {
             populated_offset: 0,
             records: 0,
         })
+    }
+
+    /// Locks, marks, preallocates and maps a new segment file.
+    fn prepare(file: &File, path: &Path, segment_bytes: usize) -> Result<MmapMut, SegmentError> {
+        lock_exclusive(file, path)?;
+        mark_in_use(file, path);
+        // SAFETY: posix_fallocate reads the descriptor and two integers; no
+        // memory is shared with the call.
+        let result =
+            unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, segment_bytes as libc::off_t) };
+        if result != 0 {
+            return Err(io_error(path, "preallocate")(
+                std::io::Error::from_raw_os_error(result),
+            ));
+        }
+        map(file, path)
     }
 
     /// Bytes still free for frames (keeping room for the end marker).
@@ -214,6 +346,9 @@ impl WritableSegment {
         // Body first, length last: a crash between the two leaves a zero
         // length, which reads as the end of the segment.
         self.map[self.write_offset + 4..end].copy_from_slice(&frame[4..]);
+        // Readers of the segment being written (`dlq dump`) read the page
+        // cache concurrently: the length must not become visible first.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         self.map[self.write_offset..self.write_offset + 4].copy_from_slice(&frame[..4]);
         self.write_offset = end;
         self.records += 1;
@@ -277,21 +412,37 @@ impl WritableSegment {
     }
 }
 
+/// Gives a prepared segment its final name, never replacing a segment: a
+/// hard link fails if the name exists; a file system without hard links
+/// gets a rename after a check.
+fn publish(temporary: &Path, path: &Path) -> Result<(), SegmentError> {
+    match std::fs::hard_link(temporary, path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(io_error(path, "link")(error))
+        }
+        Err(_) if !path.exists() => {
+            std::fs::rename(temporary, path).map_err(io_error(path, "rename"))
+        }
+        Err(error) => Err(io_error(path, "link")(error)),
+    }
+}
+
+/// Writes the header of a new segment into its map.
+fn write_header(map: &mut MmapMut, segment_bytes: usize, sequence: u64, created_ns: u64) {
+    let header = &mut map[..SEGMENT_HEADER_BYTES];
+    header[0..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
+    header[16..24].copy_from_slice(&(segment_bytes as u64).to_le_bytes());
+    header[24..32].copy_from_slice(&sequence.to_le_bytes());
+    header[32..40].copy_from_slice(&created_ns.to_le_bytes());
+}
+
 impl Drop for WritableSegment {
     fn drop(&mut self) {
         let _ = self.map.flush();
     }
-}
-
-/// What a scan of a segment found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ScanSummary {
-    pub records: u64,
-    /// Records whose frame failed to decode; the scan resynchronises on the
-    /// next plausible frame when the length itself was intact, else stops.
-    pub corrupt: u64,
-    /// Bytes after the last readable record that are not zero: a torn tail.
-    pub torn_tail: bool,
 }
 
 /// Deletes a sealed segment without reading it, once its lock can be had
@@ -305,98 +456,107 @@ pub fn delete_unread(path: &Path) -> Result<(), SegmentError> {
     std::fs::remove_file(path).map_err(io_error(path, "delete"))
 }
 
-/// A sealed segment, read-only, for listing, dumping and replay. It is read
-/// in chunks through a reused buffer (not mapped, so a concurrent truncation
-/// cannot fault this process; not read whole, so replaying a 64 MiB segment
-/// does not take 64 MiB of memory).
+/// A segment opened for reading: by replay (sealed, locked) or by a view
+/// (`dlq list`, `dlq dump`, the start-up count; unlocked, possibly being
+/// written). It is read in chunks through a reused buffer (not mapped, so a
+/// concurrent truncation cannot fault this process; not read whole, so
+/// replaying a 64 MiB segment does not take 64 MiB of memory).
 #[derive(Debug)]
 pub struct ReadableSegment {
+    /// The sequence in the file name (or, failing that, the header).
     pub sequence: u64,
     pub path: PathBuf,
     file: File,
+    /// Why the header is damaged, if it is.
+    header: Option<HeaderDamage>,
+    /// Bytes of the header read (all of them unless the file is shorter).
+    header_bytes: u64,
+    /// Bytes after the header.
+    body_bytes: u64,
+    mode: ScanMode,
 }
 
-/// Bytes read at a time by a scan (a longer record grows the buffer once).
-pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
-
 impl ReadableSegment {
-    /// Opens and locks a segment and checks its header.
+    /// Opens a sealed segment for replay, taking its exclusive lock: fails
+    /// with [`SegmentError::Locked`] while a writer or another replay holds
+    /// it. A damaged header is no error (see [`ScanSummary::header`]).
     pub fn open(path: &Path) -> Result<Self, SegmentError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_error(path, "open"))?;
+        let file = File::open(path).map_err(io_error(path, "open"))?;
         lock_exclusive(&file, path)?;
-        let mut header = [0u8; SEGMENT_HEADER_BYTES];
-        let read = file.read_exact(&mut header);
-        if read.is_err() || &header[0..8] != SEGMENT_MAGIC {
-            return Err(SegmentError::Header {
-                path: path.to_path_buf(),
-            });
-        }
-        let sequence = u64::from_le_bytes(header[24..32].try_into().expect("8 bytes"));
+        Self::read_header(file, path, ScanMode::Sealed)
+    }
+
+    /// Opens a segment for a read-only view without taking any lock. A
+    /// segment a writer still appends to is scanned up to its last complete
+    /// record ([`ScanMode::InUse`]).
+    pub fn open_unlocked(path: &Path) -> Result<Self, SegmentError> {
+        let file = File::open(path).map_err(io_error(path, "open"))?;
+        let mode = if is_in_use(&file) {
+            ScanMode::InUse
+        } else {
+            ScanMode::Sealed
+        };
+        Self::read_header(file, path, mode)
+    }
+
+    fn read_header(mut file: File, path: &Path, mode: ScanMode) -> Result<Self, SegmentError> {
+        let file_bytes = file.metadata().map_err(io_error(path, "stat"))?.len();
+        let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
+        (&mut file)
+            .take(SEGMENT_HEADER_BYTES as u64)
+            .read_to_end(&mut header)
+            .map_err(io_error(path, "read"))?;
+        let named = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(segment_sequence);
+        let damage = check_header(&header, named).err();
+        let sequence = named.unwrap_or_else(|| {
+            header.get(24..32).map_or(0, |bytes| {
+                u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+            })
+        });
         Ok(Self {
             sequence,
             path: path.to_path_buf(),
             file,
+            header: damage,
+            header_bytes: header.len() as u64,
+            body_bytes: file_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64),
+            mode,
         })
     }
 
-    /// Visits every valid record in order, one chunk of records at a time
+    /// Visits every intact record in order, one chunk of records at a time
     /// (records borrow a buffer that is reused for the next chunk); returns
-    /// what the scan found. A frame with a bad checksum but a plausible
-    /// length is counted and skipped; an implausible or cut-off one ends the
-    /// scan (a torn tail).
+    /// what the scan found, damage to the header included. See `scan` for
+    /// how corrupt regions are crossed.
     pub fn scan_chunks(
         &mut self,
         visit: &mut dyn FnMut(&[Record<'_>]),
     ) -> Result<ScanSummary, SegmentError> {
-        let mut summary = ScanSummary::default();
-        let mut buffer: Vec<u8> = Vec::with_capacity(SCAN_CHUNK_BYTES);
-        let mut end_of_file = false;
-        loop {
-            end_of_file |= self.fill(&mut buffer)?;
-            let (consumed, finished) = scan_buffer(&buffer, end_of_file, &mut summary, visit);
-            if finished || (end_of_file && consumed == 0) {
-                return Ok(summary);
-            }
-            if consumed == 0 {
-                // One frame is longer than the buffer: make room for it.
-                buffer.reserve(buffer.capacity());
-            }
-            buffer.drain(..consumed);
+        let mut summary = scan_reader(
+            &mut self.file,
+            self.body_bytes,
+            SCAN_CHUNK_BYTES,
+            self.mode,
+            visit,
+        )
+        .map_err(io_error(&self.path, "read"))?;
+        if let Some(damage) = self.header {
+            summary.header = Some(damage);
+            summary.corrupt += 1;
+            summary.corrupt_bytes += self.header_bytes;
         }
+        Ok(summary)
     }
 
-    /// Visits every valid record in order (see [`scan_chunks`](Self::scan_chunks)).
+    /// Visits every intact record in order (see [`scan_chunks`](Self::scan_chunks)).
     pub fn scan(
         &mut self,
         mut visit: impl FnMut(&Record<'_>),
     ) -> Result<ScanSummary, SegmentError> {
         self.scan_chunks(&mut |records| records.iter().for_each(&mut visit))
-    }
-
-    /// Reads until the buffer's capacity is used; true at end of file.
-    fn fill(&mut self, buffer: &mut Vec<u8>) -> Result<bool, SegmentError> {
-        while buffer.len() < buffer.capacity() {
-            let start = buffer.len();
-            buffer.resize(buffer.capacity(), 0);
-            let read = self.file.read(&mut buffer[start..]);
-            let bytes = match read {
-                Ok(bytes) => bytes,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => 0,
-                Err(error) => {
-                    buffer.truncate(start);
-                    return Err(io_error(&self.path, "read")(error));
-                }
-            };
-            buffer.truncate(start + bytes);
-            if bytes == 0 {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// Goes back to the first record, so that the segment can be scanned
@@ -413,61 +573,6 @@ impl ReadableSegment {
     pub fn delete(self) -> Result<(), SegmentError> {
         std::fs::remove_file(&self.path).map_err(io_error(&self.path, "delete"))
     }
-}
-
-/// Decodes the whole frames at the start of `buffer`, hands their records to
-/// `visit`, and returns (bytes consumed, scan finished).
-fn scan_buffer(
-    buffer: &[u8],
-    end_of_file: bool,
-    summary: &mut ScanSummary,
-    visit: &mut dyn FnMut(&[Record<'_>]),
-) -> (usize, bool) {
-    let mut records = Vec::new();
-    let mut offset = 0;
-    let mut finished = false;
-    while offset + 4 <= buffer.len() {
-        match decode_frame(&buffer[offset..]) {
-            Ok(Frame::End) => {
-                finished = true;
-                break;
-            }
-            Ok(Frame::Record(record, taken)) => {
-                records.push(record);
-                offset += taken;
-            }
-            Err(DecodeError::Truncated { .. }) if !end_of_file => break,
-            Err(DecodeError::Length(_) | DecodeError::Truncated { .. }) => {
-                summary.corrupt += 1;
-                summary.torn_tail = buffer[offset..].iter().any(|&byte| byte != 0);
-                finished = true;
-                break;
-            }
-            Err(_) => {
-                summary.corrupt += 1;
-                let length =
-                    u32::from_le_bytes(buffer[offset..offset + 4].try_into().expect("4 bytes"))
-                        as usize;
-                offset += 8 + length;
-            }
-        }
-    }
-    if end_of_file && !finished && offset + 4 > buffer.len() {
-        finished = true;
-    }
-    summary.records += records.len() as u64;
-    if !records.is_empty() {
-        visit(&records);
-    }
-    (offset, finished)
-}
-
-/// Walks the frames of a whole segment body held in memory (see
-/// [`ReadableSegment::scan_chunks`] for the rules).
-pub fn scan_frames(bytes: &[u8], visit: &mut dyn FnMut(&[Record<'_>])) -> ScanSummary {
-    let mut summary = ScanSummary::default();
-    scan_buffer(bytes, true, &mut summary, visit);
-    summary
 }
 
 #[cfg(test)]
@@ -521,8 +626,7 @@ mod tests {
             summary,
             ScanSummary {
                 records: count as u64,
-                corrupt: 0,
-                torn_tail: false
+                ..ScanSummary::default()
             }
         );
         assert_eq!(seen, (0..count).collect::<Vec<_>>());

@@ -592,13 +592,25 @@ impl Exporter {
         out.family(
             "log_capturer_dlq_corrupt_records_total",
             "counter",
-            "Corrupt or torn records found when opening dead-letter queue segments.",
+            "Corrupt regions (each hid at least one record) and damaged headers found when scanning dead-letter queue segments.",
         );
         for dlq in &metrics.dlq {
             out.sample(
                 "log_capturer_dlq_corrupt_records_total",
                 &[("sink", &dlq.sink)],
                 dlq.corrupt.get(),
+            );
+        }
+        out.family(
+            "log_capturer_dlq_corrupt_bytes_total",
+            "counter",
+            "Bytes of corrupt regions and damaged headers found when scanning dead-letter queue segments.",
+        );
+        for dlq in &metrics.dlq {
+            out.sample(
+                "log_capturer_dlq_corrupt_bytes_total",
+                &[("sink", &dlq.sink)],
+                dlq.corrupt_bytes.get(),
             );
         }
     }
