@@ -427,11 +427,12 @@ fn dlq(command: DlqCommand) -> anyhow::Result<()> {
     let dlq_dir = config.dlq_dir();
     let mut stdout = std::io::stdout().lock();
     match command {
-        DlqCommand::List { .. } => inspect::write_listing(&mut stdout, &dlq_dir)
-            .with_context(|| format!("cannot list DLQ in {}", dlq_dir.display()))?,
+        DlqCommand::List { .. } => {
+            inspect::write_listing(&mut stdout, &dlq_dir).context("cannot list the DLQ")?
+        }
         DlqCommand::Dump { sink, json, .. } => {
             let count = inspect::write_dump(&mut stdout, &dlq_dir, sink.as_deref(), json)
-                .with_context(|| format!("cannot dump DLQ in {}", dlq_dir.display()))?;
+                .context("cannot dump the DLQ")?;
             eprintln!("{count} records");
         }
         DlqCommand::Replay { sink, .. } => {

@@ -570,7 +570,8 @@ fn expand_pattern(id: &str, pattern: &str, paths: &mut Vec<PathBuf>) -> Result<(
     let before = paths.len();
     paths.extend(matches.filter_map(Result::ok).filter(|path| path.is_file()));
     if paths.len() == before {
-        tracing::warn!(source = id, pattern, "glob matches no file");
+        // Config::load already warned, naming the key and its line.
+        tracing::debug!(source = id, pattern, "glob matches no file");
     }
     Ok(())
 }
