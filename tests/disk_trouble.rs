@@ -167,3 +167,98 @@ fn full_dlq_disk_is_counted_and_never_faults() {
         "every failed line is stored or counted"
     );
 }
+
+/// Goal: a file sink on a full disk writes a batch whole or not at all, so
+/// that what goes to the DLQ (the whole batch) is not also in the output,
+/// and the output holds no torn line.
+/// Method: the output on a 1 MiB tmpfs, 30,000 lines of 120 bytes read to
+/// the end (about 3.6 MB), one attempt per batch; then every line must be
+/// either in the output or in the DLQ, never both, and the output must be
+/// whole lines only.
+#[test]
+fn full_output_disk_keeps_batches_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("small-out");
+    std::fs::create_dir_all(&out_dir).expect("mount point");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&out_dir)
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "mount a 1 MiB tmpfs (the test runs as root)"
+    );
+    let result = std::panic::catch_unwind(|| run_into_full_output(dir.path(), &out_dir));
+    let unmounted = Command::new("umount")
+        .arg(&out_dir)
+        .status()
+        .expect("umount runs");
+    let (output, dumped) = result.expect("the run completes");
+    assert!(unmounted.success());
+    let numbers_out = numbers_of(&output);
+    let numbers_dlq = numbers_of(&dumped);
+    println!(
+        "in the output {}, in the DLQ {}",
+        numbers_out.len(),
+        numbers_dlq.len()
+    );
+    assert!(!numbers_dlq.is_empty(), "the full disk was hit");
+    let mut all: Vec<u64> = numbers_out.iter().chain(&numbers_dlq).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..30_000).collect::<Vec<u64>>(), "every line once");
+}
+
+/// Line numbers of every `seq=` line in `text`; panics on a torn line.
+fn numbers_of(text: &str) -> Vec<u64> {
+    text.lines()
+        .map(|line| {
+            let at = line
+                .find("seq=")
+                .unwrap_or_else(|| panic!("torn line {line:?}"));
+            let digits = line
+                .get(at + 4..at + 16)
+                .unwrap_or_else(|| panic!("torn line {line:?}"));
+            assert!(line.ends_with('x'), "torn line {line:?}");
+            digits
+                .parse()
+                .unwrap_or_else(|_| panic!("torn line {line:?}"))
+        })
+        .collect()
+}
+
+/// Runs 30,000 lines into a file sink in `out_dir`; returns the output and
+/// `dlq dump` of the sink.
+fn run_into_full_output(dir: &std::path::Path, out_dir: &std::path::Path) -> (String, String) {
+    let input = dir.join("app.log");
+    let mut file = std::fs::File::create(&input).expect("input");
+    common::write_numbered_lines(&mut file, 0, 30_000);
+    let output = out_dir.join("out.log");
+    let sinks = format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"raw\"\n\n[retry]\nmax_attempts = 1\nbase_delay_ms = 10",
+        output.display()
+    );
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        common::file_source_config(
+            &input,
+            "start_at = \"beginning\"\nexit_on_eof = true",
+            &sinks,
+        ),
+    )
+    .expect("config");
+    let mut child = common::spawn_run(&config);
+    let status = common::wait_with_timeout(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "daemon exit {status}");
+    let dump = Command::new(common::binary())
+        .args(["dlq", "dump", "--config"])
+        .arg(&config)
+        .output()
+        .expect("dlq dump");
+    assert!(dump.status.success(), "dlq dump: {dump:?}");
+    (
+        std::fs::read_to_string(&output).expect("output"),
+        String::from_utf8(dump.stdout).expect("dump is text"),
+    )
+}

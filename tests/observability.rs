@@ -66,6 +66,16 @@ fn exposition_passes_promtool_and_health_answers() {
         "mimalloc figures"
     );
     assert_promtool_accepts(&body);
+    // The latency quantiles appear once a 10-second window with traffic has
+    // closed; they must pass promtool too (a gauge may not carry a
+    // `quantile` label).
+    let mut body = String::new();
+    wait_until("a closed latency window", Duration::from_secs(30), || {
+        append_lines(&input, 0, 10);
+        body = daemon.get("/metrics").1;
+        body.contains("log_capturer_latency_seconds{")
+    });
+    assert_promtool_accepts(&body);
 
     let (status, health) = daemon.get("/health");
     assert_eq!(status, 200, "{health}");

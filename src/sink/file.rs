@@ -100,8 +100,20 @@ pub struct FileSink {
 }
 
 impl Sink for FileSink {
+    /// A batch is written whole or not at all: after a failed write (a full
+    /// disk) the file is cut back to its length before the batch, so that
+    /// the retry or the DLQ, which take the whole batch, do not add
+    /// duplicates and a torn line to what was written.
     fn deliver(&mut self, batch: &SealedBatch, selection: Selection<'_>) -> Result<(), SinkError> {
-        self.writer.deliver(batch, selection)
+        let length_before = self.writer.writer.metadata().map(|metadata| metadata.len());
+        let delivered = self.writer.deliver(batch, selection);
+        if delivered.is_err()
+            && let Ok(length) = length_before
+            && let Err(error) = self.writer.writer.set_len(length)
+        {
+            tracing::error!(sink = %self.writer.id, file = %self.path.display(), %error, "cannot cut a partly written batch off the output; it may hold a torn line");
+        }
+        delivered
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {

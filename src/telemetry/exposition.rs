@@ -655,18 +655,20 @@ impl Exporter {
         out.family(
             "log_capturer_latency_seconds",
             "gauge",
-            "Read-to-ack latency quantiles per sink over the last 10-second window.",
+            "Read-to-ack latency percentiles per sink over the last 10-second window.",
         );
         for sink in &self.telemetry.latency {
             let window = &sink.read_to_ack.last_window;
             if window.is_empty() {
                 continue;
             }
-            for (quantile, label) in [(0.5, "0.5"), (0.99, "0.99"), (0.999, "0.999")] {
+            // `percentile`, not `quantile`: Prometheus reserves `quantile`
+            // for summaries, and a windowed figure is no summary.
+            for (quantile, label) in [(0.5, "50"), (0.99, "99"), (0.999, "99.9")] {
                 let seconds = window.value_at_quantile(quantile) as f64 / 1e6;
                 out.sample_float(
                     "log_capturer_latency_seconds",
-                    &[("sink", &sink.sink_id), ("quantile", label)],
+                    &[("sink", &sink.sink_id), ("percentile", label)],
                     seconds,
                 );
             }
