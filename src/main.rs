@@ -129,6 +129,19 @@ enum DlqCommand {
 }
 
 fn main() -> ExitCode {
+    // The daemon takes SIGHUP before anything else, argument parsing
+    // included: a HUP in its first milliseconds (logrotate racing a
+    // restart) must not take the default action and end it.
+    let hangup = Arc::new(AtomicBool::new(false));
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|command| command == "run")
+        && let Err(error) =
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
+    {
+        eprintln!("error: cannot install handler for SIGHUP: {error}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     // The demo's status table is its output; the daemon's INFO lines (each
     // replayed segment, ...) would interleave with it.
@@ -138,7 +151,7 @@ fn main() -> ExitCode {
     };
     init_tracing(level_default);
     let result = match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config } => run(&config, hangup),
         Command::CheckConfig { file } => check_config(&file),
         Command::KafkaMock { topics, brokers } => kafka_mock(&topics, brokers),
         Command::Dlq { command } => dlq(command),
@@ -189,17 +202,16 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    // Handlers first: a signal during start-up must not take the default
-    // action (SIGHUP's is to end the process).
+/// `hangup` is set by SIGHUP; its handler is installed first thing in
+/// `main`.
+fn run(path: &std::path::Path, hangup: Arc<AtomicBool>) -> anyhow::Result<()> {
+    // Handlers before the config is read: a signal during start-up must be
+    // seen by the loop below.
     let terminate = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&terminate))
             .with_context(|| format!("cannot install handler for signal {signal}"))?;
     }
-    let hangup = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
-        .context("cannot install handler for SIGHUP")?;
     let Loaded { config, warnings } = Config::load(path)?;
     for warning in &warnings {
         tracing::warn!(%warning, "config");
