@@ -177,6 +177,7 @@ impl FileSource {
             }
         }
         for index in 0..self.files.len() {
+            self.complete_partial_line(index);
             self.emit_pending(index);
         }
         // Drop the ring before the wake-up, so that the dispatcher sees it
@@ -364,6 +365,36 @@ impl FileSource {
                 return None;
             }
             wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
+        }
+    }
+
+    /// At a stop, reads on to the end of the partial line the carried tail
+    /// ends with, if the file holds it (a stop in the middle of a backlog):
+    /// otherwise the fragment would be shipped as a line of its own. Reads
+    /// at most up to `max_line_bytes` of the line, and stops at end of file,
+    /// where a partial line is really the file's last.
+    fn complete_partial_line(&mut self, index: usize) {
+        let max_line_bytes = self.settings.max_line_bytes;
+        let file = &mut self.files[index];
+        let Some(handle) = file.file.as_mut() else {
+            return;
+        };
+        let mut block = [0u8; 4096];
+        loop {
+            let line_start = memchr::memrchr(b'\n', &file.pending).map_or(0, |at| at + 1);
+            let line_bytes = file.pending.len() - line_start;
+            if file.pending.is_empty() || line_bytes == 0 || line_bytes >= max_line_bytes {
+                return;
+            }
+            let wanted = block.len().min(max_line_bytes - line_bytes);
+            let read = match handle.read(&mut block[..wanted]) {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            let taken = memchr::memchr(b'\n', &block[..read]).map_or(read, |at| at + 1);
+            file.pending.extend_from_slice(&block[..taken]);
+            file.offset += taken as u64;
+            self.metrics.bytes_read.add(taken as u64);
         }
     }
 
