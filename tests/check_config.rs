@@ -460,3 +460,69 @@ fn every_flag_has_help_text() {
         }
     }
 }
+
+/// Goal: outputs `run` could never use safely are rejected: a FIFO (opening
+/// it without a reader blocks the daemon, signals included) and a hard link
+/// to a followed file (the sink would read its own output under another
+/// name). Method: a FIFO and a hard link as file sink paths.
+#[test]
+fn fifo_and_hard_linked_outputs_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let fifo = dir.path().join("out.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let sinks = format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\n",
+        fifo.display()
+    );
+    let text = file_source_config(&input, "", &sinks);
+    assert_rejected(dir.path(), &text, "sinks.out.path", "out.fifo", "FIFO");
+
+    let linked = dir.path().join("linked.log");
+    std::fs::hard_link(&input, &linked).expect("hard link");
+    let sinks = format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\n",
+        linked.display()
+    );
+    let text = file_source_config(&input, "", &sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.out.path",
+        "linked.log",
+        "its own output",
+    );
+}
+
+/// Goal: an operator learns at check time that a line can be longer than a
+/// DLQ segment can hold. Method: the default `max_line_bytes` (1 MiB) with
+/// 64 KiB segments is accepted with a warning naming both keys; the default
+/// segments give no such warning.
+#[test]
+fn lines_longer_than_a_dlq_segment_are_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let sinks = "[sinks.drop]\ntype = \"null\"\n\n[dlq]\nsegment_bytes = 65536\n";
+    let config = write_file(
+        dir.path(),
+        "small.toml",
+        &file_source_config(&input, "", sinks),
+    );
+    let output = run_binary(&["check-config"], &config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("warning:"), "{stdout}");
+    assert!(stdout.contains("dlq.segment_bytes"), "{stdout}");
+    assert!(stdout.contains("sources.app.max_line_bytes"), "{stdout}");
+    let sinks = "[sinks.drop]\ntype = \"null\"\n";
+    let config = write_file(
+        dir.path(),
+        "default.toml",
+        &file_source_config(&input, "", sinks),
+    );
+    let output = run_binary(&["check-config"], &config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(!stdout.contains("dlq.segment_bytes"), "{stdout}");
+}

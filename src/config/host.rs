@@ -2,8 +2,13 @@
 //! would otherwise find out only after starting, or never.
 //!
 //! * A file sink's directory must exist, be a directory and be writable.
+//! * A file sink's path must not be a FIFO or a socket (opening a FIFO
+//!   without a reader would block the daemon, signals included).
 //! * Two file sinks must not write the same file, and no file sink may write
-//!   a file that a source follows (it would read its own output forever).
+//!   a file that a source follows (it would read its own output forever),
+//!   not even under another name (a hard link: same device and inode).
+//! * A source's `max_line_bytes` that a DLQ segment cannot hold is a warning:
+//!   such a line, if it cannot be delivered, is counted as not stored.
 //! * A source glob that matches no file is a warning, not an error: files
 //!   may appear later, but an operator should know the pattern is empty now.
 //! * A DLQ directory that cannot be created or written is a warning: the
@@ -16,6 +21,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::document::Document;
@@ -78,7 +84,9 @@ impl Config {
             }
             for (source_id, source) in &self.sources {
                 let SourceConfig::File(source) = source;
-                if let Some(pattern) = followed_by(source, &file.path, &normalised) {
+                let followed = followed_by(source, &file.path, &normalised)
+                    .or_else(|| followed_as_same_inode(source, &file.path));
+                if let Some(pattern) = followed {
                     let reason = format!(
                         "{} is followed by sources.{source_id} (paths entry {pattern:?}): \
                          the sink would read its own output",
@@ -91,6 +99,7 @@ impl Config {
         }
         let mut warnings = self.empty_globs(document);
         warnings.extend(self.unusable_dlq_dir(document));
+        warnings.extend(self.lines_too_long_for_dlq(document));
         warnings.extend(self.check_memory(document)?);
         Ok(warnings)
     }
@@ -198,6 +207,33 @@ impl Config {
         })
     }
 
+    /// A warning when a source's longest line cannot fit one DLQ segment:
+    /// such a line, if it cannot be delivered, is counted as not stored
+    /// (records never span segments).
+    fn lines_too_long_for_dlq(&self, document: &Document<'_>) -> Option<ConfigWarning> {
+        let segment_bytes = self.dlq.segment_bytes.get();
+        // Room for the segment header, the record's fixed fields and a
+        // generous label set.
+        let record_room_bytes = segment_bytes.saturating_sub(64 * 1024);
+        let (id, longest) = self
+            .sources
+            .iter()
+            .map(|(id, SourceConfig::File(source))| (id, source.max_line_bytes))
+            .max_by_key(|(_, bytes)| *bytes)?;
+        if longest <= record_room_bytes {
+            return None;
+        }
+        let key = ["dlq", "segment_bytes"];
+        Some(ConfigWarning {
+            path: document.path().to_path_buf(),
+            key: key.join("."),
+            line: document.key_line(&key),
+            message: format!(
+                "a DLQ segment of {segment_bytes} bytes cannot hold a line of                  sources.{id}.max_line_bytes = {longest} bytes (a record needs the line plus                  up to 64 KiB): such a line that cannot be delivered is counted as not stored;                  raise segment_bytes or lower max_line_bytes"
+            ),
+        })
+    }
+
     /// A warning for each source glob that matches no file now.
     fn empty_globs(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
         let mut warnings = Vec::new();
@@ -281,6 +317,30 @@ fn followed_by<'source>(
         .map(String::as_str)
 }
 
+/// The `paths` entry of `source` that expands to the very file `path` is
+/// (same device and inode: a hard link under another name), if any.
+fn followed_as_same_inode<'source>(
+    source: &'source FileSourceConfig,
+    path: &Path,
+) -> Option<&'source str> {
+    let written = std::fs::metadata(path).ok()?;
+    let identity = (written.dev(), written.ino());
+    source
+        .paths
+        .iter()
+        .find(|pattern| {
+            glob::glob(pattern).is_ok_and(|mut paths| {
+                paths.any(|followed| {
+                    followed
+                        .ok()
+                        .and_then(|followed| std::fs::metadata(followed).ok())
+                        .is_some_and(|metadata| (metadata.dev(), metadata.ino()) == identity)
+                })
+            })
+        })
+        .map(String::as_str)
+}
+
 /// Why a file sink could not open `path` for appending, if it could not.
 fn check_output_path(path: &Path) -> Result<(), String> {
     let directory = match path.parent() {
@@ -303,6 +363,11 @@ fn check_output_path(path: &Path) -> Result<(), String> {
         Ok(metadata) if metadata.is_dir() => {
             Err(format!("{} is a directory, not a file", path.display()))
         }
+        // Opening a FIFO without a reader blocks the daemon (signals too);
+        // a socket cannot be opened at all.
+        Ok(metadata) if metadata.file_type().is_fifo() || metadata.file_type().is_socket() => Err(
+            format!("{} is a FIFO or socket, not a file", path.display()),
+        ),
         Ok(_) => writable(path)
             .map_err(|error| format!("file {} is not writable: {error}", path.display())),
         Err(_) => writable(directory)
