@@ -28,9 +28,14 @@
 //! Shutdown: once every source has ended, the open batch is sealed, the
 //! wheel is emptied into the DLQ, and what is still at a sink after
 //! `drain_timeout` goes to the DLQ too (reason `shutdown`). A batch stored
-//! in the DLQ counts as complete.
+//! in the DLQ counts as complete. `drain_timeout` runs from the stop
+//! request: a sink that never returns its batches (a stdout nobody reads)
+//! holds every arena, so the lines still in the source rings could never be
+//! batched; past the deadline they go straight from the chunks into every
+//! sink's DLQ (reason `shutdown`), which lets the sources end.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bumpalo::Bump;
@@ -169,6 +174,9 @@ pub struct Dispatcher {
     source_first: usize,
     /// Set when every source has ended.
     draining_since: Option<Instant>,
+    /// The sources' stop flag (set at SIGTERM), and when it was first seen.
+    stop: Arc<AtomicBool>,
+    stop_seen_at: Option<Instant>,
     own: Waker,
     metrics: Arc<DispatcherMetrics>,
 }
@@ -184,6 +192,8 @@ pub struct DispatcherParts {
     pub symbols: Arc<SymbolTable>,
     /// The preallocated arenas; their number is the number of slots.
     pub arenas: Vec<Bump>,
+    /// The sources' stop flag: the shutdown deadline runs from it.
+    pub stop: Arc<AtomicBool>,
     pub own: Waker,
     pub metrics: Arc<DispatcherMetrics>,
 }
@@ -222,6 +232,8 @@ impl Dispatcher {
             sequence_next: 0,
             source_first: 0,
             draining_since: None,
+            stop: parts.stop,
+            stop_seen_at: None,
             own: parts.own,
             metrics: parts.metrics,
         }
@@ -241,6 +253,9 @@ impl Dispatcher {
             if self.draining_since.is_none() {
                 progressed |= self.drain_sources();
                 self.seal_if_due();
+                if self.past_stop_deadline() && self.arenas.is_empty() {
+                    progressed |= self.spill_sources();
+                }
                 if self.sources.iter().all(SourceEnd::is_finished) {
                     self.start_draining();
                 }
@@ -282,9 +297,80 @@ impl Dispatcher {
         timeout
     }
 
+    /// Whether a stop was requested more than `drain_timeout` ago.
+    fn past_stop_deadline(&mut self) -> bool {
+        // Acquire pairs with the Release store of the shutdown path.
+        if self.stop_seen_at.is_none() && self.stop.load(Ordering::Acquire) {
+            self.stop_seen_at = Some(Instant::now());
+        }
+        self.stop_seen_at
+            .is_some_and(|since| since.elapsed() >= self.retry.drain_timeout)
+    }
+
+    /// Past the stop deadline with every arena held by sinks: stores the
+    /// lines waiting in the source rings in every sink's DLQ (reason
+    /// `shutdown`) and gives the chunks back, so that the sources can end.
+    /// True if any chunk was taken.
+    fn spill_sources(&mut self) -> bool {
+        let mut progressed = false;
+        let mut spilled = 0;
+        for index in 0..self.sources.len() {
+            loop {
+                let source = &mut self.sources[index];
+                let (chunk, next_line) = match source.current.take() {
+                    Some(current) => current,
+                    None => match source.chunks.pop() {
+                        Ok(chunk) => (chunk, 0),
+                        Err(_) => break,
+                    },
+                };
+                progressed = true;
+                spilled += self.spill_chunk(index, &chunk, next_line);
+                let source = &mut self.sources[index];
+                if source.returns.push(chunk).is_ok() {
+                    source.source.wake();
+                }
+            }
+        }
+        if spilled > 0 {
+            tracing::warn!(
+                lines = spilled,
+                "sinks did not take batches before the shutdown deadline; lines read stored in the DLQ"
+            );
+        }
+        progressed
+    }
+
+    /// Stores the lines of `chunk` from `first_line` on; returns how many.
+    fn spill_chunk(&mut self, source: usize, chunk: &SourceChunk, first_line: usize) -> u64 {
+        let spans = &chunk.lines()[first_line..];
+        let streams = Arc::clone(&self.streams);
+        let labels: Vec<(&str, &str)> = streams[chunk.stream as usize]
+            .iter()
+            .map(|&(key, value)| (self.symbols.resolve(key), self.symbols.resolve(value)))
+            .collect();
+        for end in &mut self.sinks {
+            for &span in spans {
+                end.dlq.store(&Record {
+                    timestamp_ns: chunk.read_at_ns,
+                    attempts: 0,
+                    reason: Reason::Shutdown,
+                    terminated: span.terminated,
+                    sink: &end.id,
+                    labels: labels.iter().copied().collect(),
+                    message: chunk.line(span),
+                });
+            }
+            end.metrics.lines_failed.add(spans.len() as u64);
+        }
+        self.count_dispatched(source, spans.len() as u64);
+        spans.len() as u64
+    }
+
     fn start_draining(&mut self) {
         self.seal_open();
-        self.draining_since = Some(Instant::now());
+        // The drain deadline runs from the stop request when there was one.
+        self.draining_since = Some(self.stop_seen_at.unwrap_or_else(Instant::now));
         let mut waiting = Vec::with_capacity(self.wheel.len());
         self.wheel.drain(&mut waiting);
         self.metrics.retry_queue_size.set(0);

@@ -324,6 +324,7 @@ impl Pipeline {
             streams,
             symbols: Arc::clone(&symbols),
             arenas,
+            stop: Arc::clone(&stop),
             own: dispatcher_waker,
             metrics: Arc::clone(&dispatcher_metrics),
         };
