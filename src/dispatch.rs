@@ -357,7 +357,7 @@ impl Dispatcher {
                     reason: Reason::Shutdown,
                     terminated: span.terminated,
                     sink: &end.id,
-                    labels: labels.iter().copied().collect(),
+                    labels: labels.to_vec(),
                     message: chunk.line(span),
                 });
             }
