@@ -605,6 +605,7 @@ impl Config {
         for (id, source) in &self.sources {
             let SourceConfig::File(file) = source;
             validate_patterns(document, id, file)?;
+            validate_static_labels(document, id, file)?;
         }
         for (id, sink) in &self.sinks {
             if let SinkConfig::Kafka(kafka) = sink {
@@ -687,6 +688,27 @@ fn validate_patterns(
         }
     }
     Ok(())
+}
+
+/// Labels the daemon sets itself on every line; a static label of the same
+/// name would replace the real value in the output.
+const RESERVED_LABELS: [&str; 2] = ["source_id", "file"];
+
+fn validate_static_labels(
+    document: &Document<'_>,
+    id: &str,
+    file: &FileSourceConfig,
+) -> Result<(), ConfigError> {
+    match RESERVED_LABELS
+        .iter()
+        .find(|reserved| file.labels.contains_key(**reserved))
+    {
+        Some(reserved) => Err(document.invalid(
+            &["sources", id, "labels", reserved],
+            format!("label {reserved:?} is set by the daemon on every line; choose another name"),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn read_text(path: &Path) -> Result<String, ConfigError> {

@@ -526,3 +526,49 @@ fn lines_longer_than_a_dlq_segment_are_a_warning() {
     assert!(output.status.success(), "{stdout}");
     assert!(!stdout.contains("dlq.segment_bytes"), "{stdout}");
 }
+
+/// Goal: a static label cannot silently replace the `file` or `source_id`
+/// the daemon sets on every line. Method: each reserved name as a static
+/// label.
+#[test]
+fn static_labels_cannot_replace_file_or_source_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    for reserved in ["file", "source_id"] {
+        let text = format!(
+            "[daemon]\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n\n[sources.app]\ntype = \"file\"\npaths = [\"{input}\"]\nlabels = {{ {reserved} = \"x\" }}\n\n[sinks.drop]\ntype = \"null\"\n",
+            data = dir.path().join("data").display(),
+            input = input.display()
+        );
+        assert_rejected(
+            dir.path(),
+            &text,
+            &format!("sources.app.labels.{reserved}"),
+            "labels =",
+            "set by the daemon",
+        );
+    }
+}
+
+/// Goal: two sources following one file (which would ship each line
+/// twice) are rejected, also through an overlapping glob. Method: a second
+/// source whose glob matches the first source's file; then one source that
+/// names the same path twice, which is accepted.
+#[test]
+fn a_file_followed_by_two_sources_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let second = format!(
+        "[sources.other]\ntype = \"file\"\npaths = [\"{}/*.log\"]\n\n[sinks.drop]\ntype = \"null\"\n",
+        dir.path().display()
+    );
+    let text = file_source_config(&input, "", &second);
+    assert_rejected(dir.path(), &text, "paths", "*.log", "shipped twice");
+    let twice = format!("paths = [\"{}\"]", input.display());
+    let text = file_source_config(&input, "", "[sinks.drop]\ntype = \"null\"\n").replace(
+        &twice,
+        &format!("paths = [\"{0}\", \"{0}\"]", input.display()),
+    );
+    assert!(text.contains("\", \""), "the path is named twice: {text}");
+    assert_accepted(dir.path(), &text);
+}

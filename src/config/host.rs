@@ -7,6 +7,7 @@
 //! * Two file sinks must not write the same file, and no file sink may write
 //!   a file that a source follows (it would read its own output forever),
 //!   not even under another name (a hard link: same device and inode).
+//! * No file is followed by two sources (by device and inode).
 //! * A source's `max_line_bytes` that a DLQ segment cannot hold is a warning:
 //!   such a line, if it cannot be delivered, is counted as not stored.
 //! * A source glob that matches no file is a warning, not an error: files
@@ -97,6 +98,7 @@ impl Config {
             }
             written.push((id, normalised));
         }
+        self.files_followed_twice(document)?;
         let mut warnings = self.empty_globs(document);
         warnings.extend(self.unusable_dlq_dir(document));
         warnings.extend(self.lines_too_long_for_dlq(document));
@@ -232,6 +234,44 @@ impl Config {
                 "a DLQ segment of {segment_bytes} bytes cannot hold a line of                  sources.{id}.max_line_bytes = {longest} bytes (a record needs the line plus                  up to 64 KiB): such a line that cannot be delivered is counted as not stored;                  raise segment_bytes or lower max_line_bytes"
             ),
         })
+    }
+
+    /// Two sources that follow the same file would ship each of its lines
+    /// twice: an error naming both (files that exist now, by device and
+    /// inode, so that links and overlapping globs are caught too).
+    fn files_followed_twice(&self, document: &Document<'_>) -> Result<(), ConfigError> {
+        let mut followed: Vec<((u64, u64), &str, PathBuf)> = Vec::new();
+        for (id, SourceConfig::File(source)) in &self.sources {
+            for pattern in &source.paths {
+                let Ok(paths) = glob::glob(pattern) else {
+                    continue;
+                };
+                for path in paths.flatten() {
+                    let Ok(metadata) = std::fs::metadata(&path) else {
+                        continue;
+                    };
+                    let identity = (metadata.dev(), metadata.ino());
+                    let earlier = followed.iter().find(|(other, _, _)| *other == identity);
+                    // One source naming one path twice follows it once.
+                    if earlier
+                        .is_some_and(|(_, first, first_path)| first == id && *first_path == path)
+                    {
+                        continue;
+                    }
+                    if let Some((_, first, first_path)) = earlier {
+                        let reason = format!(
+                            "{} is also followed by sources.{first} (as {}): its lines would \
+                             be shipped twice",
+                            path.display(),
+                            first_path.display()
+                        );
+                        return Err(document.invalid(&["sources", id, "paths"], reason));
+                    }
+                    followed.push((identity, id, path));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A warning for each source glob that matches no file now.
