@@ -572,3 +572,21 @@ fn a_file_followed_by_two_sources_is_rejected() {
     assert!(text.contains("\", \""), "the path is named twice: {text}");
     assert_accepted(dir.path(), &text);
 }
+
+/// Goal: a Kafka `key` naming a label no source sets is reported at check
+/// time (every message would go without a key). Method: `key` naming a
+/// missing label warns with the key; a static label and `file` do not.
+#[test]
+fn kafka_key_naming_a_missing_label_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    for (key, warned) in [("nosuchlabel", true), ("service", false), ("file", false)] {
+        let sinks = kafka_sink_table("127.0.0.1:9092", "logs", &format!("key = \"{key}\""));
+        let stdout = assert_accepted(dir.path(), &file_source_config(&input, "", &sinks));
+        assert_eq!(
+            stdout.contains("sinks.kafka.key"),
+            warned,
+            "key {key:?}: {stdout}"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //!   a file that a source follows (it would read its own output forever),
 //!   not even under another name (a hard link: same device and inode).
 //! * No file is followed by two sources (by device and inode).
+//! * A Kafka `key` naming a label no source sets is a warning.
 //! * A source's `max_line_bytes` that a DLQ segment cannot hold is a warning:
 //!   such a line, if it cannot be delivered, is counted as not stored.
 //! * A source glob that matches no file is a warning, not an error: files
@@ -102,6 +103,7 @@ impl Config {
         let mut warnings = self.empty_globs(document);
         warnings.extend(self.unusable_dlq_dir(document));
         warnings.extend(self.lines_too_long_for_dlq(document));
+        warnings.extend(self.kafka_keys_never_set(document));
         warnings.extend(self.check_memory(document)?);
         Ok(warnings)
     }
@@ -272,6 +274,38 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A warning for each Kafka `key` that names a label no source sets:
+    /// every message would then go without a key.
+    fn kafka_keys_never_set(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
+        let set_by_some_source = |label: &str| {
+            ["file", "source_id"].contains(&label)
+                || self
+                    .sources
+                    .values()
+                    .any(|SourceConfig::File(source)| source.labels.contains_key(label))
+        };
+        self.sinks
+            .iter()
+            .filter_map(|(id, sink)| match sink {
+                SinkConfig::Kafka(kafka) => kafka.key.as_deref().map(|key| (id, key)),
+                _ => None,
+            })
+            .filter(|(_, key)| !set_by_some_source(key))
+            .map(|(id, key)| {
+                let path = ["sinks", id.as_str(), "key"];
+                ConfigWarning {
+                    path: document.path().to_path_buf(),
+                    key: path.join("."),
+                    line: document.key_line(&path),
+                    message: format!(
+                        "no source sets label {key:?} (besides static labels, every line has \
+                         `file` and `source_id`): messages will have no key"
+                    ),
+                }
+            })
+            .collect()
     }
 
     /// A warning for each source glob that matches no file now.
