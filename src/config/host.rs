@@ -233,7 +233,10 @@ impl Config {
             key: key.join("."),
             line: document.key_line(&key),
             message: format!(
-                "a DLQ segment of {segment_bytes} bytes cannot hold a line of                  sources.{id}.max_line_bytes = {longest} bytes (a record needs the line plus                  up to 64 KiB): such a line that cannot be delivered is counted as not stored;                  raise segment_bytes or lower max_line_bytes"
+                "a DLQ segment of {segment_bytes} bytes cannot hold a line of \
+                 sources.{id}.max_line_bytes = {longest} bytes (a record needs the line plus \
+                 up to 64 KiB): such a line that cannot be delivered is counted as not \
+                 stored; raise segment_bytes or lower max_line_bytes"
             ),
         })
     }
