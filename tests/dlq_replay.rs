@@ -130,8 +130,8 @@ probe_interval_ms = 200
 const BIG_LINE_BYTES: usize = 1_000_100;
 
 /// Goal: a line too large for Kafka, written during an outage, does not
-/// make automatic replay loop and flood the topic with duplicates (issue 8,
-/// bug 2). Method: 4,000 numbered lines and one line of 1,000,100 bytes are
+/// make automatic replay loop and flood the topic with duplicates.
+/// Method: 4,000 numbered lines and one line of 1,000,100 bytes are
 /// written while the only broker is down, so everything ends in the DLQ (or
 /// is refused at the sink); the broker comes back; within 60 s the DLQ must
 /// be drained; the topic must then hold each of the 4,000 lines exactly
@@ -317,7 +317,7 @@ fn replay_moves_a_permanently_failing_record_aside() {
 }
 
 /// Goal: a replay killed part-way does not send the records it had
-/// acknowledged again (issue 8, bug 2). Method: 6,000 records in one
+/// acknowledged again. Method: 6,000 records in one
 /// segment; `dlq replay` runs as a child against a broker with 300 ms round
 /// trips and gets SIGKILL once its acknowledgement file records progress;
 /// a second replay finishes. Every record must be in the topic; the second
