@@ -20,10 +20,10 @@
 //! read of short lines can bring more lines than one chunk can carry; what
 //! does not fit is carried into the next chunk, and no new bytes are read
 //! while the carried tail still holds a complete line (or a piece of a
-//! longer one). A file's carried-over
-//! tail is therefore at most one read plus a partial line of at most
-//! `max_line_bytes`, whatever the line length; and only one chunk of the
-//! pool at a time grows past [`limits::CHUNK_BYTES`] to hold a long line. The read size follows the
+//! longer one). A file's carried-over tail is therefore at most one read
+//! plus a partial line of at most `max_line_bytes`, whatever the line
+//! length; and only one chunk of the pool at a time grows past
+//! [`limits::CHUNK_BYTES`] to hold a long line. The read size follows the
 //! line length seen last (about one span table's worth of bytes), so short
 //! lines are not read far ahead only to be copied forward chunk by chunk.
 
@@ -79,10 +79,6 @@ struct FollowedFile {
     /// Bytes read but not yet part of a line: a partial last line, or
     /// complete lines that did not fit the last chunk's span table.
     pending: Vec<u8>,
-    /// `pending` holds at least one span (a complete line, or a piece of
-    /// `max_line_bytes` of a longer one): the next chunk takes those before
-    /// anything new is read, so the carried tail cannot grow.
-    pending_has_spans: bool,
     /// Bytes the next read asks for: about what one span table of lines
     /// took last time, between [`limits::READ_BYTES_MIN`] and
     /// [`limits::CHUNK_BYTES`].
@@ -140,7 +136,6 @@ impl FileSource {
                 identity: (0, 0),
                 offset: 0,
                 pending: Vec::with_capacity(4096),
-                pending_has_spans: false,
                 read_bytes_next: limits::CHUNK_BYTES,
                 at_eof: false,
                 opened_before: false,
@@ -263,7 +258,10 @@ impl FileSource {
     /// happens while the tail still holds a whole span.
     fn read_once(&mut self, index: usize) -> std::io::Result<ReadStep> {
         let file = &self.files[index];
-        let read_room = if file.pending_has_spans {
+        // A carried tail that still holds a whole span is taken before
+        // anything new is read, so that it cannot grow.
+        let read_nothing = carries_spans(&file.pending, self.settings.max_line_bytes);
+        let read_room = if read_nothing {
             0
         } else {
             limits::READ_BYTES_MIN
@@ -275,7 +273,7 @@ impl FileSource {
         chunk.reset(file.stream, now_ns());
         chunk.append(&file.pending);
         file.pending.clear();
-        let bytes = if file.pending_has_spans {
+        let bytes = if read_nothing {
             0
         } else {
             let handle = file
@@ -299,10 +297,7 @@ impl FileSource {
         file.offset += bytes as u64;
         self.metrics.bytes_read.add(bytes as u64);
         let outcome = chunk.split(self.settings.max_line_bytes, false);
-        let tail = chunk.tail(outcome.consumed);
-        file.pending.extend_from_slice(tail);
-        file.pending_has_spans =
-            tail.len() > self.settings.max_line_bytes || memchr::memchr(b'\n', tail).is_some();
+        file.pending.extend_from_slice(chunk.tail(outcome.consumed));
         file.read_bytes_next = next_read_bytes(chunk.lines().len(), outcome.consumed);
         debug_assert!(
             file.pending.len() <= limits::CHUNK_BYTES + self.settings.max_line_bytes,
@@ -415,7 +410,6 @@ impl FileSource {
             self.metrics.lines_split.add(outcome.pieces_split);
             self.hand_on(chunk);
         }
-        self.files[index].pending_has_spans = false;
     }
 
     /// At end of file: has the path been rotated to a new file, or the file
@@ -452,6 +446,12 @@ impl FileSource {
             }
         }
     }
+}
+
+/// Whether a carried tail holds at least one span: a complete line, or a
+/// piece of `max_line_bytes` of a longer one.
+fn carries_spans(pending: &[u8], max_line_bytes: usize) -> bool {
+    pending.len() > max_line_bytes || memchr::memchr(b'\n', pending).is_some()
 }
 
 /// The size of the next read after a split that produced `lines` spans
