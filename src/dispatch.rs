@@ -344,11 +344,9 @@ impl Dispatcher {
     /// Stores the lines of `chunk` from `first_line` on; returns how many.
     fn spill_chunk(&mut self, source: usize, chunk: &SourceChunk, first_line: usize) -> u64 {
         let spans = &chunk.lines()[first_line..];
-        let streams = Arc::clone(&self.streams);
-        let labels: Vec<(&str, &str)> = streams[chunk.stream as usize]
-            .iter()
-            .map(|&(key, value)| (self.symbols.resolve(key), self.symbols.resolve(value)))
-            .collect();
+        let labels = self
+            .symbols
+            .resolve_labels(&self.streams[chunk.stream as usize]);
         for end in &mut self.sinks {
             for &span in spans {
                 end.dlq.store(&Record {
@@ -541,11 +539,7 @@ impl Dispatcher {
                 continue;
             }
             stored += 1;
-            let labels = entry
-                .labels
-                .iter()
-                .map(|&(key, value)| (self.symbols.resolve(key), self.symbols.resolve(value)))
-                .collect();
+            let labels = self.symbols.resolve_labels(entry.labels);
             end.dlq.store(&Record {
                 timestamp_ns: entry.timestamp_ns,
                 attempts,

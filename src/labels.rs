@@ -86,6 +86,14 @@ impl SymbolTable {
             .resolve(symbol)
             .expect("every symbol was interned by this table's builder")
     }
+
+    /// A label set as strings, for a self-describing DLQ record.
+    pub fn resolve_labels(&self, labels: &[Label]) -> Vec<(&str, &str)> {
+        labels
+            .iter()
+            .map(|&(key, value)| (self.resolve(key), self.resolve(value)))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -97,10 +105,7 @@ mod tests {
         let mut builder = SymbolTableBuilder::new();
         let set = builder.label_set([("service", "app"), ("file", "/a"), ("service", "other")]);
         let table = builder.freeze();
-        let resolved: Vec<(&str, &str)> = set
-            .iter()
-            .map(|&(key, value)| (table.resolve(key), table.resolve(value)))
-            .collect();
+        let resolved = table.resolve_labels(&set);
         assert_eq!(resolved, vec![("file", "/a"), ("service", "app")]);
         assert!(!set.spilled());
     }
