@@ -235,8 +235,8 @@ fn run_into_full_output(dir: &std::path::Path, out_dir: &std::path::Path) -> (St
     common::write_numbered_lines(&mut file, 0, 30_000);
     let output = out_dir.join("out.log");
     let sinks = format!(
-        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"raw\"\n\n[retry]\nmax_attempts = 1\nbase_delay_ms = 10",
-        output.display()
+        "{}\n[retry]\nmax_attempts = 1\nbase_delay_ms = 10",
+        common::file_sink_table("out", &output, "raw")
     );
     let config = dir.join("config.toml");
     std::fs::write(

@@ -247,10 +247,7 @@ fn sigterm_during_a_backlog_ships_no_fragment() {
     }
     for round in 0..5 {
         let output = dir.path().join(format!("out-{round}.log"));
-        let sinks = format!(
-            "[sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"raw\"",
-            output.display()
-        );
+        let sinks = common::file_sink_table("out", &output, "raw");
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,

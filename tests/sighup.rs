@@ -43,10 +43,7 @@ fn sighup_reopens_file_sink_outputs_and_loses_nothing() {
     let input = dir.path().join("app.log");
     std::fs::File::create(&input).expect("create input");
     let output = dir.path().join("out.log");
-    let sinks = format!(
-        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"raw\"",
-        output.display()
-    );
+    let sinks = common::file_sink_table("out", &output, "raw");
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,

@@ -214,6 +214,14 @@ pub fn rss_of(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// A `[sinks.ID]` table of a file sink writing `path` with `encoding`.
+pub fn file_sink_table(id: &str, path: &Path, encoding: &str) -> String {
+    format!(
+        "[sinks.{id}]\ntype = \"file\"\npath = \"{}\"\nencoding = \"{encoding}\"\n",
+        path.display()
+    )
+}
+
 /// A `[sinks.kafka]` table for `topic` on `bootstrap`, plus `extra` keys.
 pub fn kafka_sink_table(bootstrap: &str, topic: &str, extra: &str) -> String {
     format!(
