@@ -16,13 +16,18 @@ fn bench_batch(criterion: &mut Criterion) {
     let line = [b'x'; 120];
     let mut symbols = SymbolTableBuilder::new();
     let labels = symbols.label_set([("service", "app"), ("file", "/var/log/app.log")]);
+    let symbols = symbols.freeze();
     let mut group = criterion.benchmark_group("batch_build");
     group.throughput(Throughput::Elements(LINES as u64));
 
     let mut arena = Some(Bump::with_capacity(arena_capacity_bytes(LINES, 1 << 20)));
     group.bench_function("bumpalo_arena", |bencher| {
         bencher.iter(|| {
-            let mut batch = OpenBatch::new(arena.take().expect("arena"), LINES);
+            let mut batch = OpenBatch::new(
+                arena.take().expect("arena"),
+                LINES,
+                std::sync::Arc::clone(&symbols),
+            );
             for _ in 0..LINES {
                 batch.push(black_box(&line), (0, &labels), 1, true);
             }

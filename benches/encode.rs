@@ -20,7 +20,7 @@ fn bench_encode(criterion: &mut Criterion) {
         ("file", "/var/log/opensips.log"),
     ]);
     let symbols = symbols.freeze();
-    let mut batch = OpenBatch::new(Bump::new(), LINES);
+    let mut batch = OpenBatch::new(Bump::new(), LINES, std::sync::Arc::clone(&symbols));
     for number in 0..LINES {
         let line = format!("seq={number:012} {}", "x".repeat(102));
         batch.push(

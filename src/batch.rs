@@ -28,8 +28,13 @@ use bumpalo::Bump;
 use bumpalo::collections::Vec as ArenaVec;
 use self_cell::self_cell;
 
-use crate::labels::{Label, LabelSet};
-use crate::source::StreamId;
+use std::sync::Arc;
+
+use crate::labels::{Label, LabelSet, SymbolTable};
+
+/// Index of a stream (one file of one source) in the pipeline's stream
+/// table, which holds its label set.
+pub type StreamId = u32;
 
 /// One log line in a batch, borrowed from the batch's arena.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +85,8 @@ pub fn arena_capacity_bytes(batch_size: usize, batch_bytes: usize) -> usize {
 pub struct OpenBatch {
     cell: BatchCell,
     entries_max: usize,
+    /// The table the entries' label symbols come from.
+    symbols: Arc<SymbolTable>,
     bytes: usize,
     opened_at: Instant,
     /// Earliest read time of an entry, nanoseconds since the epoch.
@@ -87,8 +94,10 @@ pub struct OpenBatch {
 }
 
 impl OpenBatch {
-    /// Opens a batch in `arena`, which must be empty (fresh or reset).
-    pub fn new(arena: Bump, entries_max: usize) -> Self {
+    /// Opens a batch in `arena`, which must be empty (fresh or reset), for
+    /// entries whose labels are symbols of `symbols` (the pipeline's table
+    /// for live traffic, a replay step's own for DLQ records).
+    pub fn new(arena: Bump, entries_max: usize, symbols: Arc<SymbolTable>) -> Self {
         assert!(entries_max > 0, "batch_size is validated non-zero");
         let cell = BatchCell::new(arena, |arena| BatchEntries {
             entries: ArenaVec::with_capacity_in(entries_max, arena),
@@ -97,6 +106,7 @@ impl OpenBatch {
         Self {
             cell,
             entries_max,
+            symbols,
             bytes: 0,
             opened_at: Instant::now(),
             read_ns_oldest: u64::MAX,
@@ -170,6 +180,7 @@ impl OpenBatch {
     pub fn seal(self, slot: usize, sequence: u64) -> SealedBatch {
         SealedBatch {
             cell: self.cell,
+            symbols: self.symbols,
             slot,
             sequence,
             bytes: self.bytes,
@@ -188,6 +199,7 @@ impl OpenBatch {
 #[derive(Debug)]
 pub struct SealedBatch {
     cell: BatchCell,
+    symbols: Arc<SymbolTable>,
     slot: usize,
     sequence: u64,
     bytes: usize,
@@ -229,7 +241,12 @@ impl SealedBatch {
         self.bytes
     }
 
-    /// The dispatcher's in-flight slot of this batch.
+    /// The table that resolves the entries' label symbols.
+    pub fn symbols(&self) -> &Arc<SymbolTable> {
+        &self.symbols
+    }
+
+    /// The batch's slot in its sink lanes (see `sink::link::SlotPlan`).
     pub fn slot(&self) -> usize {
         self.slot
     }
@@ -258,14 +275,17 @@ impl SealedBatch {
 mod tests {
     use super::*;
     use crate::labels::SymbolTableBuilder;
-    use std::sync::Arc;
 
     #[test]
     fn entries_keep_bytes_labels_and_order() {
         let mut symbols = SymbolTableBuilder::new();
         let first = symbols.label_set([("file", "/a")]);
         let second = symbols.label_set([("file", "/b")]);
-        let mut batch = OpenBatch::new(Bump::with_capacity(4096), 4);
+        let mut batch = OpenBatch::new(
+            Bump::with_capacity(4096),
+            4,
+            SymbolTableBuilder::new().freeze(),
+        );
         batch.push(b"one", (0, &first), 1, true);
         batch.push(b"", (0, &first), 2, true);
         batch.push(b"\xff\xfe", (1, &second), 3, false);
@@ -290,7 +310,7 @@ mod tests {
     #[test]
     fn bytes_bound_seals() {
         let labels = LabelSet::new();
-        let mut batch = OpenBatch::new(Bump::new(), 100);
+        let mut batch = OpenBatch::new(Bump::new(), 100, SymbolTableBuilder::new().freeze());
         batch.push(&[b'x'; 10], (0, &labels), 0, true);
         assert!(!batch.is_full(11));
         batch.push(&[b'x'; 1], (0, &labels), 0, true);
@@ -304,7 +324,11 @@ mod tests {
     #[test]
     fn sealed_batch_is_shared_across_threads_and_recycled() {
         let labels = LabelSet::new();
-        let mut batch = OpenBatch::new(Bump::with_capacity(1 << 16), 1000);
+        let mut batch = OpenBatch::new(
+            Bump::with_capacity(1 << 16),
+            1000,
+            SymbolTableBuilder::new().freeze(),
+        );
         for index in 0..1000u32 {
             batch.push(
                 index.to_string().as_bytes(),
@@ -336,7 +360,7 @@ mod tests {
         }
         let sealed = Arc::try_unwrap(shared).expect("readers are done");
         let arena = sealed.into_arena();
-        let mut again = OpenBatch::new(arena, 2);
+        let mut again = OpenBatch::new(arena, 2, SymbolTableBuilder::new().freeze());
         again.push(b"reused", (0, &labels), 0, true);
         assert_eq!(again.seal(0, 1).entries()[0].line, b"reused");
     }

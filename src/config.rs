@@ -39,6 +39,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 use crate::limits;
+use crate::sink::deserialize_sink;
+
+pub use crate::dlq::DlqPolicy;
+pub use crate::sink::SinkConfig;
+pub use crate::sink::encode::Encoding;
+pub use crate::sink::file::FileSinkConfig;
+pub use crate::sink::kafka::config::{KafkaSinkConfig, PropertyValue};
+pub use crate::sink::null::NullSinkConfig;
+pub use crate::sink::stdout::StdoutSinkConfig;
+pub use crate::source::file::StartAt;
 
 mod document;
 mod host;
@@ -209,17 +219,6 @@ impl Default for RetryConfig {
     }
 }
 
-/// What the DLQ does when it reaches `max_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum DlqPolicy {
-    /// Delete the oldest segment to make room (counted).
-    #[default]
-    DropOldest,
-    /// Refuse new entries (counted).
-    DropNew,
-}
-
 /// `[dlq]`: the dead-letter queue on disk.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -280,14 +279,6 @@ fn build_source(
         "file" => FileSourceConfig::deserialize(fields).map(SourceConfig::File),
         _ => unreachable!("source type {kind:?} is not in SOURCE_TYPES"),
     }
-}
-
-/// Where a file source starts in a file it has no position for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartAt {
-    Beginning,
-    End,
 }
 
 /// `type = "file"`: follow files as they grow.
@@ -352,208 +343,6 @@ fn line_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Er
     Ok(bytes)
 }
 
-/// How a sink turns an entry into bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Encoding {
-    /// The line as read, then `\n` if the line ended with one in the input.
-    #[default]
-    Raw,
-    /// One JSON object per line: `timestamp`, `message`, `labels`.
-    Json,
-}
-
-/// `[sinks.<id>]`, selected by `type`.
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
-    Kafka(KafkaSinkConfig),
-    File(FileSinkConfig),
-    Stdout(StdoutSinkConfig),
-    Null(NullSinkConfig),
-}
-
-/// The values of a sink's `type`.
-const SINK_TYPES: &[&str] = &["kafka", "file", "stdout", "null"];
-
-fn build_sink(
-    kind: &str,
-    fields: toml::de::ValueDeserializer<'_>,
-) -> Result<SinkConfig, toml::de::Error> {
-    match kind {
-        "kafka" => KafkaSinkConfig::deserialize(fields).map(SinkConfig::Kafka),
-        "file" => FileSinkConfig::deserialize(fields).map(SinkConfig::File),
-        "stdout" => StdoutSinkConfig::deserialize(fields).map(SinkConfig::Stdout),
-        "null" => NullSinkConfig::deserialize(fields).map(SinkConfig::Null),
-        _ => unreachable!("sink type {kind:?} is not in SINK_TYPES"),
-    }
-}
-
-/// `type = "kafka"`: produce every entry as one message to a topic.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSinkConfig {
-    /// Bootstrap brokers: `"host:port,host:port"` or a list of `"host:port"`.
-    #[serde(deserialize_with = "broker_list")]
-    pub brokers: String,
-    #[serde(deserialize_with = "topic_name")]
-    pub topic: String,
-    /// Name of a label whose value becomes the message key.
-    #[serde(default)]
-    pub key: Option<String>,
-    #[serde(default = "default_kafka_encoding")]
-    pub encoding: Encoding,
-    /// librdkafka properties, passed through (see `sink::kafka::config` for
-    /// the defaults this sink sets).
-    #[serde(default)]
-    pub librdkafka: BTreeMap<String, PropertyValue>,
-    /// How often an open circuit breaker asks the cluster for metadata to
-    /// find out whether it answers again.
-    #[serde(default = "default_probe_interval_ms")]
-    pub probe_interval_ms: NonZeroU64,
-}
-
-/// A librdkafka property value: TOML strings, integers, floats and booleans
-/// are all passed as their text.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum PropertyValue {
-    Text(String),
-    Integer(i64),
-    Float(f64),
-    Boolean(bool),
-}
-
-impl std::fmt::Display for PropertyValue {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PropertyValue::Text(text) => formatter.write_str(text),
-            PropertyValue::Integer(value) => write!(formatter, "{value}"),
-            PropertyValue::Float(value) => write!(formatter, "{value}"),
-            PropertyValue::Boolean(value) => write!(formatter, "{value}"),
-        }
-    }
-}
-
-fn default_kafka_encoding() -> Encoding {
-    Encoding::Json
-}
-
-fn default_probe_interval_ms() -> NonZeroU64 {
-    NonZeroU64::new(1000).expect("not zero")
-}
-
-fn broker_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Brokers {
-        Joined(String),
-        List(Vec<String>),
-    }
-    let brokers = match Brokers::deserialize(deserializer)? {
-        Brokers::Joined(text) => text
-            .split(',')
-            .map(|broker| broker.trim().to_string())
-            .collect::<Vec<_>>(),
-        Brokers::List(list) => list,
-    };
-    if brokers.is_empty() || brokers.iter().any(|broker| broker.trim().is_empty()) {
-        return Err(serde::de::Error::custom(
-            "must list at least one \"host:port\" and no empty entry",
-        ));
-    }
-    for broker in &brokers {
-        check_broker(broker).map_err(serde::de::Error::custom)?;
-    }
-    Ok(brokers.join(","))
-}
-
-/// Checks the syntax of one bootstrap broker: `host:port`, where host is a
-/// name, an IPv4 address or a bracketed IPv6 address, optionally after a
-/// `protocol://` prefix as librdkafka allows. Names are not resolved here: a
-/// name that does not resolve (yet) is an operating condition that the
-/// circuit breaker handles, while a malformed entry would be retried forever.
-fn check_broker(broker: &str) -> Result<(), String> {
-    let address = broker.split_once("://").map_or(broker, |(_, rest)| rest);
-    let Some((host, port)) = address.rsplit_once(':') else {
-        return Err(format!("broker {broker:?} is not \"host:port\""));
-    };
-    let host_valid = match host
-        .strip_prefix('[')
-        .and_then(|inner| inner.strip_suffix(']'))
-    {
-        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => is_host_name(host),
-    };
-    if !host_valid {
-        return Err(format!(
-            "broker {broker:?}: host {host:?} is not a host name or an IP address"
-        ));
-    }
-    match port.parse::<u32>() {
-        Ok(1..=65_535) => Ok(()),
-        _ => Err(format!(
-            "broker {broker:?}: port {port:?} is not a number from 1 to 65535"
-        )),
-    }
-}
-
-/// A DNS name (or IPv4 address): dot-separated labels of 1 to 63 characters
-/// of `[A-Za-z0-9_-]`, at most 253 characters, one trailing dot allowed.
-fn is_host_name(host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
-        })
-}
-
-fn topic_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let topic = String::deserialize(deserializer)?;
-    let valid_byte = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
-    if topic.is_empty() || topic.len() > 249 || !topic.bytes().all(valid_byte) {
-        return Err(serde::de::Error::custom(format!(
-            "{topic:?} is not a Kafka topic name (1 to 249 characters of [A-Za-z0-9._-])"
-        )));
-    }
-    Ok(topic)
-}
-
-/// `type = "file"`: append to one file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
-    #[serde(deserialize_with = "non_empty_path")]
-    pub path: PathBuf,
-    #[serde(default)]
-    pub encoding: Encoding,
-}
-
-/// `type = "stdout"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutSinkConfig {
-    #[serde(default)]
-    pub encoding: Encoding,
-}
-
-/// `type = "null"`: count and drop, for benchmarks.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NullSinkConfig {}
-
-fn non_empty_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
-    let path = PathBuf::deserialize(deserializer)?;
-    if path.as_os_str().is_empty() {
-        return Err(serde::de::Error::custom("is an empty string"));
-    }
-    Ok(path)
-}
-
 impl Config {
     /// Reads and validates a config file, without looking at the host.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -577,7 +366,7 @@ impl Config {
             retry: settings.retry,
             dlq: settings.dlq,
             sources: document.components("sources", SOURCE_TYPES, build_source)?,
-            sinks: document.components("sinks", SINK_TYPES, build_sink)?,
+            sinks: document.components("sinks", crate::sink::SINK_TYPES, deserialize_sink)?,
         })
     }
 
@@ -608,16 +397,13 @@ impl Config {
             validate_static_labels(document, id, file)?;
         }
         for (id, sink) in &self.sinks {
-            if let SinkConfig::Kafka(kafka) = sink {
-                crate::sink::kafka::config::client_config(kafka, 1).map_err(|error| {
-                    let key = error.key();
-                    let key_path: Vec<&str> = ["sinks", id.as_str()]
-                        .into_iter()
-                        .chain(key_segments(&key))
-                        .collect();
-                    document.invalid(&key_path, error.to_string())
-                })?;
-            }
+            sink.check().map_err(|(key, reason)| {
+                let key_path: Vec<&str> = ["sinks", id.as_str()]
+                    .into_iter()
+                    .chain(key_segments(&key))
+                    .collect();
+                document.invalid(&key_path, reason)
+            })?;
         }
         Ok(())
     }
@@ -794,46 +580,6 @@ type = "null"
         }
     }
 
-    /// Goal: broker syntax is checked at every boundary without DNS.
-    /// Method: entries on each side of each rule.
-    #[test]
-    fn broker_syntax_boundaries() {
-        for valid in [
-            "a:1",
-            "a:65535",
-            "127.0.0.1:9092",
-            "[::1]:9092",
-            "[fe80::1]:9092",
-            "SSL://broker.example.com:9093",
-            "no-such-host.invalid:9092",
-            "fqdn.example.com.:9092",
-            "under_score:9092",
-        ] {
-            assert_eq!(check_broker(valid), Ok(()), "{valid}");
-        }
-        for invalid in [
-            "a:0",
-            "a:65536",
-            "a:99999",
-            "a:-1",
-            "a:",
-            ":9092",
-            "a",
-            "not a broker::99999",
-            "a b:9092",
-            "::1:9092",
-            "[::1:9092",
-            "[not-ipv6]:9092",
-            "a..b:9092",
-        ] {
-            assert!(check_broker(invalid).is_err(), "accepted {invalid}");
-        }
-        let long_label = format!("{}:9092", "a".repeat(64));
-        assert!(check_broker(&long_label).is_err());
-        let longest_label = format!("{}:9092", "a".repeat(63));
-        assert_eq!(check_broker(&longest_label), Ok(()));
-    }
-
     /// Goal: validation errors carry the line of their key. Method: values
     /// that parse but break a rule, each on a known line.
     #[test]
@@ -957,7 +703,7 @@ path = "/tmp/out.log"
     /// key; an error for a missing key is fine, a panic is not.
     #[test]
     fn every_listed_type_is_built() {
-        for kind in SINK_TYPES {
+        for kind in crate::sink::SINK_TYPES {
             let text = MINIMAL.replace("type = \"null\"", &format!("type = \"{kind}\""));
             let outcome = parse(&text);
             if let Err(error) = &outcome {

@@ -31,7 +31,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::config::Config;
-use crate::dlq::replay::replay;
+use crate::pipeline::replay::replay;
 use crate::pipeline::{Pipeline, PipelineMetrics};
 use crate::sink::kafka::ClientLog;
 use crate::telemetry::process::read_process;

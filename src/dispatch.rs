@@ -42,6 +42,7 @@ use bumpalo::Bump;
 use rtrb::{Consumer, Producer};
 
 use crate::batch::{OpenBatch, SealedBatch};
+use crate::clock::now_ns;
 use crate::dlq::DlqSink;
 use crate::dlq::record::{Reason, Record};
 use crate::labels::{LabelSet, SymbolTable};
@@ -49,7 +50,7 @@ use crate::limits;
 use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics};
 use crate::retry::wheel::RetryItem;
 use crate::retry::{Backoff, RetryWheel};
-use crate::sink::{FailureTable, Outcome, SinkReport};
+use crate::sink::link::{FailureTable, LaneEnd, Outcome, Rejection, SinkJob};
 use crate::source::SourceChunk;
 use crate::telemetry::latency::LatencyPublisher;
 use crate::wake::{self, Waker};
@@ -110,21 +111,12 @@ impl SourceEnd {
     }
 }
 
-/// A batch for a sink: the whole batch, or (a retry) only the entries
-/// marked failed in the sink's failure table.
-#[derive(Debug)]
-pub struct SinkJob {
-    pub batch: Arc<SealedBatch>,
-    pub retry: bool,
-}
-
 /// The dispatcher's end of one sink's rings, and its DLQ.
 #[derive(Debug)]
 pub struct SinkEnd {
     pub id: String,
-    pub jobs: Producer<SinkJob>,
-    pub reports: Consumer<SinkReport>,
-    pub sink: Waker,
+    /// The sink's live lane.
+    pub lane: LaneEnd,
     /// The entries this sink failed, per slot (read after a `Failed` report).
     pub failures: Arc<FailureTable>,
     /// Time from a line being read to its batch being reported by this sink.
@@ -206,11 +198,11 @@ impl Dispatcher {
         assert!(parts.sinks.len() <= 64, "at most 64 sinks (one bit each)");
         for sink in &parts.sinks {
             assert!(
-                sink.jobs.buffer().capacity() >= slots,
+                sink.lane.jobs.buffer().capacity() >= slots,
                 "a sink ring holds every slot"
             );
             assert!(
-                sink.reports.buffer().capacity() >= slots,
+                sink.lane.reports.buffer().capacity() >= slots,
                 "a report ring holds every slot"
             );
         }
@@ -278,7 +270,11 @@ impl Dispatcher {
         }
         // Drop the rings before the wake-ups, so that each sink sees its ring
         // abandoned at once instead of at its next park timeout.
-        let sinks: Vec<Waker> = self.sinks.iter().map(|sink| sink.sink.clone()).collect();
+        let sinks: Vec<Waker> = self
+            .sinks
+            .iter()
+            .map(|sink| sink.lane.sink.clone())
+            .collect();
         drop(self);
         for sink in sinks {
             sink.wake();
@@ -405,15 +401,14 @@ impl Dispatcher {
     fn collect_reports(&mut self) -> bool {
         let mut progressed = false;
         for sink in 0..self.sinks.len() {
-            while let Ok(report) = self.sinks[sink].reports.pop() {
+            while let Ok(report) = self.sinks[sink].lane.reports.pop() {
                 progressed = true;
                 let slot = report.batch.slot();
                 let end = &mut self.sinks[sink];
                 let lines = report.batch.len() as u64;
                 end.seal_to_ack
                     .record(report.batch.sealed_at().elapsed(), lines);
-                let read_to_ack_ns =
-                    crate::source::file::now_ns().saturating_sub(report.batch.read_ns_oldest());
+                let read_to_ack_ns = now_ns().saturating_sub(report.batch.read_ns_oldest());
                 end.read_to_ack
                     .record(Duration::from_nanos(read_to_ack_ns), lines);
                 drop(report.batch);
@@ -492,10 +487,7 @@ impl Dispatcher {
                     .expect("a waiting retry holds its batch"),
             );
             self.slots[slot].reports_missing += 1;
-            let end = &mut self.sinks[sink];
-            let pushed = end.jobs.push(SinkJob { batch, retry: true });
-            assert!(pushed.is_ok(), "a sink ring holds every slot");
-            end.sink.wake();
+            self.sinks[sink].lane.send(SinkJob { batch, retry: true });
             self.metrics.retries_sent.add(1);
         }
         self.due.clear();
@@ -649,7 +641,11 @@ impl Dispatcher {
         let Some(arena) = self.arenas.pop() else {
             return false;
         };
-        self.open = Some(OpenBatch::new(arena, self.settings.batch_size));
+        self.open = Some(OpenBatch::new(
+            arena,
+            self.settings.batch_size,
+            Arc::clone(&self.symbols),
+        ));
         true
     }
 
@@ -681,12 +677,10 @@ impl Dispatcher {
         let batch = Arc::new(open.seal(slot, self.sequence_next));
         self.sequence_next += 1;
         for sink in &mut self.sinks {
-            let pushed = sink.jobs.push(SinkJob {
+            sink.lane.send(SinkJob {
                 batch: Arc::clone(&batch),
                 retry: false,
             });
-            assert!(pushed.is_ok(), "a sink ring holds every slot");
-            sink.sink.wake();
         }
         let sink_count = self.sinks.len();
         self.slots[slot] = SlotState {
@@ -702,6 +696,20 @@ impl Dispatcher {
         self.metrics
             .batches_in_flight
             .set((self.slots.len() - self.free_slots.len()) as u64);
+    }
+}
+
+/// The DLQ reason under which an entry a sink refused for good is stored
+/// in that sink's `rejected/` segments (by this stage and by the replay
+/// stage).
+impl From<Rejection> for Reason {
+    fn from(rejection: Rejection) -> Reason {
+        match rejection {
+            Rejection::TooLarge => Reason::MessageTooLarge,
+            Rejection::NotAuthorized => Reason::NotAuthorized,
+            Rejection::InvalidTopic => Reason::InvalidTopic,
+            Rejection::Refused => Reason::Refused,
+        }
     }
 }
 

@@ -27,16 +27,19 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod batch;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod dlq;
 pub mod error_chain;
+pub mod json;
 pub mod labels;
 pub mod limits;
 pub mod metrics;
 pub mod pin;
 pub mod pipeline;
+pub mod replay;
 pub mod retry;
 pub mod sink;
 pub mod source;

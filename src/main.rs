@@ -429,7 +429,8 @@ fn kafka_mock(topics: &[String], brokers: i32) -> anyhow::Result<()> {
 }
 
 fn dlq(command: DlqCommand) -> anyhow::Result<()> {
-    use log_capturer::dlq::{inspect, replay};
+    use log_capturer::dlq::inspect;
+    use log_capturer::pipeline::replay;
     let config_path = match &command {
         DlqCommand::List { config }
         | DlqCommand::Dump { config, .. }

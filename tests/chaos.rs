@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use log_capturer::config::Config;
 use log_capturer::dlq::record::{Reason, Record};
-use log_capturer::dlq::replay::replay;
 use log_capturer::dlq::{DlqSettings, DlqWriter};
 use log_capturer::pipeline::Pipeline;
+use log_capturer::pipeline::replay::replay;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};

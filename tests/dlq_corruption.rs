@@ -14,9 +14,9 @@ use std::process::Command;
 
 use log_capturer::config::Config;
 use log_capturer::dlq::record::{Reason, Record, encode_frame};
-use log_capturer::dlq::replay::replay;
 use log_capturer::dlq::segment::{list_segments, scan_frames};
 use log_capturer::dlq::{DlqSettings, DlqWriter};
+use log_capturer::pipeline::replay::replay;
 
 const SEGMENT_BYTES: usize = 65536;
 

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use log_capturer::config::Config;
 use log_capturer::dlq::record::{Reason, Record};
-use log_capturer::dlq::replay::replay;
 use log_capturer::dlq::{DlqSettings, DlqWriter};
 use log_capturer::pipeline::Pipeline;
+use log_capturer::pipeline::replay::replay;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -389,7 +389,7 @@ fn killed_replay_does_not_resend_acknowledged_records() {
         contents.duplicates()
     );
     assert_eq!(contents.missing(), 0);
-    let in_flight_max = log_capturer::dlq::replay::REPLAY_CHUNK_RECORDS as u32;
+    let in_flight_max = log_capturer::replay::REPLAY_CHUNK_RECORDS as u32;
     assert!(
         contents.duplicates() <= in_flight_max,
         "duplicates {} exceed one delivery step ({in_flight_max})",

@@ -13,20 +13,20 @@ use std::time::{Duration, Instant};
 use bumpalo::Bump;
 use log_capturer::batch::OpenBatch;
 use log_capturer::config::{Config, Encoding, KafkaSinkConfig, PropertyValue};
-use log_capturer::dispatch::SinkJob;
 use log_capturer::labels::SymbolTableBuilder;
 use log_capturer::metrics::SinkMetrics;
 use log_capturer::pipeline::Pipeline;
 use log_capturer::sink::kafka::KafkaSink;
 use log_capturer::sink::kafka::config::client_config;
 use log_capturer::sink::kafka::sink::KafkaSinkOptions;
-use log_capturer::sink::{FailureTable, Outcome, SinkLinks, SinkReport};
+use log_capturer::sink::link::{
+    self, FailureTable, LaneEnd, Outcome, SinkJob, SinkLinks, SlotPlan,
+};
 use log_capturer::wake::Waker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use rtrb::RingBuffer;
 
 /// One consumed message: key and payload.
 type Record = (Option<Vec<u8>>, Vec<u8>);
@@ -203,9 +203,7 @@ fn raw_encoding_and_keys_from_a_label() {
 
 /// A Kafka sink on its own thread, fed hand-made batches.
 struct SinkHarness {
-    jobs: rtrb::Producer<SinkJob>,
-    reports: rtrb::Consumer<SinkReport>,
-    sink_waker: Waker,
+    lane: Option<LaneEnd>,
     failures: Arc<FailureTable>,
     kafka: Arc<log_capturer::sink::kafka::KafkaMetrics>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -237,7 +235,10 @@ impl SinkHarness {
             key_label: None,
             encoding: Encoding::Raw,
             probe_interval: Duration::from_millis(200),
-            batches_in_flight: HARNESS_SLOTS,
+            slots: SlotPlan {
+                live_slots: HARNESS_SLOTS,
+                replay_slots: 0,
+            },
             batch_size: HARNESS_BATCH,
             payload_bytes_max: log_capturer::sink::kafka::config::message_payload_bytes_max(
                 &config,
@@ -247,22 +248,18 @@ impl SinkHarness {
         let sink =
             KafkaSink::new(options, &client, symbols, Arc::clone(&failures)).expect("producer");
         let kafka = sink.metrics();
-        let (jobs, jobs_consumer) = RingBuffer::new(HARNESS_SLOTS);
-        let (reports_producer, reports) = RingBuffer::new(HARNESS_SLOTS);
         let sink_waker = Waker::new();
-        let links = SinkLinks {
-            jobs: jobs_consumer,
-            reports: reports_producer,
-            dispatcher: Waker::new(),
-            own: sink_waker.clone(),
-            failures: Arc::clone(&failures),
-            reopen_requests: Default::default(),
-        };
+        let (lane_end, lane) = link::lane(0..HARNESS_SLOTS, Waker::new(), sink_waker.clone());
+        let links = SinkLinks::new(
+            lane,
+            None,
+            sink_waker,
+            Arc::clone(&failures),
+            Default::default(),
+        );
         let thread = std::thread::spawn(move || sink.run(links, Arc::new(SinkMetrics::default())));
         Self {
-            jobs,
-            reports,
-            sink_waker,
+            lane: Some(lane_end),
             failures,
             kafka,
             thread: Some(thread),
@@ -274,7 +271,11 @@ impl SinkHarness {
     /// waits for its report.
     fn round_trip(&mut self, slot: usize, timeout: Duration) -> Outcome {
         let labels = Default::default();
-        let mut batch = OpenBatch::new(Bump::new(), HARNESS_BATCH);
+        let mut batch = OpenBatch::new(
+            Bump::new(),
+            HARNESS_BATCH,
+            SymbolTableBuilder::new().freeze(),
+        );
         for index in 0..HARNESS_BATCH as u64 {
             let line = format!(
                 "seq={:012} harness",
@@ -283,16 +284,14 @@ impl SinkHarness {
             batch.push(line.as_bytes(), (0, &labels), 0, true);
         }
         self.sequence += 1;
-        self.jobs
-            .push(SinkJob {
-                batch: Arc::new(batch.seal(slot, self.sequence)),
-                retry: false,
-            })
-            .expect("ring has room");
-        self.sink_waker.wake();
+        let lane = self.lane.as_mut().expect("running");
+        lane.send(SinkJob {
+            batch: Arc::new(batch.seal(slot, self.sequence)),
+            retry: false,
+        });
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(report) = self.reports.pop() {
+            if let Ok(report) = lane.reports.pop() {
                 assert_eq!(report.batch.slot(), slot);
                 return report.outcome;
             }
@@ -308,9 +307,10 @@ impl SinkHarness {
 
 impl Drop for SinkHarness {
     fn drop(&mut self) {
-        let (abandon, _) = RingBuffer::new(1);
-        drop(std::mem::replace(&mut self.jobs, abandon));
-        self.sink_waker.wake();
+        let lane = self.lane.take().expect("running");
+        let sink = lane.sink.clone();
+        drop(lane);
+        sink.wake();
         if let Some(thread) = self.thread.take() {
             thread.join().expect("sink thread");
         }

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::dlq::record::Record;
 use crate::dlq::segment::{ReadableSegment, ScanSummary, is_not_found, list_segments};
 use crate::dlq::{DlqError, list, rejected_dir};
-use crate::sink::encode::{write_json_string, write_rfc3339_nanos, write_string_labels};
+use crate::json::{write_json_string, write_rfc3339_nanos, write_string_labels};
 
 /// Sink directories under a DLQ directory, sorted.
 pub fn sink_dirs(dlq_dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, DlqError> {

@@ -35,10 +35,8 @@
 //! synchronously when the writer is dropped.
 
 pub mod ack;
-pub mod auto;
 pub mod inspect;
 pub mod record;
-pub mod replay;
 pub mod scan;
 pub mod segment;
 
@@ -47,9 +45,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::DlqPolicy;
+use serde::Deserialize;
+
 use crate::metrics::{Counter, Gauge};
-use crate::sink::failures::Rejection;
 use record::{Reason, Record, encode_frame};
 use segment::{ReadableSegment, SegmentError, WritableSegment, list_segments};
 
@@ -115,23 +113,23 @@ impl DlqMetrics {
     }
 }
 
-impl From<Rejection> for Reason {
-    fn from(rejection: Rejection) -> Reason {
-        match rejection {
-            Rejection::TooLarge => Reason::MessageTooLarge,
-            Rejection::NotAuthorized => Reason::NotAuthorized,
-            Rejection::InvalidTopic => Reason::InvalidTopic,
-            Rejection::Refused => Reason::Refused,
-        }
-    }
-}
-
 /// The `rejected/` directory of a sink's DLQ directory.
 pub fn rejected_dir(sink_dir: &Path) -> PathBuf {
     sink_dir.join(REJECTED_DIR_NAME)
 }
 
 pub const REJECTED_DIR_NAME: &str = "rejected";
+
+/// What the DLQ does when it reaches `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DlqPolicy {
+    /// Delete the oldest segment to make room (counted).
+    #[default]
+    DropOldest,
+    /// Refuse new entries (counted).
+    DropNew,
+}
 
 /// Settings of the DLQ, from `[dlq]`.
 #[derive(Debug, Clone)]
@@ -339,7 +337,7 @@ impl DlqWriter {
                 &self.dir,
                 sequence,
                 self.settings.segment_bytes,
-                crate::source::file::now_ns(),
+                crate::clock::now_ns(),
             );
             match created {
                 Err(SegmentError::Io { source, .. })

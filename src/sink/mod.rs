@@ -1,231 +1,231 @@
-//! Sinks: one thread each, fed sealed batches through an SPSC ring, and
-//! answering every batch with one [`SinkReport`] on a ring back to the
-//! dispatcher.
+//! Sinks: one thread each, fed sealed batches through the rings of the
+//! link protocol ([`link`]), answering every batch with one report.
 //!
-//! A sink never blocks the dispatcher: both rings hold `batches_in_flight`
-//! elements, so neither push can fail while the dispatcher keeps at most that
-//! many batches in flight. A sink reports a batch only when it is done with
-//! it, and hands its `Arc` back in the report, so that the dispatcher holds
-//! the last reference once every sink has reported.
+//! Each kind lives in its own folder and owns its config struct, its run
+//! loop, its metrics and its health signal: `file/`, `stdout/`, `null/`
+//! (synchronous writers driven by [`synchronous::run_sink`]) and `kafka/`
+//! (its own loop around librdkafka). [`SinkConfig`] is the one place kinds
+//! are listed: it parses a `[sinks.<id>]` table by its `type`, checks it,
+//! and builds the sink into a [`BuiltSink`] that the pipeline runs without
+//! knowing the kind. Adding a kind is a folder and one arm in each match
+//! below.
+//!
+//! No sink imports the dispatcher, the pipeline or the DLQ: what a sink
+//! receives and answers is defined in [`link`].
 
 pub mod encode;
-pub mod failures;
 pub mod file;
 pub mod kafka;
+pub mod link;
 pub mod null;
 pub mod stdout;
+pub mod synchronous;
 
-pub use failures::FailureTable;
+pub use link::{FailureTable, Outcome, Rejection, Selection, SinkJob, SinkLinks, SinkReport};
+pub use synchronous::{Sink, SinkError, run_sink};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rtrb::{Consumer, Producer};
+use serde::Deserialize;
 
-use crate::batch::SealedBatch;
-use crate::dispatch::SinkJob;
-use crate::limits;
+use crate::labels::SymbolTable;
 use crate::metrics::SinkMetrics;
-use crate::wake::{self, Waker};
+use file::FileSinkConfig;
+use kafka::config::{KafkaConfigError, KafkaSinkConfig};
+use kafka::sink::{KafkaCreateError, KafkaSinkOptions};
+use kafka::{KafkaMetrics, KafkaSink};
+use link::SlotPlan;
+use null::{NullSink, NullSinkConfig};
+use stdout::StdoutSinkConfig;
 
-/// Why a sink could not deliver a batch.
+/// `[sinks.<id>]`, selected by `type`.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Kafka(KafkaSinkConfig),
+    File(FileSinkConfig),
+    Stdout(StdoutSinkConfig),
+    Null(NullSinkConfig),
+}
+
+/// The values of a sink's `type`.
+pub const SINK_TYPES: &[&str] = &["kafka", "file", "stdout", "null"];
+
+/// Parses the fields of a `[sinks.<id>]` table of type `kind`, one of
+/// [`SINK_TYPES`].
+pub fn deserialize_sink(
+    kind: &str,
+    fields: toml::de::ValueDeserializer<'_>,
+) -> Result<SinkConfig, toml::de::Error> {
+    match kind {
+        "kafka" => KafkaSinkConfig::deserialize(fields).map(SinkConfig::Kafka),
+        "file" => FileSinkConfig::deserialize(fields).map(SinkConfig::File),
+        "stdout" => StdoutSinkConfig::deserialize(fields).map(SinkConfig::Stdout),
+        "null" => NullSinkConfig::deserialize(fields).map(SinkConfig::Null),
+        _ => unreachable!("sink type {kind:?} is not in SINK_TYPES"),
+    }
+}
+
+/// Why a sink could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("sink {sink}: cannot write {target}")]
-    Write {
+pub enum SinkBuildError {
+    #[error(transparent)]
+    Open(#[from] SinkError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaCreateError),
+    #[error("sink {sink}: invalid Kafka configuration")]
+    KafkaConfig {
         sink: String,
-        target: String,
         #[source]
-        source: std::io::Error,
-    },
-    #[error("sink {sink}: cannot open {target}")]
-    Open {
-        sink: String,
-        target: String,
-        #[source]
-        source: std::io::Error,
+        source: KafkaConfigError,
     },
 }
 
-/// What became of one batch at one sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Delivered,
-    /// Some or all entries were not delivered. Which ones, and which of
-    /// those failed for good, is in the sink's [`FailureTable`] at the
-    /// batch's slot. `retryable` is true when no failed entry failed for good.
-    Failed {
-        retryable: bool,
-        entries_failed: u32,
-    },
-}
-
-/// One sink's answer for one batch.
+/// What every sink is built with.
 #[derive(Debug)]
-pub struct SinkReport {
-    pub batch: Arc<SealedBatch>,
-    pub outcome: Outcome,
-}
-
-/// Which entries of a batch a job asks a sink to deliver.
-#[derive(Debug, Clone, Copy)]
-pub enum Selection<'a> {
-    /// Every entry (a batch's first delivery).
-    All,
-    /// The entries marked failed at the batch's slot (a retry).
-    Failed(&'a FailureTable),
-}
-
-impl Selection<'_> {
-    pub fn includes(&self, slot: usize, entry: usize) -> bool {
-        match self {
-            Selection::All => true,
-            Selection::Failed(failures) => failures.is_failed(slot, entry),
-        }
-    }
-}
-
-/// A destination that takes batches synchronously.
-pub trait Sink: Send {
-    /// Writes the selected entries of `batch`, in order.
-    fn deliver(&mut self, batch: &SealedBatch, selection: Selection<'_>) -> Result<(), SinkError>;
-
-    /// Makes what was delivered durable as far as the sink can (at shutdown).
-    fn flush(&mut self) -> Result<(), SinkError>;
-
-    /// Bytes the last `deliver` wrote, for metrics.
-    fn bytes_written_last(&self) -> usize {
-        0
-    }
-
-    /// Opens the output again (a file moved away by logrotate). Sinks
-    /// without a reopenable output do nothing.
-    fn reopen(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
-
-    /// The path [`reopen`](Self::reopen) opens, if any, for log lines.
-    fn describe_output(&self) -> Option<&std::path::Path> {
-        None
-    }
-}
-
-/// The rings and wake-ups of one sink thread.
-#[derive(Debug)]
-pub struct SinkLinks {
-    pub jobs: Consumer<SinkJob>,
-    pub reports: Producer<SinkReport>,
-    /// Wakes the dispatcher after a report.
-    pub dispatcher: Waker,
-    /// This thread's own waker, registered at start.
-    pub own: Waker,
-    /// Where this sink marks the entries it failed, per batch slot.
+pub struct SinkContext {
+    pub id: String,
+    pub symbols: Arc<SymbolTable>,
     pub failures: Arc<FailureTable>,
-    /// Bumped once per reopen request (SIGHUP); a sink that sees a value
-    /// it has not handled yet reopens its output before its next job.
-    pub reopen_requests: Arc<AtomicU64>,
+    pub metrics: Arc<SinkMetrics>,
+    pub slots: SlotPlan,
+    /// Most entries per batch.
+    pub batch_size: usize,
+    /// Bytes of lines at which a batch is sealed.
+    pub batch_bytes: usize,
 }
 
-impl SinkLinks {
-    /// The next job; `None` when the dispatcher has dropped its end and the
-    /// ring is empty (abandonment is read before emptiness).
-    pub fn next_job(&mut self) -> Option<Option<SinkJob>> {
-        match self.jobs.pop() {
-            Ok(job) => Some(Some(job)),
-            Err(_) if self.jobs.is_abandoned() => self.jobs.pop().ok().map(Some),
-            Err(_) => Some(None),
-        }
+/// How the DLQ replay of a sink tells that the sink is healthy: no failure
+/// since the last look, and (for a sink with a circuit breaker) the
+/// breaker closed.
+pub trait SinkHealth: Send + Sync + std::fmt::Debug {
+    /// Failures so far: a change since the last look means unwell.
+    fn failures(&self) -> u64;
+    /// False while the sink knows its destination is unreachable.
+    fn is_reachable(&self) -> bool {
+        true
     }
 }
 
-/// The body of a synchronous sink thread: deliver jobs until the dispatcher
-/// drops its end of the ring and the ring is empty, then flush.
-pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<SinkMetrics>) {
-    links.own.register_current();
-    let mut reopen_handled = links.reopen_requests.load(Ordering::Acquire);
-    while let Some(job) = links.next_job() {
-        let reopen_requested = links.reopen_requests.load(Ordering::Acquire);
-        if reopen_requested != reopen_handled {
-            reopen_handled = reopen_requested;
-            reopen(sink.as_mut(), &metrics);
+impl SinkHealth for SinkMetrics {
+    fn failures(&self) -> u64 {
+        self.batches_failed.get()
+    }
+}
+
+/// A sink ready for its thread.
+pub struct BuiltSink {
+    /// The thread body.
+    pub run: Box<dyn FnOnce(SinkLinks) + Send>,
+    pub health: Arc<dyn SinkHealth>,
+    /// Kafka-specific counters, for a Kafka sink.
+    pub kafka: Option<Arc<KafkaMetrics>>,
+}
+
+impl std::fmt::Debug for BuiltSink {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BuiltSink")
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SinkConfig {
+    /// The `type` of the table.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::File(_) => "file",
+            SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::Null(_) => "null",
         }
-        let Some(job) = job else {
-            wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
-            continue;
+    }
+
+    /// Checks what parsing cannot: `Err((key, reason))` names the key
+    /// relative to the sink's table.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        match self {
+            SinkConfig::Kafka(kafka) => kafka::config::client_config(kafka, 1)
+                .map(drop)
+                .map_err(|error| (error.key(), error.to_string())),
+            SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::Null(_) => Ok(()),
+        }
+    }
+
+    /// The destinations the sink connects to, for the broker metrics.
+    pub fn endpoints(&self) -> Vec<String> {
+        match self {
+            SinkConfig::Kafka(kafka) => kafka.brokers.split(',').map(str::to_string).collect(),
+            SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::Null(_) => Vec::new(),
+        }
+    }
+
+    /// Builds the sink: opens its output or creates its client.
+    pub fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError> {
+        // A full batch of lines plus a newline per entry.
+        let buffer_bytes = context.batch_bytes + context.batch_size;
+        let writer = |sink: Box<dyn Sink>, context: SinkContext| {
+            let metrics = context.metrics;
+            BuiltSink {
+                health: Arc::clone(&metrics) as Arc<dyn SinkHealth>,
+                run: Box::new(move |links| run_sink(sink, links, metrics)),
+                kafka: None,
+            }
         };
-        let outcome = deliver_one(sink.as_mut(), &job, &metrics, &links.failures);
-        let pushed = links.reports.push(SinkReport {
-            batch: job.batch,
-            outcome,
-        });
-        assert!(pushed.is_ok(), "a report ring holds every slot");
-        links.dispatcher.wake();
-    }
-    if let Err(error) = sink.flush() {
-        tracing::error!(sink = %metrics.id, error = %crate::error_chain::ErrorChain(&error), "flush at shutdown failed");
+        Ok(match self {
+            SinkConfig::Kafka(config) => build_kafka(config, context)?,
+            SinkConfig::File(config) => {
+                let sink = file::open_file_sink(
+                    &context.id,
+                    &config.path,
+                    config.encoding,
+                    Arc::clone(&context.symbols),
+                    buffer_bytes,
+                )?;
+                writer(Box::new(sink), context)
+            }
+            SinkConfig::Stdout(config) => {
+                let sink = stdout::stdout_sink(
+                    &context.id,
+                    config.encoding,
+                    Arc::clone(&context.symbols),
+                    buffer_bytes,
+                );
+                writer(Box::new(sink), context)
+            }
+            SinkConfig::Null(_) => writer(Box::<NullSink>::default(), context),
+        })
     }
 }
 
-fn reopen(sink: &mut dyn Sink, metrics: &SinkMetrics) {
-    let Some(path) = sink
-        .describe_output()
-        .map(|path| path.display().to_string())
-    else {
-        return;
+fn build_kafka(
+    config: &KafkaSinkConfig,
+    context: SinkContext,
+) -> Result<BuiltSink, SinkBuildError> {
+    let queue_messages = context.batch_size * context.slots.slots_total();
+    let client = kafka::config::client_config(config, queue_messages).map_err(|source| {
+        SinkBuildError::KafkaConfig {
+            sink: context.id.clone(),
+            source,
+        }
+    })?;
+    let options = KafkaSinkOptions {
+        id: context.id.clone(),
+        topic: config.topic.clone(),
+        key_label: config.key.clone(),
+        encoding: config.encoding,
+        probe_interval: Duration::from_millis(config.probe_interval_ms.get()),
+        slots: context.slots,
+        batch_size: context.batch_size,
+        payload_bytes_max: kafka::config::message_payload_bytes_max(config),
     };
-    match sink.reopen() {
-        Ok(()) => tracing::info!(sink = %metrics.id, file = %path, "output file reopened"),
-        Err(error) => {
-            tracing::error!(error = %crate::error_chain::ErrorChain(&error), "output not reopened; writing on to the file open before")
-        }
-    }
-}
-
-fn deliver_one(
-    sink: &mut dyn Sink,
-    job: &SinkJob,
-    metrics: &SinkMetrics,
-    failures: &FailureTable,
-) -> Outcome {
-    let batch = &job.batch;
-    let slot = batch.slot();
-    let selection = if job.retry {
-        Selection::Failed(failures)
-    } else {
-        Selection::All
-    };
-    let lines = match selection {
-        Selection::All => batch.len(),
-        Selection::Failed(failures) => failures.failed_entries(slot).count(),
-    } as u64;
-    match sink.deliver(batch, selection) {
-        Ok(()) => {
-            if job.retry {
-                failures.clear(slot);
-            }
-            metrics.lines_sent.add(lines);
-            metrics.batches_sent.add(1);
-            metrics.bytes_written.add(sink.bytes_written_last() as u64);
-            Outcome::Delivered
-        }
-        Err(error) => {
-            // An attempt, not an outcome: the dispatcher counts the lines
-            // that end in the DLQ.
-            metrics.line_attempts_failed.add(lines);
-            metrics.batches_failed.add(1);
-            tracing::warn!(sink = %metrics.id, error = %crate::error_chain::ErrorChain(&error), lines, "batch not delivered");
-            if !job.retry {
-                // A retry leaves the marks of the entries it tried as they are.
-                failures.clear(slot);
-                for entry in 0..batch.len() {
-                    failures.mark(slot, entry, true);
-                }
-            }
-            Outcome::Failed {
-                retryable: true,
-                entries_failed: lines as u32,
-            }
-        }
-    }
+    let sink = KafkaSink::new(options, &client, context.symbols, context.failures)?;
+    let kafka_metrics = sink.metrics();
+    let metrics = context.metrics;
+    Ok(BuiltSink {
+        health: Arc::clone(&kafka_metrics) as Arc<dyn SinkHealth>,
+        kafka: Some(kafka_metrics),
+        run: Box::new(move |links| sink.run(links, metrics)),
+    })
 }

@@ -33,11 +33,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rtrb::{Consumer, Producer};
 
-use crate::config::StartAt;
+use serde::Deserialize;
+
+use crate::clock::now_ns;
 use crate::limits;
 use crate::metrics::SourceMetrics;
 use crate::source::{SourceChunk, StreamId};
@@ -45,6 +47,14 @@ use crate::wake::{self, Waker};
 
 /// Chunks read from one file before the next file gets its turn.
 pub const READS_PER_FILE_MAX: usize = 8;
+
+/// Where a file source starts in a file it has no position for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    Beginning,
+    End,
+}
 
 /// Settings of one file source, from its config table.
 #[derive(Debug, Clone)]
@@ -463,13 +473,4 @@ fn next_read_bytes(lines: usize, consumed: usize) -> usize {
         return limits::CHUNK_BYTES;
     }
     consumed.clamp(limits::READ_BYTES_MIN, limits::CHUNK_BYTES)
-}
-
-/// Wall-clock now, nanoseconds since the Unix epoch.
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
-        })
 }

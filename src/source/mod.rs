@@ -17,9 +17,7 @@ pub use split::{LineSpan, SplitOptions, SplitOutcome, split_lines};
 
 use crate::limits;
 
-/// Index of a stream (one file of one source) in the pipeline's stream
-/// table, which holds its label set.
-pub type StreamId = u32;
+pub use crate::batch::StreamId;
 
 /// A block of input bytes and the lines found in it.
 ///

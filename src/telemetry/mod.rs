@@ -12,9 +12,25 @@ pub mod process;
 
 use std::sync::Arc;
 
-use crate::metrics::StageHealth;
-use crate::pipeline::PipelineMetrics;
+use crate::dlq::DlqMetrics;
+use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics, StageHealth};
+use crate::sink::FailureTable;
+use crate::sink::kafka::KafkaMetrics;
 use latency::LatencyCollector;
+
+/// Counters of every stage, readable while the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct PipelineMetrics {
+    pub sources: Vec<Arc<SourceMetrics>>,
+    pub dispatcher: Arc<DispatcherMetrics>,
+    pub sinks: Vec<Arc<SinkMetrics>>,
+    /// Kafka-specific counters, by sink id.
+    pub kafka: Vec<(String, Arc<KafkaMetrics>)>,
+    /// Failed entries per batch slot, one table per sink, in `sinks` order.
+    pub failures: Vec<Arc<FailureTable>>,
+    /// Dead-letter queue counters, one per sink, in `sinks` order.
+    pub dlq: Vec<Arc<DlqMetrics>>,
+}
 
 /// The latency collectors of one sink.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::sink::failures::Rejection;
+use crate::sink::link::Rejection;
 
 /// Breaker state, exported as `kafka_circuit_breaker_state` (0 closed,
 /// 1 open).

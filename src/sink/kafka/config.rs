@@ -8,7 +8,7 @@
 //! | `compression.type` | `lz4` | cheap on CPU, 3-5x on log lines |
 //! | `linger.ms` | `5` | fills Kafka batches at high rates, adds little latency |
 //! | `batch.num.messages` | `10000` | large produce requests |
-//! | `queue.buffering.max.messages` | `batch_size x batches_in_flight` | librdkafka's queue never needs more than the batches in flight; memory we do not see stays small |
+//! | `queue.buffering.max.messages` | `batch_size x` the sink's slots | librdkafka's queue never needs more than the batches in flight; memory we do not see stays small |
 //! | `queue.buffering.max.kbytes` | `65536` | same, in bytes |
 //! | `message.timeout.ms` | `30000` | librdkafka retries internally until this; past it our breaker, retry wheel and DLQ own the batch (librdkafka's default is 300 s) |
 //! | `socket.keepalive.enable` | `true` | notice dead connections |
@@ -17,10 +17,149 @@
 //! (use `brokers`), `delivery.report.only.error` (every report is needed to
 //! acknowledge batches).
 
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
+use serde::{Deserialize, Deserializer};
 
-use crate::config::KafkaSinkConfig;
+use crate::sink::encode::Encoding;
+
+/// `type = "kafka"`: produce every entry as one message to a topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers: `"host:port,host:port"` or a list of `"host:port"`.
+    #[serde(deserialize_with = "broker_list")]
+    pub brokers: String,
+    #[serde(deserialize_with = "topic_name")]
+    pub topic: String,
+    /// Name of a label whose value becomes the message key.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default = "default_kafka_encoding")]
+    pub encoding: Encoding,
+    /// librdkafka properties, passed through (see `sink::kafka::config` for
+    /// the defaults this sink sets).
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, PropertyValue>,
+    /// How often an open circuit breaker asks the cluster for metadata to
+    /// find out whether it answers again.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: NonZeroU64,
+}
+
+/// A librdkafka property value: TOML strings, integers, floats and booleans
+/// are all passed as their text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+impl std::fmt::Display for PropertyValue {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PropertyValue::Text(text) => formatter.write_str(text),
+            PropertyValue::Integer(value) => write!(formatter, "{value}"),
+            PropertyValue::Float(value) => write!(formatter, "{value}"),
+            PropertyValue::Boolean(value) => write!(formatter, "{value}"),
+        }
+    }
+}
+
+fn default_kafka_encoding() -> Encoding {
+    Encoding::Json
+}
+
+fn default_probe_interval_ms() -> NonZeroU64 {
+    NonZeroU64::new(1000).expect("not zero")
+}
+
+fn broker_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Brokers {
+        Joined(String),
+        List(Vec<String>),
+    }
+    let brokers = match Brokers::deserialize(deserializer)? {
+        Brokers::Joined(text) => text
+            .split(',')
+            .map(|broker| broker.trim().to_string())
+            .collect::<Vec<_>>(),
+        Brokers::List(list) => list,
+    };
+    if brokers.is_empty() || brokers.iter().any(|broker| broker.trim().is_empty()) {
+        return Err(serde::de::Error::custom(
+            "must list at least one \"host:port\" and no empty entry",
+        ));
+    }
+    for broker in &brokers {
+        check_broker(broker).map_err(serde::de::Error::custom)?;
+    }
+    Ok(brokers.join(","))
+}
+
+/// Checks the syntax of one bootstrap broker: `host:port`, where host is a
+/// name, an IPv4 address or a bracketed IPv6 address, optionally after a
+/// `protocol://` prefix as librdkafka allows. Names are not resolved here: a
+/// name that does not resolve (yet) is an operating condition that the
+/// circuit breaker handles, while a malformed entry would be retried forever.
+fn check_broker(broker: &str) -> Result<(), String> {
+    let address = broker.split_once("://").map_or(broker, |(_, rest)| rest);
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("broker {broker:?} is not \"host:port\""));
+    };
+    let host_valid = match host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+    {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => is_host_name(host),
+    };
+    if !host_valid {
+        return Err(format!(
+            "broker {broker:?}: host {host:?} is not a host name or an IP address"
+        ));
+    }
+    match port.parse::<u32>() {
+        Ok(1..=65_535) => Ok(()),
+        _ => Err(format!(
+            "broker {broker:?}: port {port:?} is not a number from 1 to 65535"
+        )),
+    }
+}
+
+/// A DNS name (or IPv4 address): dot-separated labels of 1 to 63 characters
+/// of `[A-Za-z0-9_-]`, at most 253 characters, one trailing dot allowed.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+        })
+}
+
+fn topic_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let topic = String::deserialize(deserializer)?;
+    let valid_byte = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
+    if topic.is_empty() || topic.len() > 249 || !topic.bytes().all(valid_byte) {
+        return Err(serde::de::Error::custom(format!(
+            "{topic:?} is not a Kafka topic name (1 to 249 characters of [A-Za-z0-9._-])"
+        )));
+    }
+    Ok(topic)
+}
 
 /// Why a Kafka sink's librdkafka configuration is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +221,7 @@ const RESERVED: &[(&str, &str)] = &[
 ];
 
 /// The librdkafka configuration of a sink; `messages_in_flight_max` is
-/// `batch_size x batches_in_flight`. Validates every property.
+/// `batch_size x` the sink's slots. Validates every property.
 pub fn client_config(
     config: &KafkaSinkConfig,
     messages_in_flight_max: usize,
@@ -121,4 +260,49 @@ pub fn client_config(
         },
     })?;
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: broker syntax is checked at every boundary without DNS.
+    /// Method: entries on each side of each rule.
+    #[test]
+    fn broker_syntax_boundaries() {
+        for valid in [
+            "a:1",
+            "a:65535",
+            "127.0.0.1:9092",
+            "[::1]:9092",
+            "[fe80::1]:9092",
+            "SSL://broker.example.com:9093",
+            "no-such-host.invalid:9092",
+            "fqdn.example.com.:9092",
+            "under_score:9092",
+        ] {
+            assert_eq!(check_broker(valid), Ok(()), "{valid}");
+        }
+        for invalid in [
+            "a:0",
+            "a:65536",
+            "a:99999",
+            "a:-1",
+            "a:",
+            ":9092",
+            "a",
+            "not a broker::99999",
+            "a b:9092",
+            "::1:9092",
+            "[::1:9092",
+            "[not-ipv6]:9092",
+            "a..b:9092",
+        ] {
+            assert!(check_broker(invalid).is_err(), "accepted {invalid}");
+        }
+        let long_label = format!("{}:9092", "a".repeat(64));
+        assert!(check_broker(&long_label).is_err());
+        let longest_label = format!("{}:9092", "a".repeat(63));
+        assert_eq!(check_broker(&longest_label), Ok(()));
+    }
 }

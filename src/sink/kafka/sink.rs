@@ -27,9 +27,12 @@
 //! cut a JSON object (message and labels) into pieces that mean nothing
 //! alone.
 //!
-//! Bounds: at most `batches_in_flight` batches are held (one per slot), so
-//! librdkafka's queue holds at most `batch_size x batches_in_flight`
-//! messages.
+//! Bounds: at most one batch per slot of the sink's lanes is held
+//! (`SlotPlan::slots_total`: the dispatcher's slots and the replay stage's),
+//! so librdkafka's queue holds at most `batch_size` times that many
+//! messages. Replayed batches (the replay lane) go through the same
+//! encoder, key, producer and delivery reports as live ones; only the
+//! sink's counters leave them out (the replay stage counts them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -45,15 +48,14 @@ use rdkafka::producer::{
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::batch::{Entry, SealedBatch};
-use crate::config::Encoding;
 use crate::labels::{Symbol, SymbolTable};
 use crate::limits;
 use crate::metrics::{Counter, Gauge, SinkMetrics};
-use crate::sink::encode::Encoder;
-use crate::sink::failures::Rejection;
+use crate::sink::SinkHealth;
+use crate::sink::encode::{Encoder, Encoding};
 use crate::sink::kafka::breaker::{Breaker, is_transport_error, rejection_of};
 use crate::sink::kafka::log::ClientLog;
-use crate::sink::{FailureTable, Outcome, SinkLinks, SinkReport};
+use crate::sink::link::{FailureTable, Outcome, Rejection, SinkLinks, SinkReport, SlotPlan};
 use crate::wake;
 
 /// Kafka-specific counters of one sink.
@@ -81,6 +83,16 @@ pub struct KafkaMetrics {
     pub connected: Gauge,
 }
 
+impl SinkHealth for KafkaMetrics {
+    fn failures(&self) -> u64 {
+        self.breaker_openings.get()
+    }
+
+    fn is_reachable(&self) -> bool {
+        self.breaker_state.get() == 0
+    }
+}
+
 /// Per-slot delivery book: how many entries still wait for a report.
 #[derive(Debug)]
 struct SlotBook {
@@ -95,6 +107,9 @@ struct SlotBook {
 #[derive(Debug)]
 pub struct KafkaContext {
     entries_per_slot: usize,
+    /// Slots below this are the dispatcher's; above, replayed batches,
+    /// which the replay stage counts.
+    live_slots: usize,
     slots: Box<[SlotBook]>,
     failures: Arc<FailureTable>,
     /// Set by a transport-level error; taken by the sink loop.
@@ -163,7 +178,8 @@ impl ProducerContext for KafkaContext {
         let slot = opaque / self.entries_per_slot;
         let entry = opaque % self.entries_per_slot;
         match result {
-            Ok(_) => self.metrics.messages_delivered.add(1),
+            Ok(_) if slot < self.live_slots => self.metrics.messages_delivered.add(1),
+            Ok(_) => {}
             Err((error, _message)) => {
                 let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
                 self.record_failure(slot, entry, code);
@@ -182,7 +198,7 @@ pub struct KafkaSinkOptions {
     pub key_label: Option<String>,
     pub encoding: Encoding,
     pub probe_interval: Duration,
-    pub batches_in_flight: usize,
+    pub slots: SlotPlan,
     pub batch_size: usize,
     /// Most bytes of key plus payload librdkafka accepts
     /// (`config::message_payload_bytes_max`); longer entries are rejected.
@@ -201,6 +217,8 @@ pub struct KafkaCreateError {
 /// A Kafka sink, ready to run on its thread.
 pub struct KafkaSink {
     options: KafkaSinkOptions,
+    /// The key label's symbol in `symbols`, the table of the batch being
+    /// produced (looked up again when a batch brings another table).
     key_symbol: Option<Symbol>,
     symbols: Arc<SymbolTable>,
     encoder: Encoder,
@@ -268,7 +286,8 @@ impl KafkaSink {
         });
         let context = KafkaContext {
             entries_per_slot: options.batch_size,
-            slots: (0..options.batches_in_flight)
+            live_slots: options.slots.live_slots,
+            slots: (0..options.slots.slots_total())
                 .map(|_| SlotBook {
                     reports_missing: AtomicU32::new(0),
                     entries_selected: AtomicU32::new(0),
@@ -301,7 +320,7 @@ impl KafkaSink {
             symbols,
             producer,
             failures,
-            awaiting: (0..options.batches_in_flight).map(|_| None).collect(),
+            awaiting: (0..options.slots.slots_total()).map(|_| None).collect(),
             awaiting_count: 0,
             producing: None,
             breaker: Breaker::new(options.probe_interval),
@@ -315,8 +334,8 @@ impl KafkaSink {
         Arc::clone(&self.metrics)
     }
 
-    /// The thread body: runs until the dispatcher drops the ring and every
-    /// batch taken has been reported.
+    /// The thread body: runs until every lane is finished and every batch
+    /// taken has been reported.
     pub fn run(mut self, mut links: SinkLinks, metrics: Arc<SinkMetrics>) {
         links.own.register_current();
         loop {
@@ -330,8 +349,9 @@ impl KafkaSink {
             }
             self.report_settled(&mut links, &metrics);
             self.close_if_probe_answers();
-            let idle = self.producing.is_none() && links.jobs.is_empty();
-            if idle && links.jobs.is_abandoned() && self.awaiting_count == 0 {
+            let finished = links.is_finished();
+            let idle = self.producing.is_none() && !links.has_jobs();
+            if idle && finished && self.awaiting_count == 0 {
                 break;
             }
             if !progressed {
@@ -453,9 +473,13 @@ impl KafkaSink {
             let failed = book.entries_failed.load(Ordering::Relaxed);
             let permanent = book.entries_permanent.load(Ordering::Relaxed);
             let selected = u64::from(book.entries_selected.load(Ordering::Relaxed));
+            // Replayed batches are counted by the replay stage.
+            let live = links.is_live(slot);
             let outcome = if failed == 0 {
-                metrics.lines_sent.add(selected);
-                metrics.batches_sent.add(1);
+                if live {
+                    metrics.lines_sent.add(selected);
+                    metrics.batches_sent.add(1);
+                }
                 self.metrics.connected.set(1);
                 Outcome::Delivered
             } else {
@@ -469,12 +493,7 @@ impl KafkaSink {
                     entries_failed: failed,
                 }
             };
-            let pushed = links.reports.push(SinkReport { batch, outcome });
-            assert!(
-                pushed.is_ok(),
-                "report ring holds batches_in_flight reports"
-            );
-            links.dispatcher.wake();
+            links.report(SinkReport { batch, outcome });
         }
     }
 
@@ -521,7 +540,7 @@ impl KafkaSink {
     }
 
     fn take_batch(&mut self, links: &mut SinkLinks) -> bool {
-        let Ok(job) = links.jobs.pop() else {
+        let Some(job) = links.take_job() else {
             return false;
         };
         let slot = job.batch.slot();
@@ -546,6 +565,7 @@ impl KafkaSink {
             .store(selected as u32, Ordering::Relaxed);
         book.entries_failed.store(0, Ordering::Relaxed);
         book.entries_permanent.store(0, Ordering::Relaxed);
+        self.use_symbols(job.batch.symbols());
         self.awaiting[slot] = Some(job.batch);
         self.awaiting_count += 1;
         self.producing = Some((slot, 0, job.retry));
@@ -573,6 +593,20 @@ impl KafkaSink {
         let book = &self.producer.context().slots[slot];
         book.entries_failed.fetch_add(count, Ordering::Relaxed);
         book.reports_missing.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// Resolves the next batch's labels with its table.
+    fn use_symbols(&mut self, symbols: &Arc<SymbolTable>) {
+        if Arc::ptr_eq(&self.symbols, symbols) {
+            return;
+        }
+        self.symbols = Arc::clone(symbols);
+        self.encoder.use_symbols(symbols);
+        self.key_symbol = self
+            .options
+            .key_label
+            .as_deref()
+            .and_then(|label| symbols.get(label));
     }
 
     /// The key of an entry: the value of the sink's key label.

@@ -4,9 +4,19 @@
 use std::io::Stdout;
 use std::sync::Arc;
 
-use crate::config::Encoding;
+use serde::Deserialize;
+
 use crate::labels::SymbolTable;
-use crate::sink::file::WriterSink;
+use crate::sink::encode::Encoding;
+use crate::sink::synchronous::WriterSink;
+
+/// `type = "stdout"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    #[serde(default)]
+    pub encoding: Encoding,
+}
 
 pub fn stdout_sink(
     id: &str,

@@ -3,8 +3,9 @@
 //! more than `replay_rate` records per second, so that live traffic keeps
 //! priority.
 //!
-//! Healthy means: for a Kafka sink, its circuit breaker has stayed closed;
-//! for other sinks, no delivery has failed. The thread replays the sealed
+//! Healthy means what the sink's health signal says (`sink::SinkHealth`):
+//! no failure since the last look, and for a sink with a circuit breaker
+//! (Kafka) the breaker closed. The thread replays the sealed
 //! segments (the one the dispatcher writes is locked and skipped); when only
 //! that one holds records it asks the dispatcher to seal it. A replay that
 //! fails stops until the sink has been healthy for the whole wait again;
@@ -18,17 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::dlq::DlqMetrics;
-use crate::dlq::replay::{Replayer, SegmentReplay};
 use crate::dlq::segment::list_segments;
-use crate::metrics::SinkMetrics;
-use crate::sink::kafka::KafkaMetrics;
-
-/// How a replay thread tells that its sink is healthy.
-#[derive(Debug)]
-pub enum HealthSignal {
-    Breaker(Arc<KafkaMetrics>),
-    Failures(Arc<SinkMetrics>),
-}
+use crate::replay::{Replayer, SegmentReplay};
+use crate::sink::SinkHealth;
 
 /// One sink's replay thread.
 #[derive(Debug)]
@@ -36,7 +29,7 @@ pub struct AutoReplay {
     pub sink: String,
     pub dir: PathBuf,
     pub replayer: Replayer,
-    pub health: HealthSignal,
+    pub health: Arc<dyn SinkHealth>,
     pub metrics: Arc<DlqMetrics>,
     pub seal_request: Arc<AtomicBool>,
     /// Healthy this long before replay starts.
@@ -49,13 +42,14 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 impl AutoReplay {
     /// The thread body; returns when `stop` is set.
     pub fn run(mut self) {
+        self.replayer.run_on_current_thread();
         self.replayer.count_into(Arc::clone(&self.metrics));
         let mut healthy_since: Option<Instant> = None;
         let mut failures_seen = self.failures();
         while !self.stopping() {
             std::thread::sleep(CHECK_INTERVAL);
             let failures = self.failures();
-            let healthy = self.breaker_closed() && failures == failures_seen;
+            let healthy = self.health.is_reachable() && failures == failures_seen;
             failures_seen = failures;
             healthy_since = if healthy {
                 healthy_since.or(Some(Instant::now()))
@@ -74,18 +68,8 @@ impl AutoReplay {
         self.stop.load(Ordering::Acquire)
     }
 
-    fn breaker_closed(&self) -> bool {
-        match &self.health {
-            HealthSignal::Breaker(kafka) => kafka.breaker_state.get() == 0,
-            HealthSignal::Failures(_) => true,
-        }
-    }
-
     fn failures(&self) -> u64 {
-        match &self.health {
-            HealthSignal::Breaker(kafka) => kafka.breaker_openings.get(),
-            HealthSignal::Failures(sink) => sink.batches_failed.get(),
-        }
+        self.health.failures()
     }
 
     /// Replays every sealed segment. False if a replay failed.

@@ -1,5 +1,4 @@
-//! `type = "file"`: appends encoded batches to one file; and the writer
-//! shared with `stdout`.
+//! `type = "file"`: appends encoded batches to one file.
 //!
 //! On request (SIGHUP, sent by logrotate's `postrotate`) a file sink opens
 //! its path again, so that an output file moved away by logrotate is
@@ -13,83 +12,33 @@
 //! shrunk back afterwards so that one long line does not pin memory.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::SealedBatch;
-use crate::config::Encoding;
+use serde::{Deserialize, Deserializer};
+
 use crate::labels::SymbolTable;
-use crate::sink::encode::Encoder;
-use crate::sink::{Selection, Sink, SinkError};
+use crate::sink::encode::Encoding;
+use crate::sink::link::Selection;
+use crate::sink::synchronous::{Sink, SinkError, WriterSink};
 
-/// Encodes batches into a buffer and writes them to `W`.
-#[derive(Debug)]
-pub struct WriterSink<W: Write + Send> {
-    id: String,
-    target: String,
-    writer: W,
-    encoder: Encoder,
-    buffer: Vec<u8>,
-    buffer_bytes_initial: usize,
-    bytes_last: usize,
+/// `type = "file"`: append to one file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    #[serde(deserialize_with = "non_empty_path")]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub encoding: Encoding,
 }
 
-impl<W: Write + Send> WriterSink<W> {
-    /// `target` names the destination in error messages.
-    pub fn new(
-        id: &str,
-        target: String,
-        writer: W,
-        encoding: Encoding,
-        symbols: Arc<SymbolTable>,
-        buffer_bytes: usize,
-    ) -> Self {
-        Self {
-            id: id.to_string(),
-            target,
-            writer,
-            encoder: Encoder::new(encoding, symbols),
-            buffer: Vec::with_capacity(buffer_bytes),
-            buffer_bytes_initial: buffer_bytes,
-            bytes_last: 0,
-        }
+fn non_empty_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
+    let path = PathBuf::deserialize(deserializer)?;
+    if path.as_os_str().is_empty() {
+        return Err(serde::de::Error::custom("is an empty string"));
     }
-
-    fn write_error(&self, source: std::io::Error) -> SinkError {
-        SinkError::Write {
-            sink: self.id.clone(),
-            target: self.target.clone(),
-            source,
-        }
-    }
-}
-
-impl<W: Write + Send> Sink for WriterSink<W> {
-    fn deliver(&mut self, batch: &SealedBatch, selection: Selection<'_>) -> Result<(), SinkError> {
-        self.buffer.clear();
-        for (index, entry) in batch.entries().iter().enumerate() {
-            if selection.includes(batch.slot(), index) {
-                self.encoder.encode(&mut self.buffer, entry);
-            }
-        }
-        let written = self.writer.write_all(&self.buffer);
-        self.bytes_last = self.buffer.len();
-        if self.buffer.capacity() > 8 * self.buffer_bytes_initial {
-            self.buffer = Vec::with_capacity(self.buffer_bytes_initial);
-        }
-        written.map_err(|source| self.write_error(source))
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer
-            .flush()
-            .map_err(|source| self.write_error(source))
-    }
-
-    fn bytes_written_last(&self) -> usize {
-        self.bytes_last
-    }
+    Ok(path)
 }
 
 /// A [`WriterSink`] on a file that can be opened again at its path.

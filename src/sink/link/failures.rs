@@ -1,21 +1,23 @@
 //! Which entries of a batch a sink failed to deliver.
 //!
 //! A report says only "failed"; the entries are in a table shared by one
-//! sink (writer) and the dispatcher (reader), indexed by the batch's
-//! in-flight slot: one bitmap of failed entries and one of entries that
-//! failed for good (not worth retrying). It is allocated at start-up for
-//! `batches_in_flight` slots of `batch_size` entries, so a failure costs no
-//! allocation however many entries fail. An entry that failed for good also
-//! carries why (a [`Rejection`], one byte per entry), so that the dispatcher
-//! can store it in the sink's `rejected/` segments with that reason.
+//! sink (writer) and the stage that handed it the batch (reader: the
+//! dispatcher, or the replay stage), indexed by the batch's slot: one
+//! bitmap of failed entries and one of entries that failed for good (not
+//! worth retrying). It is allocated at start-up for every slot of the
+//! sink's lanes ([`super::SlotPlan::slots_total`]) of `batch_size` entries,
+//! so a failure costs no allocation however many entries fail. An entry
+//! that failed for good also carries why (a [`Rejection`], one byte per
+//! entry), so that the reader can store it in the sink's `rejected/`
+//! segments with that reason.
 //!
 //! Protocol: the sink clears a slot's bits when it starts on a batch, marks
 //! entries while delivery reports come in, and then pushes its report. The
-//! ring push is a release and the dispatcher's pop an acquire, so the
-//! dispatcher reads the finished bits. A slot is reused only after the
-//! dispatcher has completed the batch, so the sink never clears bits that
-//! are still being read. The bits themselves are `Relaxed` atomics: the
-//! ring provides the ordering.
+//! ring push is a release and the reader's pop an acquire, so the reader
+//! reads the finished bits. A slot is reused only after the reader has
+//! completed the batch, so the sink never clears bits that are still being
+//! read. The bits themselves are `Relaxed` atomics: the ring provides the
+//! ordering.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -82,6 +84,11 @@ impl FailureTable {
 
     pub fn entries_per_slot(&self) -> usize {
         self.entries_per_slot
+    }
+
+    /// Slots the table covers.
+    pub fn slots(&self) -> usize {
+        self.failed.len() / self.words_per_slot
     }
 
     fn word(&self, slot: usize, entry: usize) -> (usize, u64) {

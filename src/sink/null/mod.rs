@@ -1,8 +1,16 @@
 //! `type = "null"`: accepts every batch and drops it. For benchmarks: it
 //! measures everything but the output.
 
+use serde::Deserialize;
+
 use crate::batch::SealedBatch;
-use crate::sink::{Selection, Sink, SinkError};
+use crate::sink::link::Selection;
+use crate::sink::synchronous::{Sink, SinkError};
+
+/// `type = "null"`: count and drop, for benchmarks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NullSinkConfig {}
 
 #[derive(Debug, Default)]
 pub struct NullSink {
