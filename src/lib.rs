@@ -1,9 +1,11 @@
 //! log-capturer: a log shipping daemon for bare-metal hosts.
 //!
-//! Sources (files, syslog) read lines; a dispatcher batches them; sinks
-//! (Kafka, Loki, files) ship the batches. Each stage is a thread, pinned to a
-//! core when configured, and stages talk only through single-producer
-//! single-consumer rings (`rtrb`): no lock on the data path.
+//! File sources read lines; a dispatcher batches them; sinks (Kafka, files,
+//! standard output, null) ship the batches. Each stage is a thread, pinned
+//! to a core when configured, and stages talk only through single-producer
+//! single-consumer rings (`rtrb`): no lock on the data path. What a sink
+//! could not deliver goes to its dead-letter queue on disk, and a replay
+//! thread per sink delivers it later through that sink's own thread.
 //!
 //! What allocates: everything the data path uses is allocated when the
 //! pipeline starts ([`pipeline::Pipeline::start`]): chunk pools, rings,
@@ -17,10 +19,18 @@
 //! the dispatcher stops taking chunks when every batch arena is in flight.
 //!
 //! ```text
-//!  file source ─┐                      ┌─► file sink ─┐
-//!  file source ─┼─SPSC─► dispatcher ───┼─► stdout    ─┼─ reports (SPSC back)
-//!               │        (batcher)     └─► null      ─┘
+//!  file source ─┐                      ┌─► kafka sink ─┐
+//!  file source ─┼─SPSC─► dispatcher ───┼─► file sink  ─┼─ reports (SPSC back)
+//!               │        (batcher)     └─► null       ─┘
+//!                                            ▲
+//!                     DLQ ──► replay ────────┘ (each sink's replay lane)
 //! ```
+//!
+//! Layers, bottom up (no module imports one above it): `limits`, `clock`,
+//! `json`, `labels`, `metrics`, `wake`, `pin`, `error_chain`, `retry`, `top`;
+//! `batch`; `source`, `sink` (with its link protocol, [`sink::link`]),
+//! `dlq` (storage only); `config`; `telemetry`; `dispatch`, `replay`;
+//! `pipeline`; `demo`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_debug_implementations)]

@@ -75,7 +75,9 @@ fn crate_paths(text: &str) -> Vec<String> {
 /// The leading `a::b::c` of `text`.
 fn path_prefix(text: &str) -> String {
     let end = text
-        .find(|character: char| !(character.is_alphanumeric() || character == '_' || character == ':'))
+        .find(|character: char| {
+            !(character.is_alphanumeric() || character == '_' || character == ':')
+        })
         .unwrap_or(text.len());
     text[..end].trim_end_matches(':').to_string()
 }
@@ -146,7 +148,10 @@ fn find_cycle(graph: &BTreeMap<String, BTreeMap<String, PathBuf>>) -> Option<Vec
 fn top_level_modules_form_no_cycle() {
     let graph = top_level_graph();
     for expected in ["sink", "dispatch", "pipeline", "dlq", "config"] {
-        assert!(graph.contains_key(expected), "no imports found in {expected}");
+        assert!(
+            graph.contains_key(expected),
+            "no imports found in {expected}"
+        );
     }
     if let Some(cycle) = find_cycle(&graph) {
         let evidence: Vec<String> = cycle
@@ -156,7 +161,10 @@ fn top_level_modules_form_no_cycle() {
                 format!("{} -> {} (in {})", pair[0], pair[1], file.display())
             })
             .collect();
-        panic!("import cycle between top-level modules:\n  {}", evidence.join("\n  "));
+        panic!(
+            "import cycle between top-level modules:\n  {}",
+            evidence.join("\n  ")
+        );
     }
 }
 
@@ -190,7 +198,10 @@ fn dispatcher_imports_no_sink_kind() {
 
 #[test]
 fn dlq_is_storage_only() {
-    let found = crossings("dlq", &["sink", "config", "dispatch", "pipeline", "replay", "source"]);
+    let found = crossings(
+        "dlq",
+        &["sink", "config", "dispatch", "pipeline", "replay", "source"],
+    );
     assert!(found.is_empty(), "{found:#?}");
 }
 
@@ -207,10 +218,7 @@ fn checker_reads_paths_and_finds_cycles() {
             .or_default()
             .insert(to.to_string(), PathBuf::from(format!("{from}.rs")));
     }
-    assert_eq!(
-        find_cycle(&graph).expect("a cycle"),
-        ["a", "b", "c", "a"]
-    );
+    assert_eq!(find_cycle(&graph).expect("a cycle"), ["a", "b", "c", "a"]);
     graph.get_mut("c").expect("c").remove("a");
     assert_eq!(find_cycle(&graph), None);
 }

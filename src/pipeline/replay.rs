@@ -14,7 +14,7 @@ use crate::pipeline::sinks::{SinkStage, dlq_settings, spawn_thread};
 use crate::pipeline::{PipelineError, Wiring};
 use crate::replay::auto::AutoReplay;
 use crate::replay::{ReplayError, ReplayReport, Replayer, SegmentReplay, StepLimits};
-use crate::sink::link::{REPLAY_SLOTS, SlotPlan};
+use crate::sink::link::{LaneEnd, REPLAY_SLOTS, SlotPlan};
 
 fn step_limits(config: &Config) -> StepLimits {
     StepLimits {
@@ -56,13 +56,21 @@ pub(super) fn start_auto(
     Ok(())
 }
 
-/// A replayer of `sink_id` feeding that sink's thread, started with only a
-/// replay lane (the live lane's producer end is dropped at once).
+/// A one-sink pipeline: a replayer of `sink_id` feeding that sink's
+/// thread, whose live lane is never fed.
+struct OneSink {
+    replayer: Replayer,
+    /// The live lane's producer end, held (unused) until the replay ends:
+    /// dropping it ends the sink.
+    live: LaneEnd,
+    wiring: Wiring,
+}
+
 fn one_sink(
     config: &Config,
     sink_id: &str,
     sink_config: &crate::sink::SinkConfig,
-) -> Result<(Replayer, Wiring), ReplayError> {
+) -> Result<OneSink, ReplayError> {
     let mut wiring = Wiring::new(false);
     let slots = SlotPlan {
         live_slots: 1,
@@ -76,7 +84,6 @@ fn one_sink(
             other => unreachable!("a sink thread fails to build or to spawn: {other}"),
         },
     )?;
-    drop(thread.live);
     let link = thread.replay.expect("the plan has a replay slot");
     let replayer = Replayer::new(
         sink_id,
@@ -86,7 +93,11 @@ fn one_sink(
         None,
     );
     replayer.run_on_current_thread();
-    Ok((replayer, wiring))
+    Ok(OneSink {
+        replayer,
+        live: thread.live,
+        wiring,
+    })
 }
 
 /// Replays every segment of `sink_id`, oldest first, through the sink built
@@ -110,16 +121,19 @@ pub fn replay(
         path: dir.clone(),
         source,
     })?;
-    let (mut replayer, wiring) = one_sink(config, sink_id, sink_config)?;
-    replay_segments(&mut replayer, &segments, &mut report, progress);
-    finish(replayer, wiring, sink_id)?;
+    let mut one = one_sink(config, sink_id, sink_config)?;
+    replay_segments(&mut one.replayer, &segments, &mut report, progress);
+    finish(one, sink_id)?;
     Ok(report)
 }
 
-/// Ends a replay: abandoning the replay lane lets the sink flush and end.
-fn finish(replayer: Replayer, wiring: Wiring, sink_id: &str) -> Result<(), ReplayError> {
-    drop(replayer);
-    for (name, handle) in wiring.threads {
+/// Ends a replay: dropping the lanes lets the sink flush and end.
+fn finish(one: OneSink, sink_id: &str) -> Result<(), ReplayError> {
+    let sink = one.live.sink.clone();
+    drop(one.replayer);
+    drop(one.live);
+    sink.wake();
+    for (name, handle) in one.wiring.threads {
         if handle.join().is_err() {
             tracing::error!(thread = %name, "sink thread panicked during the replay");
             return Err(ReplayError::Panicked {
@@ -228,18 +242,18 @@ mod tests {
     /// Stops a replay after two steps of 100 records.
     fn replay_two_steps(config: &Config, segment: &Path) {
         let sink_config = config.sinks.get("out").expect("sink out");
-        let (mut replayer, wiring) = one_sink(config, "out", sink_config).expect("replayer");
-        replayer.set_rate(Some(1000));
+        let mut one = one_sink(config, "out", sink_config).expect("replayer");
+        one.replayer.set_rate(Some(1000));
         let steps = Cell::new(0);
         let stop = || {
             steps.set(steps.get() + 1);
             steps.get() > 2
         };
         assert_eq!(
-            replayer.replay_segment(segment, &stop),
+            one.replayer.replay_segment(segment, &stop),
             SegmentReplay::Stopped
         );
-        finish(replayer, wiring, "out").expect("sink ends");
+        finish(one, "out").expect("sink ends");
     }
 
     /// Goal: a replay stopped part-way resumes after what it delivered and

@@ -163,8 +163,10 @@ impl SinkConfig {
 
     /// Builds the sink: opens its output or creates its client.
     pub fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError> {
-        // A full batch of lines plus a newline per entry.
-        let buffer_bytes = context.batch_bytes + context.batch_size;
+        // Room for a full batch encoded `raw`: its lines, and one newline
+        // byte per entry. (JSON grows the buffer once, then keeps it.)
+        const NEWLINE_BYTES: usize = 1;
+        let buffer_bytes = context.batch_bytes + context.batch_size * NEWLINE_BYTES;
         let writer = |sink: Box<dyn Sink>, context: SinkContext| {
             let metrics = context.metrics;
             BuiltSink {

@@ -19,8 +19,10 @@
 //! and a producer keeps at most one batch per slot in flight, so no push
 //! can fail (each is asserted). A sink takes live jobs before replay jobs,
 //! so replay never delays live traffic by more than one batch. A sink ends
-//! when every lane is abandoned and empty and every batch it took has been
-//! reported.
+//! when its live lane is abandoned and empty, no replay job waits, and
+//! every batch it took has been reported: the end of live traffic ends the
+//! sink, and a replay job pushed after that is never answered (its replay
+//! stops waiting and leaves the records in their segment).
 
 pub mod failures;
 
@@ -217,8 +219,9 @@ impl SinkLinks {
         self.replay.as_mut().and_then(|lane| lane.jobs.pop().ok())
     }
 
-    /// The next job; `None` when every lane is finished, `Some(None)` when
-    /// none is waiting yet.
+    /// The next job; `None` when the lanes are finished (see
+    /// [`is_finished`](Self::is_finished)), `Some(None)` when none is
+    /// waiting yet.
     pub fn next_job(&mut self) -> Option<Option<SinkJob>> {
         let finished = self.is_finished();
         match self.take_job() {
@@ -237,9 +240,11 @@ impl SinkLinks {
                 .is_some_and(|lane| !lane.jobs.is_empty())
     }
 
-    /// Every lane is abandoned and empty.
+    /// The live lane is abandoned and empty and no replay job waits. The
+    /// replay lane's abandonment is not waited for: a replay runs until a
+    /// stop is asked for, and the sink must end when live traffic does.
     pub fn is_finished(&self) -> bool {
-        self.live.is_finished() && self.replay.as_ref().is_none_or(Lane::is_finished)
+        self.live.is_finished() && self.replay.as_ref().is_none_or(|lane| lane.jobs.is_empty())
     }
 
     /// Whether a slot belongs to the live lane (the dispatcher's): replayed
