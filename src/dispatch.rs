@@ -151,6 +151,10 @@ pub struct Dispatcher {
     streams: Arc<[LabelSet]>,
     /// To write labels as strings into DLQ records.
     symbols: Arc<SymbolTable>,
+    /// The label buffer of DLQ records, kept between uses (always empty
+    /// here; see [`recycle_labels`]), so that storing an entry in the DLQ
+    /// allocates nothing.
+    dlq_labels: Vec<(&'static str, &'static str)>,
     /// Free arenas, reset.
     arenas: Vec<Bump>,
     open: Option<OpenBatch>,
@@ -216,6 +220,7 @@ impl Dispatcher {
             sinks: parts.sinks,
             streams: parts.streams,
             symbols: parts.symbols,
+            dlq_labels: Vec::with_capacity(crate::labels::LABELS_INLINE),
             arenas: parts.arenas,
             open: None,
             slots: (0..slots).map(|_| SlotState::default()).collect(),
@@ -340,23 +345,26 @@ impl Dispatcher {
     /// Stores the lines of `chunk` from `first_line` on; returns how many.
     fn spill_chunk(&mut self, source: usize, chunk: &SourceChunk, first_line: usize) -> u64 {
         let spans = &chunk.lines()[first_line..];
-        let labels = self
-            .symbols
-            .resolve_labels(&self.streams[chunk.stream as usize]);
+        let symbols = Arc::clone(&self.symbols);
+        let mut labels = recycle_labels(std::mem::take(&mut self.dlq_labels));
+        symbols.resolve_labels_into(&self.streams[chunk.stream as usize], &mut labels);
         for end in &mut self.sinks {
             for &span in spans {
-                end.dlq.store(&Record {
+                let record = Record {
                     timestamp_ns: chunk.read_at_ns,
                     attempts: 0,
                     reason: Reason::Shutdown,
                     terminated: span.terminated,
                     sink: &end.id,
-                    labels: labels.to_vec(),
+                    labels,
                     message: chunk.line(span),
-                });
+                };
+                end.dlq.store(&record);
+                labels = record.labels;
             }
             end.metrics.lines_failed.add(spans.len() as u64);
         }
+        self.dlq_labels = recycle_labels(labels);
         self.count_dispatched(source, spans.len() as u64);
         spans.len() as u64
     }
@@ -524,6 +532,8 @@ impl Dispatcher {
                 .expect("the slot holds a batch"),
         );
         let attempts = self.attempts[slot * self.sinks.len() + sink].max(1);
+        let symbols = Arc::clone(&self.symbols);
+        let mut labels = recycle_labels(std::mem::take(&mut self.dlq_labels));
         let end = &mut self.sinks[sink];
         let mut stored = 0u64;
         for (index, entry) in batch.entries().iter().enumerate() {
@@ -531,8 +541,8 @@ impl Dispatcher {
                 continue;
             }
             stored += 1;
-            let labels = self.symbols.resolve_labels(entry.labels);
-            end.dlq.store(&Record {
+            symbols.resolve_labels_into(entry.labels, &mut labels);
+            let record = Record {
                 timestamp_ns: entry.timestamp_ns,
                 attempts,
                 reason: reason(index),
@@ -540,9 +550,12 @@ impl Dispatcher {
                 sink: &end.id,
                 labels,
                 message: entry.line,
-            });
+            };
+            end.dlq.store(&record);
+            labels = record.labels;
             end.failures.unmark(slot, index);
         }
+        self.dlq_labels = recycle_labels(labels);
         end.metrics.lines_failed.add(stored);
     }
 
@@ -713,6 +726,21 @@ impl From<Rejection> for Reason {
     }
 }
 
+/// Empties a label buffer and returns its allocation under a new lifetime,
+/// so that the dispatcher can keep it between DLQ writes although the
+/// strings it held were borrowed from a local handle of the symbol table.
+/// Collecting a `vec::IntoIter` into a `Vec` whose element has the same
+/// layout reuses the buffer in place (`tests/allocations.rs` and the test
+/// below check that it does); were it not to, the buffer would be
+/// allocated again once per call, still never per entry.
+fn recycle_labels<'to>(mut labels: Vec<(&str, &str)>) -> Vec<(&'to str, &'to str)> {
+    labels.clear();
+    labels
+        .into_iter()
+        .map(|_| unreachable!("the buffer was cleared"))
+        .collect()
+}
+
 /// How draining ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drain {
@@ -731,4 +759,26 @@ enum Drained {
     Empty,
     /// Every arena is taken; the chunk waits.
     Stalled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_labels_keep_their_buffer() {
+        let owner = String::from("value");
+        let mut labels: Vec<(&str, &str)> = Vec::with_capacity(8);
+        labels.push(("key", owner.as_str()));
+        let buffer = labels.as_ptr().cast::<u8>();
+        let recycled: Vec<(&'static str, &'static str)> = recycle_labels(labels);
+        drop(owner);
+        assert!(recycled.is_empty());
+        assert_eq!(recycled.capacity(), 8);
+        assert_eq!(
+            recycled.as_ptr().cast::<u8>(),
+            buffer,
+            "the allocation is kept"
+        );
+    }
 }

@@ -89,10 +89,24 @@ impl SymbolTable {
 
     /// A label set as strings, for a self-describing DLQ record.
     pub fn resolve_labels(&self, labels: &[Label]) -> Vec<(&str, &str)> {
-        labels
-            .iter()
-            .map(|&(key, value)| (self.resolve(key), self.resolve(value)))
-            .collect()
+        let mut resolved = Vec::with_capacity(labels.len());
+        self.resolve_labels_into(labels, &mut resolved);
+        resolved
+    }
+
+    /// [`resolve_labels`](Self::resolve_labels) into `out`, cleared first:
+    /// a caller that reuses `out` allocates only while it grows.
+    pub fn resolve_labels_into<'table>(
+        &'table self,
+        labels: &[Label],
+        out: &mut Vec<(&'table str, &'table str)>,
+    ) {
+        out.clear();
+        out.extend(
+            labels
+                .iter()
+                .map(|&(key, value)| (self.resolve(key), self.resolve(value))),
+        );
     }
 }
 
@@ -108,5 +122,24 @@ mod tests {
         let resolved = table.resolve_labels(&set);
         assert_eq!(resolved, vec![("file", "/a"), ("service", "app")]);
         assert!(!set.spilled());
+    }
+
+    #[test]
+    fn resolve_into_replaces_and_keeps_the_buffer() {
+        let mut builder = SymbolTableBuilder::new();
+        let two = builder.label_set([("service", "app"), ("file", "/a")]);
+        let one = builder.label_set([("host", "h1")]);
+        let table = builder.freeze();
+        let mut out = vec![("stale", "entry"); 3];
+        let buffer = out.as_ptr();
+        table.resolve_labels_into(&two, &mut out);
+        assert_eq!(out, vec![("file", "/a"), ("service", "app")]);
+        table.resolve_labels_into(&one, &mut out);
+        assert_eq!(out, vec![("host", "h1")]);
+        assert_eq!(
+            out.as_ptr(),
+            buffer,
+            "no new buffer while it is large enough"
+        );
     }
 }

@@ -1,18 +1,32 @@
-//! Goal: steady-state allocations per line stay at or below 0.01 with two
-//! sinks attached. Method: a counting global allocator wraps the system
-//! allocator; an in-process pipeline ships a 1.3M-line file to a `null` and
-//! a `raw` file sink; allocations are counted between the moment 100k lines
-//! were processed (warm-up) and 1,000,000 lines later, while the source
-//! still has input left, so that start-up and shutdown are excluded.
+//! Goal: steady-state allocations per line stay at or below 0.01, on the
+//! healthy path and on the outage path. Method: a counting global allocator
+//! wraps the system allocator; an in-process pipeline ships a 1.3M-line
+//! file; allocations are counted between the moment 100k lines were
+//! processed (in the outage cases: handed to the DLQ) as a warm-up and
+//! 1,000,000 lines later, while the source still has input left, so that
+//! start-up and shutdown are excluded.
+//!
+//! Cases: two healthy sinks (`null` and a `raw` file sink); a Kafka sink
+//! whose broker is down, so that every line goes to its DLQ; the same with
+//! a DLQ that cannot store anything, either because its directory cannot be
+//! created (its parent is a regular file) or because no segment can be
+//! created in it (the directory is immutable), so that every line is
+//! counted as a DLQ write error. librdkafka's threads allocate with C's
+//! `malloc`, which this allocator does not see; its callbacks on the sink
+//! thread run Rust code and are counted.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use log_capturer::config::Config;
 use log_capturer::pipeline::Pipeline;
+use rdkafka::mocking::MockCluster;
 
 struct CountingAllocator;
 
@@ -52,8 +66,17 @@ const WARM_UP_LINES: u64 = 100_000;
 const MEASURED_LINES: u64 = 1_000_000;
 const INPUT_LINES: u64 = 1_300_000;
 
+/// The counter is global: a test measures only while no other test of this
+/// file runs.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[test]
 fn steady_state_allocations_per_line_at_most_one_hundredth() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("input.log");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&input).expect("create input"));
@@ -100,4 +123,212 @@ fn sample_when(lines: u64, processed: impl Fn() -> u64) -> (u64, u64) {
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     (processed(), allocations)
+}
+
+/// How the DLQ directory of the dead Kafka sink is prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DlqDisk {
+    /// A plain directory: every line is stored.
+    Writable,
+    /// `<data_dir>/dlq` is a regular file: the sink's directory cannot be
+    /// created, the DLQ never opens.
+    Unopenable,
+    /// The sink's directory exists but is immutable (`chattr +i`, which
+    /// stops root too): the DLQ opens, no segment can be created in it.
+    Immutable,
+}
+
+/// Goal: with Kafka down, a line on its way to the DLQ costs no allocation.
+/// Method: a Kafka sink whose only broker is down, one attempt per batch,
+/// so that every batch fails at once (circuit breaker open) and goes to the
+/// DLQ; the DLQ rolls through small segments at its size bound
+/// (`drop_oldest`) meanwhile.
+#[test]
+fn kafka_down_lines_into_the_dlq_allocate_at_most_one_hundredth() {
+    let _serial = serial();
+    outage_run(DlqDisk::Writable);
+}
+
+/// Goal: with Kafka down and a DLQ directory that cannot be created, a line
+/// is counted as a DLQ write error without an allocation.
+#[test]
+fn unopenable_dlq_counts_lines_at_most_one_hundredth_allocations() {
+    let _serial = serial();
+    outage_run(DlqDisk::Unopenable);
+}
+
+/// Goal: with Kafka down and a DLQ directory where no segment can be
+/// created, a line is counted as a DLQ write error without an allocation.
+#[test]
+fn immutable_dlq_counts_lines_at_most_one_hundredth_allocations() {
+    let _serial = serial();
+    outage_run(DlqDisk::Immutable);
+}
+
+/// Runs `INPUT_LINES` lines into the dead Kafka sink with its DLQ prepared
+/// as `disk`, measures allocations per line handed to the DLQ, and checks
+/// what became of every line.
+fn outage_run(disk: DlqDisk) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("outage", 1, 1).expect("topic");
+    cluster.broker_down(1).expect("broker down");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&input).expect("create input"));
+    common::write_numbered_lines(&mut file, 0, INPUT_LINES);
+    drop(file);
+    let dlq_dir = dir.path().join("data").join("dlq");
+    let immutable = prepare_dlq(&dlq_dir, disk);
+    let sinks = format!(
+        "{}\n[retry]\nmax_attempts = 1\n\n[dlq]\nsegment_bytes = 16777216\nmax_bytes = 67108864\nauto_replay = false\n",
+        common::kafka_sink_table(&cluster.bootstrap_servers(), "outage", "encoding = \"raw\"")
+    );
+    let text = common::file_source_config(&input, "exit_on_eof = true", &sinks);
+    let config = Config::from_toml(&text, Path::new("allocations.toml")).expect("valid config");
+    // The directory is made mutable again even if the run panics, so that
+    // the temporary directory can be removed.
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| measure_outage(&config)));
+    if let Some(path) = immutable {
+        chattr("-i", &path);
+    }
+    let outcome = run.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    println!(
+        "{disk:?}: {} allocations over {} lines to the DLQ: {:.5} per line \
+         (run {:.1} s; processed {}, stored {}, dropped at the bound {}, write errors {})",
+        outcome.allocations,
+        outcome.lines,
+        outcome.per_line,
+        outcome.seconds,
+        outcome.processed,
+        outcome.stored,
+        outcome.dropped,
+        outcome.write_errors
+    );
+    assert!(
+        outcome.window_end < INPUT_LINES,
+        "measurement ended before the input did ({})",
+        outcome.window_end
+    );
+    assert_eq!(outcome.sent, 0, "nothing reached the dead broker");
+    assert_eq!(
+        outcome.failed, outcome.processed,
+        "every line read ends in the Kafka sink's DLQ path"
+    );
+    match disk {
+        DlqDisk::Writable => {
+            assert_eq!(outcome.stored, outcome.failed, "every line stored");
+            assert_eq!(outcome.write_errors, 0);
+        }
+        DlqDisk::Unopenable | DlqDisk::Immutable => {
+            assert_eq!(outcome.stored, 0, "nothing can be stored");
+            assert_eq!(
+                outcome.write_errors, outcome.failed,
+                "every line counted as a DLQ write error"
+            );
+        }
+    }
+    assert!(
+        outcome.lines >= MEASURED_LINES,
+        "measured {} lines",
+        outcome.lines
+    );
+    assert!(
+        outcome.per_line <= 0.01,
+        "{} allocations per line",
+        outcome.per_line
+    );
+}
+
+/// Prepares the DLQ directory; returns the directory made immutable, if any.
+fn prepare_dlq(dlq_dir: &Path, disk: DlqDisk) -> Option<PathBuf> {
+    match disk {
+        DlqDisk::Writable => None,
+        DlqDisk::Unopenable => {
+            std::fs::create_dir_all(dlq_dir.parent().expect("data dir")).expect("data dir");
+            std::fs::write(dlq_dir, "a regular file where the DLQ directory belongs")
+                .expect("file");
+            None
+        }
+        DlqDisk::Immutable => {
+            let sink_dir = dlq_dir.join("kafka");
+            std::fs::create_dir_all(&sink_dir).expect("sink DLQ dir");
+            chattr("+i", &sink_dir);
+            let probe = sink_dir.join("probe");
+            assert!(
+                std::fs::write(&probe, "x").is_err(),
+                "{} is immutable",
+                sink_dir.display()
+            );
+            Some(sink_dir)
+        }
+    }
+}
+
+fn chattr(flag: &str, path: &Path) {
+    let status = Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .expect("chattr (e2fsprogs) runs");
+    assert!(status.success(), "chattr {flag} {}", path.display());
+}
+
+/// What an outage run measured and counted.
+struct OutageOutcome {
+    /// Lines handed to the DLQ during the measured window, and the count
+    /// at its end.
+    lines: u64,
+    window_end: u64,
+    allocations: u64,
+    per_line: f64,
+    /// Totals at the end of the run.
+    processed: u64,
+    sent: u64,
+    failed: u64,
+    stored: u64,
+    write_errors: u64,
+    /// Records dropped at the size bound after they were stored.
+    dropped: u64,
+    seconds: f64,
+}
+
+fn measure_outage(config: &Config) -> OutageOutcome {
+    let started = Instant::now();
+    let pipeline = Pipeline::start(config).expect("pipeline starts");
+    let metrics = pipeline.metrics();
+    let sink = Arc::clone(
+        metrics
+            .sinks
+            .iter()
+            .find(|sink| sink.id == "kafka")
+            .expect("kafka sink"),
+    );
+    let dlq = Arc::clone(
+        metrics
+            .dlq
+            .iter()
+            .find(|dlq| dlq.sink == "kafka")
+            .expect("the kafka sink's DLQ"),
+    );
+    let dispatcher = Arc::clone(&metrics.dispatcher);
+    let failed = || sink.lines_failed.get();
+    let (lines_start, allocations_start) = sample_when(WARM_UP_LINES, failed);
+    let (lines_end, allocations_end) = sample_when(lines_start + MEASURED_LINES, failed);
+    pipeline.request_stop();
+    pipeline.join(Duration::from_secs(30)).expect("clean stop");
+    let lines = lines_end - lines_start;
+    let allocations = allocations_end - allocations_start;
+    OutageOutcome {
+        lines,
+        window_end: lines_end,
+        allocations,
+        per_line: allocations as f64 / lines as f64,
+        processed: dispatcher.lines_processed.get(),
+        sent: sink.lines_sent.get(),
+        failed: sink.lines_failed.get(),
+        stored: dlq.stored_total(),
+        write_errors: dlq.write_errors.get(),
+        dropped: dlq.dropped.get(),
+        seconds: started.elapsed().as_secs_f64(),
+    }
 }

@@ -424,8 +424,14 @@ fn count_damage(metrics: &DlqMetrics, path: &Path, summary: &segment::ScanSummar
 
 /// A sink's DLQ as the dispatcher uses it: never fails to exist. When the
 /// directory cannot be opened (read-only, missing mount) the records are
-/// counted as write errors and opening is tried again every 10 s; errors are
-/// logged at most every 10 s, with the count of those not logged.
+/// counted as write errors and opening is tried again every 10 s; when a
+/// segment cannot be created in it (read-only, immutable, disk full) the
+/// records are counted as write errors and creating is tried again after
+/// 1 s. Errors are logged at most every 10 s, with the count of those not
+/// logged. Meanwhile a record is counted without building an error or
+/// touching the disk: no allocation and no system call per record while
+/// the disk is in trouble. The record that is logged is the one tried, so
+/// that the line logged carries the error of the moment.
 #[derive(Debug)]
 pub struct DlqSink {
     /// Set by the replay thread when only the active segment holds
@@ -438,6 +444,9 @@ pub struct DlqSink {
     rejected: Option<DlqWriter>,
     metrics: Arc<DlqMetrics>,
     reopen_at: Instant,
+    /// Set when a segment could not be created: until then records are
+    /// counted as write errors without a new try.
+    create_retry_at: Option<Instant>,
     logged_at: Option<Instant>,
     unlogged: u64,
     rejected_logged_at: Option<Instant>,
@@ -445,6 +454,7 @@ pub struct DlqSink {
 }
 
 const DLQ_RETRY_OPEN: std::time::Duration = std::time::Duration::from_secs(10);
+const DLQ_RETRY_CREATE: std::time::Duration = std::time::Duration::from_secs(1);
 const DLQ_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl DlqSink {
@@ -461,6 +471,7 @@ impl DlqSink {
             rejected: None,
             metrics,
             reopen_at: Instant::now(),
+            create_retry_at: None,
             logged_at: None,
             unlogged: 0,
             rejected_logged_at: None,
@@ -513,16 +524,33 @@ impl DlqSink {
         if self.writer.is_none() && Instant::now() >= self.reopen_at {
             self.try_open();
         }
-        let result = match self.writer.as_mut() {
-            Some(writer) => writer.append(record),
-            None => {
-                self.metrics.write_errors.add(1);
-                Err(DlqError::Directory {
+        if self.writer.is_none() {
+            self.metrics.write_errors.add(1);
+            if self.error_log_due() {
+                let error = DlqError::Directory {
                     path: self.settings.dir.join(&self.sink),
                     source: std::io::Error::other("not open"),
-                })
+                };
+                self.log_error(&error);
             }
-        };
+            return;
+        }
+        let waiting = self.create_retry_at.is_some_and(|at| Instant::now() < at);
+        // Without a segment, an append would only try to create one again.
+        if waiting && !self.error_log_due_peek() {
+            self.metrics.write_errors.add(1);
+            self.unlogged += 1;
+            return;
+        }
+        let writer = self.writer.as_mut().expect("checked above");
+        let result = writer.append(record);
+        match &result {
+            Ok(()) => self.create_retry_at = None,
+            Err(DlqError::Segment(_)) => {
+                self.create_retry_at = Some(Instant::now() + DLQ_RETRY_CREATE);
+            }
+            Err(_) => {}
+        }
         if let Err(error) = result {
             self.log_rate_limited(&error);
         }
@@ -551,13 +579,27 @@ impl DlqSink {
     }
 
     fn log_rate_limited(&mut self, error: &DlqError) {
-        let due = self
-            .logged_at
-            .is_none_or(|at| at.elapsed() >= DLQ_LOG_INTERVAL);
+        if self.error_log_due() {
+            self.log_error(error);
+        }
+    }
+
+    /// Whether an entry not stored is to be logged now; if not, it is
+    /// counted among those not logged.
+    fn error_log_due(&mut self) -> bool {
+        let due = self.error_log_due_peek();
         if !due {
             self.unlogged += 1;
-            return;
         }
+        due
+    }
+
+    fn error_log_due_peek(&self) -> bool {
+        self.logged_at
+            .is_none_or(|at| at.elapsed() >= DLQ_LOG_INTERVAL)
+    }
+
+    fn log_error(&mut self, error: &DlqError) {
         tracing::error!(sink = %self.sink, error = %crate::error_chain::ErrorChain(error), not_logged_since_last = self.unlogged, "entry not stored in the dead-letter queue (counted)");
         self.logged_at = Some(Instant::now());
         self.unlogged = 0;
@@ -719,5 +761,59 @@ mod tests {
         let error = DlqWriter::open("k", &settings(&file, 2, DlqPolicy::DropNew))
             .expect_err("a file is no directory");
         assert!(error.to_string().contains("not-a-directory"), "{error}");
+    }
+
+    /// A DLQ whose directory cannot be opened counts every record, logs
+    /// the first, and does not try to open again before its time.
+    #[test]
+    fn unopened_sink_counts_records_without_trying_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, "x").expect("file");
+        let mut dlq = DlqSink::open("k", &settings(&file, 2, DlqPolicy::DropNew));
+        for _ in 0..1000 {
+            dlq.store(&record("lost"));
+        }
+        assert!(dlq.writer.is_none());
+        let metrics = dlq.metrics();
+        assert_eq!(metrics.write_errors.get(), 1000);
+        assert_eq!(metrics.stored_total(), 0);
+        assert!(dlq.logged_at.is_some(), "the first record was logged");
+        assert_eq!(dlq.unlogged, 999, "the others are counted as not logged");
+    }
+
+    /// A DLQ that cannot create a segment (here: the preallocation is
+    /// refused) tries once, counts the records that follow without trying
+    /// again until the retry time, then stores again once it can.
+    #[test]
+    fn failed_segment_creation_is_retried_after_a_pause() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = settings(dir.path(), 2, DlqPolicy::DropNew);
+        settings.segment_bytes = 1 << 50;
+        settings.max_bytes = 1 << 52;
+        let mut dlq = DlqSink::open("k", &settings);
+        let sequence_first = dlq.writer.as_ref().expect("opened").sequence_next;
+        for _ in 0..1000 {
+            dlq.store(&record("lost"));
+        }
+        assert_eq!(
+            dlq.writer.as_ref().expect("still open").sequence_next,
+            sequence_first + 1,
+            "one segment creation tried"
+        );
+        let metrics = dlq.metrics();
+        assert_eq!(metrics.write_errors.get(), 1000);
+        assert_eq!(dlq.unlogged, 999);
+        assert!(dlq.create_retry_at.is_some());
+
+        // The disk has room again and the pause is over.
+        let writer = dlq.writer.as_mut().expect("still open");
+        writer.settings.segment_bytes = 64 * 1024;
+        writer.settings.max_bytes = 2 * 64 * 1024;
+        dlq.create_retry_at = Some(Instant::now());
+        dlq.store(&record("kept"));
+        assert_eq!(metrics.stored_total(), 1);
+        assert_eq!(metrics.write_errors.get(), 1000);
+        assert!(dlq.create_retry_at.is_none());
     }
 }
