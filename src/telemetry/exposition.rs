@@ -139,6 +139,13 @@ impl Exporter {
 
     /// The whole exposition.
     pub fn render(&mut self) -> String {
+        let reading = read_process();
+        self.render_with(&reading)
+    }
+
+    /// The whole exposition, from one reading of the process's figures
+    /// (tests pass a fixed one, as a live reading differs on every call).
+    fn render_with(&mut self, reading: &ProcessReading) -> String {
         let mut out = Text::default();
         self.render_sources(&mut out);
         self.render_dispatcher(&mut out);
@@ -146,7 +153,7 @@ impl Exporter {
         self.render_retry_and_dlq(&mut out);
         self.render_latency(&mut out);
         self.render_kafka(&mut out);
-        self.render_process(&mut out);
+        self.render_process(&mut out, reading);
         out.text
     }
 
@@ -816,8 +823,7 @@ impl Exporter {
             .map(|sink| &**sink)
     }
 
-    fn render_process(&mut self, out: &mut Text) {
-        let reading: ProcessReading = read_process();
+    fn render_process(&mut self, out: &mut Text, reading: &ProcessReading) {
         out.family(
             "log_capturer_memory_usage_bytes",
             "gauge",
@@ -840,7 +846,7 @@ impl Exporter {
             "gauge",
             "CPU time of the process over the last interval, percent of one core (prefer rate(process_cpu_seconds_total)).",
         );
-        let percent = self.cpu.update(&reading);
+        let percent = self.cpu.update(reading);
         out.sample_float("log_capturer_cpu_usage_percent", &[], percent);
         out.family(
             "log_capturer_file_descriptors_open",
@@ -858,7 +864,7 @@ impl Exporter {
             "Threads of the process: the stages, fixed at start-up, plus librdkafka's, which follow the number of brokers each Kafka producer knows.",
         );
         out.sample("log_capturer_threads", &[], reading.threads);
-        self.render_standard_process(out, &reading);
+        self.render_standard_process(out, reading);
     }
 
     /// The `process_*` metrics every Prometheus client library exports,
@@ -964,6 +970,9 @@ impl Text {
         self.sample(&format!("{name}_count"), labels, histogram.len());
     }
 }
+
+#[cfg(test)]
+mod golden;
 
 #[cfg(test)]
 mod tests {
