@@ -5,8 +5,10 @@
 //! the code that writes it. Method: fill every counter and gauge of a
 //! pipeline with two file sources, two Kafka sinks on one topic and a file
 //! sink with distinct non-zero values, render with fixed process figures,
-//! and compare with a text captured from the renderer as it stood before.
-//! A second golden covers a pipeline with nothing configured.
+//! and compare with a text captured once (and passed by `promtool check
+//! metrics`). A second golden covers a pipeline with nothing configured.
+//! The full text also holds every family, so it is checked against the
+//! tables of `docs/METRICS.md`.
 //!
 //! Only what a test cannot fix is stubbed: the `/proc/self` reading is
 //! passed in, and the CPU meter starts from that same reading, so the CPU
@@ -27,6 +29,7 @@ use crate::telemetry::{SinkLatency, Telemetry};
 
 const FULL_GOLDEN: &str = include_str!("../testdata/exposition.golden.txt");
 const EMPTY_GOLDEN: &str = include_str!("../testdata/exposition_empty.golden.txt");
+const METRICS_DOC: &str = include_str!("../../../docs/METRICS.md");
 
 /// Hands out 101, 102, ...: every figure differs from every other, so a
 /// value rendered under the wrong series shows in the diff.
@@ -304,9 +307,8 @@ fn assert_same_text(rendered: &str, golden: &str) {
     assert_eq!(rendered, golden);
 }
 
-/// Goal and method: see the module doc; this is the full pipeline.
-#[test]
-fn full_pipeline_renders_the_golden_text() {
+/// The full pipeline, with rates fixed (they depend on the clock).
+fn full_exporter() -> Exporter {
     let mut exporter = Exporter::new(full_telemetry(), Some(allocator_figures));
     exporter.start_time_seconds = Some(1_767_225_600.25);
     for (component, per_second) in [
@@ -321,7 +323,37 @@ fn full_pipeline_renders_the_golden_text() {
             .rates
             .insert(component.to_string(), rate(per_second));
     }
-    assert_same_text(&render_fixed(&mut exporter), FULL_GOLDEN);
+    exporter
+}
+
+/// Goal and method: see the module doc; this is the full pipeline.
+#[test]
+fn full_pipeline_renders_the_golden_text() {
+    assert_same_text(&render_fixed(&mut full_exporter()), FULL_GOLDEN);
+}
+
+/// Goal: `docs/METRICS.md` lists every exported family with its type, and
+/// nothing else. Method: the `# TYPE` lines of the full pipeline's text
+/// against the first two columns of the document's metric tables.
+#[test]
+fn metrics_doc_lists_every_family_with_its_type() {
+    let text = render_fixed(&mut full_exporter());
+    let mut rendered: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_once(' '))
+        .collect();
+    let mut documented: Vec<(&str, &str)> = METRICS_DOC
+        .lines()
+        .filter_map(|line| {
+            let mut columns = line.strip_prefix("| `")?.split('|');
+            let name = columns.next()?.split('`').next()?;
+            Some((name, columns.next()?.trim()))
+        })
+        .collect();
+    rendered.sort_unstable();
+    documented.sort_unstable();
+    assert_eq!(rendered, documented);
 }
 
 /// Goal: with no source, sink or Kafka sink and no readable start time,
