@@ -6,6 +6,7 @@
 //! them. Nothing here takes a lock that a stage could wait on.
 
 pub mod exposition;
+pub mod family;
 pub mod http;
 pub mod latency;
 pub mod process;
