@@ -193,7 +193,7 @@ mod golden;
 mod tests {
     use super::*;
     use crate::metrics::StageHealth;
-    use crate::pipeline::PipelineMetrics;
+    use crate::telemetry::PipelineMetrics;
     use std::sync::Arc;
 
     fn exporter_with(stages: Vec<Arc<StageHealth>>) -> Exporter {

@@ -1,7 +1,7 @@
 //! Families of the dispatcher: its queues, batches, rates and retries.
 
 use crate::metrics::{DispatcherMetrics, SourceMetrics};
-use crate::pipeline::PipelineMetrics;
+use crate::telemetry::PipelineMetrics;
 use crate::telemetry::family::{Exposition, Family};
 
 pub static QUEUE_DEPTH: Family = Family::gauge(

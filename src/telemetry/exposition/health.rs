@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::metrics::StageHealth;
-use crate::pipeline::PipelineMetrics;
+use crate::telemetry::PipelineMetrics;
 use crate::telemetry::family::{Exposition, Family};
 
 pub static ERRORS: Family = Family::counter(
