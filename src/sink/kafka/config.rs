@@ -249,7 +249,7 @@ pub fn client_config(
         client.set(key, value.to_string());
     }
     client.set("bootstrap.servers", &config.brokers);
-    client.create_native_config().map_err(|error| match error {
+    let native = client.create_native_config().map_err(|error| match error {
         KafkaError::ClientConfig(_, reason, key, value) => {
             KafkaConfigError::Property { key, value, reason }
         }
@@ -259,7 +259,40 @@ pub fn client_config(
             reason: other.to_string(),
         },
     })?;
+    let features = native.get("builtin.features").unwrap_or_default();
+    check_sasl_mechanisms(config, &features)?;
     Ok(client)
+}
+
+/// librdkafka accepts any `sasl.mechanisms` at configuration time and
+/// refuses one it was built without only when the client is created:
+/// `check-config` would pass a config that `run` cannot use. This checks
+/// each mechanism against the library's `builtin.features`.
+fn check_sasl_mechanisms(config: &KafkaSinkConfig, features: &str) -> Result<(), KafkaConfigError> {
+    let Some(mechanisms) = config.librdkafka.get("sasl.mechanisms") else {
+        return Ok(());
+    };
+    let mechanisms = mechanisms.to_string();
+    let built: Vec<&str> = features.split(',').map(str::trim).collect();
+    for mechanism in mechanisms.split(',').map(str::trim) {
+        let feature = match mechanism.to_ascii_uppercase().as_str() {
+            "GSSAPI" => "sasl_gssapi",
+            "PLAIN" => "sasl_plain",
+            "OAUTHBEARER" => "sasl_oauthbearer",
+            upper if upper.starts_with("SCRAM-") => "sasl_scram",
+            _ => continue,
+        };
+        if !built.contains(&feature) {
+            return Err(KafkaConfigError::Property {
+                key: "sasl.mechanisms".to_string(),
+                value: mechanisms.clone(),
+                reason: format!(
+                    "{mechanism} is not built into this binary's librdkafka (it has PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -304,5 +337,49 @@ mod tests {
         assert!(check_broker(&long_label).is_err());
         let longest_label = format!("{}:9092", "a".repeat(63));
         assert_eq!(check_broker(&longest_label), Ok(()));
+    }
+
+    /// Goal: a SASL mechanism the library was built without is refused by
+    /// `check-config`, not first by `run`. Method: the real build's
+    /// features, and a list without SCRAM.
+    #[test]
+    fn sasl_mechanisms_are_checked_against_the_build() {
+        let mut config = KafkaSinkConfig {
+            brokers: "127.0.0.1:9092".to_string(),
+            topic: "t".to_string(),
+            key: None,
+            encoding: Encoding::Json,
+            librdkafka: BTreeMap::new(),
+            probe_interval_ms: NonZeroU64::new(1000).expect("not zero"),
+        };
+        for (mechanisms, accepted) in [
+            ("PLAIN", true),
+            ("SCRAM-SHA-256", true),
+            ("SCRAM-SHA-512", true),
+            ("GSSAPI", false),
+            ("PLAIN,GSSAPI", false),
+        ] {
+            config.librdkafka.insert(
+                "sasl.mechanisms".to_string(),
+                PropertyValue::Text(mechanisms.to_string()),
+            );
+            let checked = client_config(&config, 1000);
+            assert_eq!(
+                checked.is_ok(),
+                accepted,
+                "{mechanisms}: {:?}",
+                checked.err()
+            );
+            if let Err(error) = checked {
+                assert_eq!(error.key(), "librdkafka.sasl.mechanisms");
+                assert!(error.to_string().contains("GSSAPI"), "{error}");
+            }
+        }
+        let without_scram = "gzip,ssl,sasl_plain";
+        config.librdkafka.insert(
+            "sasl.mechanisms".to_string(),
+            PropertyValue::Text("SCRAM-SHA-256".to_string()),
+        );
+        assert!(check_sasl_mechanisms(&config, without_scram).is_err());
     }
 }

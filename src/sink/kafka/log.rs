@@ -131,7 +131,11 @@ impl ClientLog {
     /// `ClientContext::error`: a global error of the client.
     pub fn error(&self, error: &KafkaError, reason: &str) {
         let transport = error.rdkafka_error_code().is_some_and(is_transport_error);
-        let kind = if transport || is_outage_message(reason) {
+        // A refused certificate or password also reports "brokers down",
+        // but no waiting fixes it: it needs an operator, at ERROR.
+        let kind = if needs_operator(reason) {
+            Kind::Error
+        } else if transport || is_outage_message(reason) {
             Kind::Outage
         } else {
             Kind::Error
@@ -209,6 +213,18 @@ fn log_line(client: &str, kind: Kind, facility: &str, message: &str, held_back: 
             "librdkafka: {message}"
         ),
     }
+}
+
+/// Whether a client error is a TLS or SASL refusal (certificate not
+/// trusted, handshake failed, wrong credentials).
+fn needs_operator(reason: &str) -> bool {
+    [
+        "SSL handshake failed",
+        "certificate verify failed",
+        "SASL authentication",
+    ]
+    .iter()
+    .any(|marker| reason.contains(marker))
 }
 
 #[cfg(test)]
