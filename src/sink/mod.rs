@@ -4,11 +4,11 @@
 //! Each kind lives in its own folder and owns its config struct, its run
 //! loop, its metrics and its health signal: `file/`, `stdout/`, `null/`
 //! (synchronous writers driven by [`synchronous::run_sink`]) and `kafka/`
-//! (its own loop around librdkafka). [`SinkConfig`] is the one place kinds
-//! are listed: it parses a `[sinks.<id>]` table by its `type`, checks it,
-//! and builds the sink into a [`BuiltSink`] that the pipeline runs without
-//! knowing the kind. Adding a kind is a folder and one arm in each match
-//! below.
+//! (its own loop around librdkafka). Each kind's config implements
+//! [`SinkKind`] (check, endpoints, build into a [`BuiltSink`] that the
+//! pipeline runs without knowing the kind). Kinds are listed in one place,
+//! below: [`SINK_TYPES`], [`deserialize_sink`] and [`SinkConfig::kind`].
+//! Adding a kind is a folder and one line in each.
 //!
 //! No sink imports the dispatcher, the pipeline or the DLQ: what a sink
 //! receives and answers is defined in [`link`].
@@ -25,18 +25,17 @@ pub use link::{FailureTable, Outcome, Rejection, Selection, SinkJob, SinkLinks, 
 pub use synchronous::{Sink, SinkError, run_sink};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::labels::SymbolTable;
 use crate::metrics::SinkMetrics;
 use file::FileSinkConfig;
+use kafka::KafkaMetrics;
 use kafka::config::{KafkaConfigError, KafkaSinkConfig};
-use kafka::sink::{KafkaCreateError, KafkaSinkOptions};
-use kafka::{KafkaMetrics, KafkaSink};
+use kafka::sink::KafkaCreateError;
 use link::SlotPlan;
-use null::{NullSink, NullSinkConfig};
+use null::NullSinkConfig;
 use stdout::StdoutSinkConfig;
 
 /// `[sinks.<id>]`, selected by `type`.
@@ -131,103 +130,61 @@ impl std::fmt::Debug for BuiltSink {
     }
 }
 
-impl SinkConfig {
+/// What the config of each sink kind implements, in the kind's folder.
+pub trait SinkKind: std::fmt::Debug {
     /// The `type` of the table.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkConfig::Kafka(_) => "kafka",
-            SinkConfig::File(_) => "file",
-            SinkConfig::Stdout(_) => "stdout",
-            SinkConfig::Null(_) => "null",
-        }
-    }
+    fn type_name(&self) -> &'static str;
 
     /// Checks what parsing cannot: `Err((key, reason))` names the key
     /// relative to the sink's table.
-    pub fn check(&self) -> Result<(), (String, String)> {
-        match self {
-            SinkConfig::Kafka(kafka) => kafka::config::client_config(kafka, 1)
-                .map(drop)
-                .map_err(|error| (error.key(), error.to_string())),
-            SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::Null(_) => Ok(()),
-        }
+    fn check(&self) -> Result<(), (String, String)> {
+        Ok(())
     }
 
     /// The destinations the sink connects to, for the broker metrics.
-    pub fn endpoints(&self) -> Vec<String> {
-        match self {
-            SinkConfig::Kafka(kafka) => kafka.brokers.split(',').map(str::to_string).collect(),
-            SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::Null(_) => Vec::new(),
-        }
+    fn endpoints(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Builds the sink: opens its output or creates its client.
+    fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError>;
+}
+
+impl SinkConfig {
+    /// The kind's own config: with [`SINK_TYPES`] and [`deserialize_sink`],
+    /// the place where kinds are listed.
+    pub fn kind(&self) -> &dyn SinkKind {
+        match self {
+            SinkConfig::Kafka(config) => config,
+            SinkConfig::File(config) => config,
+            SinkConfig::Stdout(config) => config,
+            SinkConfig::Null(config) => config,
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        self.kind().type_name()
+    }
+
+    pub fn check(&self) -> Result<(), (String, String)> {
+        self.kind().check()
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.kind().endpoints()
+    }
+
     pub fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError> {
-        // Room for a full batch encoded `raw`: its lines, and one newline
-        // byte per entry. (JSON grows the buffer once, then keeps it.)
-        const NEWLINE_BYTES: usize = 1;
-        let buffer_bytes = context.batch_bytes + context.batch_size * NEWLINE_BYTES;
-        let writer = |sink: Box<dyn Sink>, context: SinkContext| {
-            let metrics = context.metrics;
-            BuiltSink {
-                health: Arc::clone(&metrics) as Arc<dyn SinkHealth>,
-                run: Box::new(move |links| run_sink(sink, links, metrics)),
-                kafka: None,
-            }
-        };
-        Ok(match self {
-            SinkConfig::Kafka(config) => build_kafka(config, context)?,
-            SinkConfig::File(config) => {
-                let sink = file::open_file_sink(
-                    &context.id,
-                    &config.path,
-                    config.encoding,
-                    Arc::clone(&context.symbols),
-                    buffer_bytes,
-                )?;
-                writer(Box::new(sink), context)
-            }
-            SinkConfig::Stdout(config) => {
-                let sink = stdout::stdout_sink(
-                    &context.id,
-                    config.encoding,
-                    Arc::clone(&context.symbols),
-                    buffer_bytes,
-                );
-                writer(Box::new(sink), context)
-            }
-            SinkConfig::Null(_) => writer(Box::<NullSink>::default(), context),
-        })
+        self.kind().build(context)
     }
 }
 
-fn build_kafka(
-    config: &KafkaSinkConfig,
-    context: SinkContext,
-) -> Result<BuiltSink, SinkBuildError> {
-    let queue_messages = context.batch_size * context.slots.slots_total();
-    let client = kafka::config::client_config(config, queue_messages).map_err(|source| {
-        SinkBuildError::KafkaConfig {
-            sink: context.id.clone(),
-            source,
-        }
-    })?;
-    let options = KafkaSinkOptions {
-        id: context.id.clone(),
-        topic: config.topic.clone(),
-        key_label: config.key.clone(),
-        encoding: config.encoding,
-        probe_interval: Duration::from_millis(config.probe_interval_ms.get()),
-        slots: context.slots,
-        batch_size: context.batch_size,
-        payload_bytes_max: kafka::config::message_payload_bytes_max(config),
-    };
-    let sink = KafkaSink::new(options, &client, context.symbols, context.failures)?;
-    let kafka_metrics = sink.metrics();
-    let metrics = context.metrics;
-    Ok(BuiltSink {
-        health: Arc::clone(&kafka_metrics) as Arc<dyn SinkHealth>,
-        kafka: Some(kafka_metrics),
-        run: Box::new(move |links| sink.run(links, metrics)),
-    })
+impl SinkContext {
+    /// Bytes of a synchronous sink's encode buffer: room for a full batch
+    /// encoded `raw`, its lines and one newline byte per entry (JSON grows
+    /// the buffer once, then keeps it).
+    pub fn encode_buffer_bytes(&self) -> usize {
+        const NEWLINE_BYTES: usize = 1;
+        self.batch_bytes + self.batch_size * NEWLINE_BYTES
+    }
 }

@@ -19,6 +19,7 @@ use crate::limits;
 use crate::metrics::SinkMetrics;
 use crate::sink::encode::{Encoder, Encoding};
 use crate::sink::link::{FailureTable, Outcome, Selection, SinkJob, SinkLinks, SinkReport};
+use crate::sink::{BuiltSink, SinkContext, SinkHealth};
 use crate::wake;
 
 /// Why a sink could not deliver a batch.
@@ -132,6 +133,17 @@ impl<W: Write + Send> Sink for WriterSink<W> {
 
     fn bytes_written_last(&self) -> usize {
         self.bytes_last
+    }
+}
+
+/// A synchronous sink ready for its thread: [`run_sink`] around it, and
+/// its failures as its health.
+pub fn built_writer(sink: Box<dyn Sink>, context: SinkContext) -> BuiltSink {
+    let metrics = context.metrics;
+    BuiltSink {
+        health: Arc::clone(&metrics) as Arc<dyn SinkHealth>,
+        run: Box::new(move |links| run_sink(sink, links, metrics)),
+        kafka: None,
     }
 }
 

@@ -21,7 +21,8 @@ use serde::{Deserialize, Deserializer};
 use crate::labels::SymbolTable;
 use crate::sink::encode::Encoding;
 use crate::sink::link::Selection;
-use crate::sink::synchronous::{Sink, SinkError, WriterSink};
+use crate::sink::synchronous::{Sink, SinkError, WriterSink, built_writer};
+use crate::sink::{BuiltSink, SinkBuildError, SinkContext, SinkKind};
 
 /// `type = "file"`: append to one file.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,4 +119,21 @@ pub fn open_file_sink(
             buffer_bytes,
         ),
     })
+}
+
+impl SinkKind for FileSinkConfig {
+    fn type_name(&self) -> &'static str {
+        "file"
+    }
+
+    fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError> {
+        let sink = open_file_sink(
+            &context.id,
+            &self.path,
+            self.encoding,
+            Arc::clone(&context.symbols),
+            context.encode_buffer_bytes(),
+        )?;
+        Ok(built_writer(Box::new(sink), context))
+    }
 }

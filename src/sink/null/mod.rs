@@ -5,7 +5,8 @@ use serde::Deserialize;
 
 use crate::batch::SealedBatch;
 use crate::sink::link::Selection;
-use crate::sink::synchronous::{Sink, SinkError};
+use crate::sink::synchronous::{Sink, SinkError, built_writer};
+use crate::sink::{BuiltSink, SinkBuildError, SinkContext, SinkKind};
 
 /// `type = "null"`: count and drop, for benchmarks.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,5 +30,15 @@ impl Sink for NullSink {
 
     fn bytes_written_last(&self) -> usize {
         self.bytes_last
+    }
+}
+
+impl SinkKind for NullSinkConfig {
+    fn type_name(&self) -> &'static str {
+        "null"
+    }
+
+    fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError> {
+        Ok(built_writer(Box::<NullSink>::default(), context))
     }
 }

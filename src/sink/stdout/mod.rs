@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use crate::labels::SymbolTable;
 use crate::sink::encode::Encoding;
-use crate::sink::synchronous::WriterSink;
+use crate::sink::synchronous::{WriterSink, built_writer};
+use crate::sink::{BuiltSink, SinkBuildError, SinkContext, SinkKind};
 
 /// `type = "stdout"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,4 +33,20 @@ pub fn stdout_sink(
         symbols,
         buffer_bytes,
     )
+}
+
+impl SinkKind for StdoutSinkConfig {
+    fn type_name(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError> {
+        let sink = stdout_sink(
+            &context.id,
+            self.encoding,
+            Arc::clone(&context.symbols),
+            context.encode_buffer_bytes(),
+        );
+        Ok(built_writer(Box::new(sink), context))
+    }
 }
