@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bumpalo::Bump;
-use log_capturer::batch::OpenBatch;
+use log_capturer::batch::{OpenBatch, SourceIndex};
 use log_capturer::config::{Config, Encoding, KafkaSinkConfig, PropertyValue};
 use log_capturer::labels::SymbolTableBuilder;
 use log_capturer::metrics::SinkMetrics;
@@ -20,7 +20,7 @@ use log_capturer::sink::kafka::KafkaSink;
 use log_capturer::sink::kafka::config::client_config;
 use log_capturer::sink::kafka::sink::KafkaSinkOptions;
 use log_capturer::sink::link::{
-    self, FailureTable, LaneEnd, Outcome, SinkJob, SinkLinks, SlotPlan,
+    self, FailureTable, LaneEnd, Outcome, SinkJob, SinkLinks, SlotPlan, SourceSet,
 };
 use log_capturer::wake::Waker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -215,6 +215,16 @@ const HARNESS_SLOTS: usize = 4;
 
 impl SinkHarness {
     fn start(bootstrap: &str, topic: &str, properties: &[(&str, &str)]) -> Self {
+        Self::start_with_inputs(bootstrap, topic, properties, SourceSet::all())
+    }
+
+    /// A sink that takes only the entries of `inputs` from its batches.
+    fn start_with_inputs(
+        bootstrap: &str,
+        topic: &str,
+        properties: &[(&str, &str)],
+        inputs: SourceSet,
+    ) -> Self {
         let config = KafkaSinkConfig {
             brokers: bootstrap.to_string(),
             topic: topic.to_string(),
@@ -255,6 +265,7 @@ impl SinkHarness {
             None,
             sink_waker,
             Arc::clone(&failures),
+            inputs,
             Default::default(),
         );
         let thread = std::thread::spawn(move || sink.run(links, Arc::new(SinkMetrics::default())));
@@ -270,18 +281,29 @@ impl SinkHarness {
     /// Sends one batch of `HARNESS_BATCH` numbered lines in `slot` and
     /// waits for its report.
     fn round_trip(&mut self, slot: usize, timeout: Duration) -> Outcome {
+        self.round_trip_from(slot, timeout, |_| 0)
+    }
+
+    /// As `round_trip`, the entry at `index` read by source
+    /// `source_of(index)`.
+    fn round_trip_from(
+        &mut self,
+        slot: usize,
+        timeout: Duration,
+        source_of: impl Fn(usize) -> SourceIndex,
+    ) -> Outcome {
         let labels = Default::default();
         let mut batch = OpenBatch::new(
             Bump::new(),
             HARNESS_BATCH,
             SymbolTableBuilder::new().freeze(),
         );
-        for index in 0..HARNESS_BATCH as u64 {
+        for index in 0..HARNESS_BATCH {
             let line = format!(
                 "seq={:012} harness",
-                self.sequence * HARNESS_BATCH as u64 + index
+                self.sequence * HARNESS_BATCH as u64 + index as u64
             );
-            batch.push(line.as_bytes(), (0, &labels), 0, true);
+            batch.push(line.as_bytes(), (0, &labels), source_of(index), 0, true);
         }
         self.sequence += 1;
         let lane = self.lane.as_mut().expect("running");

@@ -61,7 +61,7 @@ pub(super) fn start_auto(
 fn one_sink(
     config: &Config,
     sink_id: &str,
-    sink_config: &crate::sink::SinkConfig,
+    sink_config: &crate::config::SinkTable,
 ) -> Result<(Replayer, Wiring), ReplayError> {
     let mut wiring = Wiring::new(false);
     let slots = SlotPlan {
