@@ -26,6 +26,7 @@ fn bench_encode(criterion: &mut Criterion) {
         batch.push(
             line.as_bytes(),
             (0, &labels),
+            0,
             1_795_737_599_123_456_789,
             true,
         );

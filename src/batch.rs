@@ -36,6 +36,17 @@ use crate::labels::{Label, LabelSet, SymbolTable};
 /// table, which holds its label set.
 pub type StreamId = u32;
 
+/// Index of a source: its position among the config's sources
+/// (`Config::sources`, in id order). Sinks choose the entries they take by
+/// it (`inputs`, see `sink::link::SourceSet`).
+pub type SourceIndex = u16;
+
+/// The source index of an entry read back from a DLQ: it comes from no live
+/// source and is addressed to one sink already, which always takes it.
+pub const SOURCE_REPLAYED: SourceIndex = SourceIndex::MAX;
+
+const _: () = assert!(crate::limits::SOURCES_MAX <= SOURCE_REPLAYED as usize);
+
 /// One log line in a batch, borrowed from the batch's arena.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'arena> {
@@ -47,7 +58,15 @@ pub struct Entry<'arena> {
     pub timestamp_ns: u64,
     /// The line ended with `\n` in the input (see `source::split`).
     pub terminated: bool,
+    /// The source the line was read by, or [`SOURCE_REPLAYED`]. It sits
+    /// in the padding after `terminated`: the entry is no larger for it.
+    pub source: SourceIndex,
 }
+
+// An entry is 48 bytes on 64-bit targets, and `source` did not change that:
+// the arena of a full batch is sized by it (`arena_capacity_bytes`).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Entry<'static>>() == 48);
 
 /// The entry table of a batch and the label slice of the last stream seen,
 /// reused while consecutive entries come from the same stream.
@@ -113,12 +132,14 @@ impl OpenBatch {
         }
     }
 
-    /// Copies one line into the arena. The caller seals the batch when
-    /// [`is_full`](Self::is_full) says so; pushing past `entries_max` is a bug.
+    /// Copies one line of `source` into the arena. The caller seals the
+    /// batch when [`is_full`](Self::is_full) says so; pushing past
+    /// `entries_max` is a bug.
     pub fn push(
         &mut self,
         line: &[u8],
         stream: (StreamId, &LabelSet),
+        source: SourceIndex,
         timestamp_ns: u64,
         terminated: bool,
     ) {
@@ -146,6 +167,7 @@ impl OpenBatch {
                 labels,
                 timestamp_ns,
                 terminated,
+                source,
             });
         });
         self.bytes += line.len();
@@ -286,11 +308,11 @@ mod tests {
             4,
             SymbolTableBuilder::new().freeze(),
         );
-        batch.push(b"one", (0, &first), 1, true);
-        batch.push(b"", (0, &first), 2, true);
-        batch.push(b"\xff\xfe", (1, &second), 3, false);
+        batch.push(b"one", (0, &first), 0, 1, true);
+        batch.push(b"", (0, &first), 0, 2, true);
+        batch.push(b"\xff\xfe", (1, &second), 1, 3, false);
         assert!(!batch.is_full(1024));
-        batch.push(b"four", (0, &first), 4, true);
+        batch.push(b"four", (0, &first), SOURCE_REPLAYED, 4, true);
         assert!(batch.is_full(1024));
         let sealed = batch.seal(7, 9);
         let entries = sealed.entries();
@@ -301,6 +323,8 @@ mod tests {
         assert_eq!(entries[3].labels, &first[..]);
         assert!(std::ptr::eq(entries[0].labels, entries[1].labels));
         assert!(!entries[2].terminated);
+        let sources: Vec<SourceIndex> = entries.iter().map(|entry| entry.source).collect();
+        assert_eq!(sources, vec![0, 0, 1, SOURCE_REPLAYED]);
         assert_eq!(
             (sealed.slot(), sealed.sequence(), sealed.bytes()),
             (7, 9, 9)
@@ -311,9 +335,9 @@ mod tests {
     fn bytes_bound_seals() {
         let labels = LabelSet::new();
         let mut batch = OpenBatch::new(Bump::new(), 100, SymbolTableBuilder::new().freeze());
-        batch.push(&[b'x'; 10], (0, &labels), 0, true);
+        batch.push(&[b'x'; 10], (0, &labels), 0, 0, true);
         assert!(!batch.is_full(11));
-        batch.push(&[b'x'; 1], (0, &labels), 0, true);
+        batch.push(&[b'x'; 1], (0, &labels), 0, 0, true);
         assert!(batch.is_full(11));
     }
 
@@ -333,6 +357,7 @@ mod tests {
             batch.push(
                 index.to_string().as_bytes(),
                 (0, &labels),
+                0,
                 u64::from(index),
                 true,
             );
@@ -361,7 +386,7 @@ mod tests {
         let sealed = Arc::try_unwrap(shared).expect("readers are done");
         let arena = sealed.into_arena();
         let mut again = OpenBatch::new(arena, 2, SymbolTableBuilder::new().freeze());
-        again.push(b"reused", (0, &labels), 0, true);
+        again.push(b"reused", (0, &labels), 0, 0, true);
         assert_eq!(again.seal(0, 1).entries()[0].line, b"reused");
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! The layout follows Vector: a `[daemon]` table, a `[dispatcher]` table,
 //! then `[sources.<id>]` and `[sinks.<id>]` tables, each with a `type` key.
+//! A sink's `inputs` names the sources it takes (all of them when left
+//! out); it is common to every sink kind, so it is read here
+//! ([`SinkTable`]), not in each kind's struct.
 //! Unknown keys are errors. Every error names the file, the key or value, and
 //! its line (and column, for syntax and type errors); no input panics.
 //! [`Config::from_toml`] checks the text alone; [`Config::load`], which
@@ -27,6 +30,7 @@
 //!
 //! [sinks.archive]
 //! type = "file"
+//! inputs = ["app"]
 //! path = "/tmp/out.log"
 //! encoding = "raw"
 //! ```
@@ -38,6 +42,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::batch::SourceIndex;
 use crate::limits;
 use crate::sink::deserialize_sink;
 
@@ -53,8 +58,8 @@ pub use crate::source::file::StartAt;
 mod document;
 mod host;
 
-use document::Document;
 pub use document::KeyLine;
+use document::{ComponentFields, Document};
 pub use host::{ConfigWarning, Loaded};
 
 /// Why a configuration could not be used. Each message names the file
@@ -100,7 +105,30 @@ pub struct Config {
     pub retry: RetryConfig,
     pub dlq: DlqConfig,
     pub sources: BTreeMap<String, SourceConfig>,
-    pub sinks: BTreeMap<String, SinkConfig>,
+    pub sinks: BTreeMap<String, SinkTable>,
+}
+
+/// One `[sinks.<id>]` table: the keys every sink kind has, and the kind
+/// with its own keys.
+#[derive(Debug, Clone)]
+pub struct SinkTable {
+    /// `inputs`: the ids of the sources whose lines the sink takes, as
+    /// written; `None` (the key left out) takes every source. Validation:
+    /// at least one entry, each names a source, none twice.
+    pub inputs: Option<Vec<String>>,
+    /// `type` and the keys of that type.
+    pub config: SinkConfig,
+}
+
+/// The keys of a `[sinks.<id>]` table that every kind has, besides `type`.
+const SINK_COMMON_KEYS: &[&str] = &["inputs"];
+
+/// Reads a `[sinks.<id>]` table: the common keys, then the kind's own
+/// struct, which denies the keys it does not know.
+fn build_sink(kind: &str, mut fields: ComponentFields<'_>) -> Result<SinkTable, toml::de::Error> {
+    let inputs = fields.take::<Vec<String>>("inputs")?;
+    let config = deserialize_sink(kind, fields.into_deserializer())?;
+    Ok(SinkTable { inputs, config })
 }
 
 /// The tables of the file other than `[sources]` and `[sinks]`, which
@@ -271,10 +299,8 @@ pub enum SourceConfig {
 /// The values of a source's `type`.
 const SOURCE_TYPES: &[&str] = &["file"];
 
-fn build_source(
-    kind: &str,
-    fields: toml::de::ValueDeserializer<'_>,
-) -> Result<SourceConfig, toml::de::Error> {
+fn build_source(kind: &str, fields: ComponentFields<'_>) -> Result<SourceConfig, toml::de::Error> {
+    let fields = fields.into_deserializer();
     match kind {
         "file" => FileSourceConfig::deserialize(fields).map(SourceConfig::File),
         _ => unreachable!("source type {kind:?} is not in SOURCE_TYPES"),
@@ -365,8 +391,13 @@ impl Config {
             dispatcher: settings.dispatcher,
             retry: settings.retry,
             dlq: settings.dlq,
-            sources: document.components("sources", SOURCE_TYPES, build_source)?,
-            sinks: document.components("sinks", crate::sink::SINK_TYPES, deserialize_sink)?,
+            sources: document.components("sources", SOURCE_TYPES, &[], build_source)?,
+            sinks: document.components(
+                "sinks",
+                crate::sink::SINK_TYPES,
+                SINK_COMMON_KEYS,
+                build_sink,
+            )?,
         })
     }
 
@@ -377,6 +408,16 @@ impl Config {
         }
         if self.sinks.is_empty() {
             return Err(document.invalid(&["sinks"], "at least one sink is required"));
+        }
+        if self.sinks.len() > limits::SINKS_MAX {
+            return Err(document.invalid(
+                &["sinks"],
+                format!(
+                    "{} sinks; at most {} are supported",
+                    self.sinks.len(),
+                    limits::SINKS_MAX
+                ),
+            ));
         }
         for id in self.sources.keys().chain(self.sinks.keys()) {
             if id.is_empty() || id.len() > 64 || !id.bytes().all(is_id_byte) {
@@ -396,8 +437,19 @@ impl Config {
             validate_patterns(document, id, file)?;
             validate_static_labels(document, id, file)?;
         }
+        if self.sources.len() > limits::SOURCES_MAX {
+            return Err(document.invalid(
+                &["sources"],
+                format!(
+                    "{} sources, more than the most of {}",
+                    self.sources.len(),
+                    limits::SOURCES_MAX
+                ),
+            ));
+        }
         for (id, sink) in &self.sinks {
-            sink.check().map_err(|(key, reason)| {
+            self.validate_inputs(document, id, sink)?;
+            sink.config.check().map_err(|(key, reason)| {
                 let key_path: Vec<&str> = ["sinks", id.as_str()]
                     .into_iter()
                     .chain(key_segments(&key))
@@ -406,6 +458,58 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+
+    /// A sink's `inputs`: at least one entry, each naming a source, none
+    /// named twice (a repeated id is most likely a slip for another one).
+    fn validate_inputs(
+        &self,
+        document: &Document<'_>,
+        id: &str,
+        sink: &SinkTable,
+    ) -> Result<(), ConfigError> {
+        let Some(inputs) = &sink.inputs else {
+            return Ok(());
+        };
+        let key = ["sinks", id, "inputs"];
+        if inputs.is_empty() {
+            return Err(document.invalid(
+                &key,
+                "must name at least one source; leave `inputs` out to take every source",
+            ));
+        }
+        let entry_error = |index: usize, reason: String| ConfigError::Invalid {
+            path: document.path().to_path_buf(),
+            key: format!("sinks.{id}.inputs[{index}]"),
+            line: document.element_line(&key, index),
+            reason,
+        };
+        for (index, input) in inputs.iter().enumerate() {
+            if !self.sources.contains_key(input) {
+                let known: Vec<String> = self.sources.keys().map(|id| format!("{id:?}")).collect();
+                return Err(entry_error(
+                    index,
+                    format!(
+                        "{input:?} names no source; the sources are {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if let Some(first) = inputs[..index].iter().position(|other| other == input) {
+                return Err(entry_error(
+                    index,
+                    format!("{input:?} is named twice (also entry {first})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The index the entries of source `id` carry: its position among
+    /// `sources`, in id order, the order the pipeline builds them in.
+    pub fn source_index(&self, id: &str) -> Option<SourceIndex> {
+        let position = self.sources.keys().position(|source| source == id)?;
+        Some(SourceIndex::try_from(position).expect("validated: at most SOURCES_MAX sources"))
     }
 
     /// The bounds of `[dispatcher]`, `[retry]` and `[dlq]` that serde's
@@ -580,6 +684,22 @@ type = "null"
         }
     }
 
+    /// Goal: more sinks than the dispatcher has bits for are refused by
+    /// validation, not by an assertion at start. Method: 64 and 65 null sinks.
+    #[test]
+    fn sinks_are_bounded() {
+        let sinks = |count: usize| {
+            (0..count)
+                .map(|index| format!("[sinks.s{index}]\ntype = \"null\"\n"))
+                .collect::<String>()
+        };
+        let source = "[sources.app]\ntype = \"file\"\npaths = [\"/tmp/a.log\"]\n";
+        assert!(parse(&format!("{source}{}", sinks(limits::SINKS_MAX))).is_ok());
+        let error =
+            parse(&format!("{source}{}", sinks(limits::SINKS_MAX + 1))).expect_err("65 sinks");
+        assert!(error.to_string().contains("at most 64"), "{error}");
+    }
+
     /// Goal: validation errors carry the line of their key. Method: values
     /// that parse but break a rule, each on a known line.
     #[test]
@@ -677,6 +797,7 @@ topic = "t"
 librdkafka = { "linger.ms" = 5 }
 [sinks.out]
 type = "file"
+inputs = ["app"]
 path = "/tmp/out.log"
 "#;
         for end in (0..=text.len()).filter(|&end| text.is_char_boundary(end)) {
@@ -716,6 +837,134 @@ path = "/tmp/out.log"
         for kind in SOURCE_TYPES {
             let text = MINIMAL.replace("type = \"file\"", &format!("type = \"{kind}\""));
             parse(&text).expect(kind);
+        }
+    }
+
+    const TWO_SOURCES: &str = r#"
+[sources.opensips]
+type = "file"
+paths = ["/tmp/opensips.log"]
+
+[sources.mysql]
+type = "file"
+paths = ["/tmp/mysql.log"]
+"#;
+
+    /// Goal: `inputs` is read once for every sink kind, beside the kind,
+    /// and left out means every source. Method: a Kafka, a file and a
+    /// null sink, two with `inputs` (one of them inline), one without.
+    #[test]
+    fn sink_inputs_are_read_beside_the_kind() {
+        let text = format!(
+            "{TWO_SOURCES}
+[sinks.events]
+type = \"kafka\"
+inputs = [\"opensips\"]
+brokers = \"127.0.0.1:9092\"
+topic = \"logs\"
+
+[sinks.archive]
+type = \"null\"
+
+[sinks.database]
+type = \"file\"
+path = \"/tmp/mysql-out.log\"
+inputs = [\"mysql\", \"opensips\"]
+"
+        );
+        let config = parse(&text).expect("valid");
+        let events = &config.sinks["events"];
+        assert_eq!(events.inputs, Some(vec!["opensips".to_string()]));
+        assert!(matches!(events.config, SinkConfig::Kafka(_)));
+        let archive = &config.sinks["archive"];
+        assert_eq!(archive.inputs, None);
+        assert!(matches!(archive.config, SinkConfig::Null(_)));
+        let database = &config.sinks["database"];
+        assert_eq!(
+            database.inputs,
+            Some(vec!["mysql".to_string(), "opensips".to_string()])
+        );
+        assert!(matches!(database.config, SinkConfig::File(_)));
+        // Sources are indexed in id order.
+        assert_eq!(config.source_index("mysql"), Some(0));
+        assert_eq!(config.source_index("opensips"), Some(1));
+        assert_eq!(config.source_index("nope"), None);
+
+        let inline = format!(
+            "sinks = {{ out = {{ type = \"stdout\", inputs = [\"mysql\"] }} }}\n{TWO_SOURCES}"
+        );
+        let config = parse(&inline).expect("valid inline");
+        assert_eq!(config.sinks["out"].inputs, Some(vec!["mysql".to_string()]));
+    }
+
+    /// Goal: a bad `inputs` is refused naming the key, its line and the
+    /// offending id. Method: an unknown id (the message lists the known
+    /// ones), on one line and on its own line of a list, an empty list, a
+    /// repeated id, a value of the wrong type, an unknown id in an inline
+    /// table, and a misspelt key (whose message names `inputs` beside the
+    /// kind's own keys); each on a known line.
+    #[test]
+    fn bad_sink_inputs_name_key_line_and_id() {
+        let sink = "[sinks.out]\ntype = \"null\"\n";
+        // (config, key, text of the line named, what the message says)
+        let cases = [
+            (
+                format!("{TWO_SOURCES}{sink}inputs = [\"mysql\", \"nope\"]\n"),
+                "sinks.out.inputs[1]",
+                "inputs =",
+                vec!["\"nope\" names no source", "\"mysql\", \"opensips\""],
+            ),
+            (
+                format!("{TWO_SOURCES}{sink}inputs = [\n  \"mysql\",\n  \"nope\",\n]\n"),
+                "sinks.out.inputs[1]",
+                "\"nope\"",
+                vec!["\"nope\" names no source"],
+            ),
+            (
+                format!("{TWO_SOURCES}{sink}inputs = []\n"),
+                "sinks.out.inputs",
+                "inputs =",
+                vec!["at least one source"],
+            ),
+            (
+                format!("{TWO_SOURCES}{sink}inputs = [\"mysql\", \"mysql\"]\n"),
+                "sinks.out.inputs[1]",
+                "inputs =",
+                vec!["\"mysql\" is named twice (also entry 0)"],
+            ),
+            (
+                format!("{TWO_SOURCES}{sink}inputs = \"mysql\"\n"),
+                "sinks.out.inputs",
+                "inputs =",
+                vec!["invalid type"],
+            ),
+            (
+                format!(
+                    "\nsinks = {{ out = {{ type = \"null\", inputs = [\"nope\"] }} }}\n{TWO_SOURCES}"
+                ),
+                "sinks.out.inputs[0]",
+                "sinks = {",
+                vec!["\"nope\" names no source"],
+            ),
+            (
+                format!("{TWO_SOURCES}{sink}input = [\"mysql\"]\n"),
+                "`input`",
+                "input =",
+                vec!["unknown field", "also takes `inputs`"],
+            ),
+        ];
+        for (text, key, needle, reasons) in cases {
+            let error = parse(&text).expect_err(key).to_string();
+            let line = text
+                .lines()
+                .position(|line| line.contains(needle))
+                .expect("line")
+                + 1;
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(error.contains(&format!("line {line}")), "{key}: {error}");
+            for reason in reasons {
+                assert!(error.contains(reason), "{reason}: {error}");
+            }
         }
     }
 

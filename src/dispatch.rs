@@ -18,6 +18,11 @@
 //!     nothing to do: park until woken, the batch deadline or the next retry
 //! ```
 //!
+//! Routing: every batch goes to every sink, and each entry carries the
+//! index of its source (the position of its `SourceEnd`). A sink with
+//! `inputs` skips the entries of other sources; whatever this stage stores
+//! in a sink's DLQ on its behalf (shutdown) leaves those entries out too.
+//!
 //! Invariants: arenas (free, open, or held by a batch) and batch slots both
 //! number `batches_in_flight + retry.max_batches`; a batch holds one slot and
 //! one arena from seal to completion. Every sink ring and report ring holds
@@ -31,8 +36,9 @@
 //! in the DLQ counts as complete. `drain_timeout` runs from the stop
 //! request: a sink that never returns its batches (a stdout nobody reads)
 //! holds every arena, so the lines still in the source rings could never be
-//! batched; past the deadline they go straight from the chunks into every
-//! sink's DLQ (reason `shutdown`), which lets the sources end.
+//! batched; past the deadline they go straight from the chunks into the
+//! DLQ of every sink that takes their source (reason `shutdown`), which
+//! lets the sources end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +47,7 @@ use std::time::{Duration, Instant};
 use bumpalo::Bump;
 use rtrb::{Consumer, Producer};
 
-use crate::batch::{OpenBatch, SealedBatch};
+use crate::batch::{OpenBatch, SealedBatch, SourceIndex};
 use crate::clock::now_ns;
 use crate::dlq::DlqSink;
 use crate::dlq::record::{Reason, Record};
@@ -50,7 +56,7 @@ use crate::limits;
 use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics};
 use crate::retry::wheel::RetryItem;
 use crate::retry::{Backoff, RetryWheel};
-use crate::sink::link::{FailureTable, LaneEnd, Outcome, Rejection, SinkJob};
+use crate::sink::link::{FailureTable, LaneEnd, Outcome, Rejection, SinkJob, SourceSet};
 use crate::source::SourceChunk;
 use crate::telemetry::latency::LatencyPublisher;
 use crate::wake::{self, Waker};
@@ -119,6 +125,9 @@ pub struct SinkEnd {
     pub lane: LaneEnd,
     /// The entries this sink failed, per slot (read after a `Failed` report).
     pub failures: Arc<FailureTable>,
+    /// The sources whose entries the sink takes (its `inputs`): what is
+    /// stored in its DLQ on its behalf leaves the others out.
+    pub inputs: SourceSet,
     /// Time from a line being read to its batch being reported by this sink.
     pub read_to_ack: LatencyPublisher,
     /// Time from a batch being sealed to this sink's report.
@@ -182,6 +191,8 @@ pub struct Dispatcher {
 pub struct DispatcherParts {
     pub settings: BatchSettings,
     pub retry: RetrySettings,
+    /// Source `i` of the config is at position `i`: the position is the
+    /// `SourceIndex` its entries carry and sinks' `inputs` name.
     pub sources: Vec<SourceEnd>,
     pub sinks: Vec<SinkEnd>,
     pub streams: Arc<[LabelSet]>,
@@ -199,7 +210,14 @@ impl Dispatcher {
         let slots = parts.arenas.len();
         assert!(slots > 0, "batches_in_flight is validated non-zero");
         assert!(!parts.sinks.is_empty(), "a config has at least one sink");
-        assert!(parts.sinks.len() <= 64, "at most 64 sinks (one bit each)");
+        assert!(
+            parts.sinks.len() <= limits::SINKS_MAX,
+            "config validation bounds the sinks (one bit each)"
+        );
+        assert!(
+            parts.sources.len() <= limits::SOURCES_MAX,
+            "a source index fits a SourceIndex"
+        );
         for sink in &parts.sinks {
             assert!(
                 sink.lane.jobs.buffer().capacity() >= slots,
@@ -342,13 +360,17 @@ impl Dispatcher {
         progressed
     }
 
-    /// Stores the lines of `chunk` from `first_line` on; returns how many.
+    /// Stores the lines of `chunk` from `first_line` on in the DLQ of every
+    /// sink that takes `source`; returns how many lines.
     fn spill_chunk(&mut self, source: usize, chunk: &SourceChunk, first_line: usize) -> u64 {
         let spans = &chunk.lines()[first_line..];
         let symbols = Arc::clone(&self.symbols);
         let mut labels = recycle_labels(std::mem::take(&mut self.dlq_labels));
         symbols.resolve_labels_into(&self.streams[chunk.stream as usize], &mut labels);
         for end in &mut self.sinks {
+            if !end.inputs.takes(source as SourceIndex) {
+                continue;
+            }
             for &span in spans {
                 let record = Record {
                     timestamp_ns: chunk.read_at_ns,
@@ -398,7 +420,12 @@ impl Dispatcher {
             for sink in 0..self.sinks.len() {
                 if self.slots[slot].sinks_pending & (1 << sink) != 0 {
                     tracing::warn!(sink = %self.sinks[sink].id, slot, "sink did not finish before the shutdown deadline; batch stored in the DLQ");
-                    self.store_entries(slot, sink, |_| Reason::Shutdown, |_| true);
+                    // The entries of sources the sink does not take are
+                    // done for it: they stay out of its DLQ.
+                    let batch = Arc::clone(self.slots[slot].batch.as_ref().expect("pending"));
+                    let inputs = self.sinks[sink].inputs.clone();
+                    let taken = |index: usize| inputs.takes_entry(&batch.entries()[index]);
+                    self.store_entries(slot, sink, |_| Reason::Shutdown, taken);
                 }
             }
         }
@@ -413,12 +440,15 @@ impl Dispatcher {
                 progressed = true;
                 let slot = report.batch.slot();
                 let end = &mut self.sinks[sink];
-                let lines = report.batch.len() as u64;
-                end.seal_to_ack
-                    .record(report.batch.sealed_at().elapsed(), lines);
-                let read_to_ack_ns = now_ns().saturating_sub(report.batch.read_ns_oldest());
-                end.read_to_ack
-                    .record(Duration::from_nanos(read_to_ack_ns), lines);
+                // The lines of this batch this sink took (its inputs).
+                let lines = end.inputs.entries_taken(&report.batch) as u64;
+                if lines > 0 {
+                    end.seal_to_ack
+                        .record(report.batch.sealed_at().elapsed(), lines);
+                    let read_to_ack_ns = now_ns().saturating_sub(report.batch.read_ns_oldest());
+                    end.read_to_ack
+                        .record(Duration::from_nanos(read_to_ack_ns), lines);
+                }
                 drop(report.batch);
                 let state = &mut self.slots[slot];
                 assert!(
@@ -622,6 +652,7 @@ impl Dispatcher {
             open.push(
                 chunk.line(span),
                 (chunk.stream, labels),
+                index as SourceIndex,
                 chunk.read_at_ns,
                 span.terminated,
             );

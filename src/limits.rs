@@ -42,7 +42,16 @@ pub const DISPATCH_CHUNKS_PER_SOURCE_MAX: usize = 8;
 /// that must hold a whole line grows to this size.
 pub const LINE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Most `[sources.<id>]` tables in one config. A batch entry names its
+/// source in a `u16` (`batch::SourceIndex`), whose largest value marks an
+/// entry replayed from the DLQ; every other value is a source.
+pub const SOURCES_MAX: usize = u16::MAX as usize;
+
 const _: () = assert!(CHUNK_BYTES >= 2 * READ_BYTES_MIN);
 const _: () = assert!(CHUNK_LINES_MAX > 0);
 const _: () = assert!(LINE_BYTES_LIMIT <= u32::MAX as usize);
 const _: () = assert!(SOURCE_CHUNKS_MIN >= 2);
+
+/// Most sinks in one config: the dispatcher keeps one bit per sink in a
+/// `u64` for every batch in flight.
+pub const SINKS_MAX: usize = 64;

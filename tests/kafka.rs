@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bumpalo::Bump;
-use log_capturer::batch::OpenBatch;
+use log_capturer::batch::{OpenBatch, SourceIndex};
 use log_capturer::config::{Config, Encoding, KafkaSinkConfig, PropertyValue};
 use log_capturer::labels::SymbolTableBuilder;
 use log_capturer::metrics::SinkMetrics;
@@ -20,7 +20,7 @@ use log_capturer::sink::kafka::KafkaSink;
 use log_capturer::sink::kafka::config::client_config;
 use log_capturer::sink::kafka::sink::KafkaSinkOptions;
 use log_capturer::sink::link::{
-    self, FailureTable, LaneEnd, Outcome, SinkJob, SinkLinks, SlotPlan,
+    self, FailureTable, LaneEnd, Outcome, SinkJob, SinkLinks, SlotPlan, SourceSet,
 };
 use log_capturer::wake::Waker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -215,6 +215,16 @@ const HARNESS_SLOTS: usize = 4;
 
 impl SinkHarness {
     fn start(bootstrap: &str, topic: &str, properties: &[(&str, &str)]) -> Self {
+        Self::start_with_inputs(bootstrap, topic, properties, SourceSet::all())
+    }
+
+    /// A sink that takes only the entries of `inputs` from its batches.
+    fn start_with_inputs(
+        bootstrap: &str,
+        topic: &str,
+        properties: &[(&str, &str)],
+        inputs: SourceSet,
+    ) -> Self {
         let config = KafkaSinkConfig {
             brokers: bootstrap.to_string(),
             topic: topic.to_string(),
@@ -255,6 +265,7 @@ impl SinkHarness {
             None,
             sink_waker,
             Arc::clone(&failures),
+            inputs,
             Default::default(),
         );
         let thread = std::thread::spawn(move || sink.run(links, Arc::new(SinkMetrics::default())));
@@ -270,18 +281,29 @@ impl SinkHarness {
     /// Sends one batch of `HARNESS_BATCH` numbered lines in `slot` and
     /// waits for its report.
     fn round_trip(&mut self, slot: usize, timeout: Duration) -> Outcome {
+        self.round_trip_from(slot, timeout, |_| 0)
+    }
+
+    /// As `round_trip`, the entry at `index` read by source
+    /// `source_of(index)`.
+    fn round_trip_from(
+        &mut self,
+        slot: usize,
+        timeout: Duration,
+        source_of: impl Fn(usize) -> SourceIndex,
+    ) -> Outcome {
         let labels = Default::default();
         let mut batch = OpenBatch::new(
             Bump::new(),
             HARNESS_BATCH,
             SymbolTableBuilder::new().freeze(),
         );
-        for index in 0..HARNESS_BATCH as u64 {
+        for index in 0..HARNESS_BATCH {
             let line = format!(
                 "seq={:012} harness",
-                self.sequence * HARNESS_BATCH as u64 + index
+                self.sequence * HARNESS_BATCH as u64 + index as u64
             );
-            batch.push(line.as_bytes(), (0, &labels), 0, true);
+            batch.push(line.as_bytes(), (0, &labels), source_of(index), 0, true);
         }
         self.sequence += 1;
         let lane = self.lane.as_mut().expect("running");
@@ -467,6 +489,75 @@ fn injected_produce_errors_carry_the_right_retryable_flag() {
         0,
         "produce errors are not transport errors"
     );
+}
+
+/// Goal: a Kafka sink with `inputs` produces only the entries of its
+/// sources and counts only those; a batch with none of them is reported
+/// delivered at once; with the breaker open only its entries are failed
+/// and marked. Method: a sink that takes source 1, fed a batch whose
+/// entries alternate between sources 0 and 1, then a batch of source 0
+/// only; the topic is read back. Then the broker goes down, and the marks
+/// of a failed alternating batch are checked.
+#[test]
+fn sink_with_inputs_produces_only_their_entries() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("routed", 4, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let mut harness = SinkHarness::start_with_inputs(
+        &bootstrap,
+        "routed",
+        &[("message.timeout.ms", "5000")],
+        SourceSet::of([1]),
+    );
+    let alternate = |index: usize| (index % 2) as SourceIndex;
+    let taken: Vec<usize> = (1..HARNESS_BATCH).step_by(2).collect();
+    assert_eq!(
+        harness.round_trip_from(0, Duration::from_secs(10), alternate),
+        Outcome::Delivered
+    );
+    let started = Instant::now();
+    assert_eq!(
+        harness.round_trip_from(1, Duration::from_secs(10), |_| 0),
+        Outcome::Delivered
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a batch with nothing taken is reported at once"
+    );
+    let records = consume(&bootstrap, "routed", taken.len(), Duration::from_secs(30));
+    let mut numbers: Vec<usize> = records
+        .iter()
+        .map(|(_, payload)| sequence_of(payload))
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, taken, "only the entries of source 1, once each");
+    assert_eq!(harness.kafka.messages_delivered.get(), taken.len() as u64);
+
+    cluster.broker_down(1).expect("broker down");
+    let down_at = Instant::now();
+    let mut slot = 2;
+    while harness.kafka.breaker_state.get() == 0 {
+        assert!(
+            down_at.elapsed() < Duration::from_secs(10),
+            "breaker still closed"
+        );
+        let _ = harness.round_trip_from(slot, Duration::from_secs(10), alternate);
+        slot = (slot + 1) % HARNESS_SLOTS;
+    }
+    let outcome = harness.round_trip_from(slot, Duration::from_secs(2), alternate);
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            retryable: true,
+            entries_failed: taken.len() as u32
+        }
+    );
+    assert_eq!(
+        harness.failed_entries(slot),
+        taken,
+        "skipped entries are never marked"
+    );
+    cluster.broker_up(1).expect("broker up");
 }
 
 /// Goal: added round-trip latency slows delivery but loses nothing.

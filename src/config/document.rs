@@ -50,17 +50,20 @@ impl<'text> Document<'text> {
             whole,
             self.root.clone(),
         )))
-        .map_err(|error| self.toml_error(&error))
+        .map_err(|error| self.toml_error_noted(&error, ""))
     }
 
-    /// Deserializes each `[<table>.<id>]` with `build(type, deserializer)`,
-    /// where `type` is the value of its `type` key (one of `kinds`), removed
-    /// from the table.
+    /// Deserializes each `[<table>.<id>]` with `build(type, fields)`,
+    /// where `type` is the value of its `type` key (one of `kinds`),
+    /// removed from `fields`. `common_keys` are the keys `build` takes out
+    /// before the kind's own struct sees the rest; an unknown key's message
+    /// names them beside the struct's own.
     pub(super) fn components<T>(
         &self,
         table: &str,
         kinds: &[&str],
-        build: impl Fn(&str, ValueDeserializer<'text>) -> Result<T, toml::de::Error>,
+        common_keys: &[&str],
+        build: impl Fn(&str, ComponentFields<'text>) -> Result<T, toml::de::Error>,
     ) -> Result<BTreeMap<String, T>, ConfigError> {
         let mut components = BTreeMap::new();
         let Some((key, value)) = self.root.get_key_value(table) else {
@@ -86,24 +89,35 @@ impl<'text> Document<'text> {
                     return Err(self.error_at(kind.span(), &message));
                 }
             };
-            let fields =
-                ValueDeserializer::from(Spanned::new(entry.span(), DeValue::Table(fields)));
-            let component = build(kind_name, fields).map_err(|error| self.toml_error(&error))?;
+            let fields = ComponentFields {
+                span: entry.span(),
+                fields,
+            };
+            let component = build(kind_name, fields).map_err(|error| {
+                let unknown_key = error.message().starts_with("unknown field");
+                let note = match common_keys {
+                    [] => String::new(),
+                    _ if !unknown_key => String::new(),
+                    keys => format!("; every [{table}.<id>] also takes `{}`", keys.join("`, `")),
+                };
+                self.toml_error_noted(&error, &note)
+            })?;
             components.insert(id.get_ref().to_string(), component);
         }
         Ok(components)
     }
 
     /// A [`ConfigError::Parse`] for a deserialization error, naming the key
-    /// whose value holds the error's position.
-    fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
+    /// whose value holds the error's position, with `note` after its
+    /// message.
+    fn toml_error_noted(&self, error: &toml::de::Error, note: &str) -> ConfigError {
         let key = error
             .span()
             .and_then(|span| key_path_at(&self.root, &span))
             .filter(|key| !error.message().contains(&format!("`{key}`")));
         let message = match key {
-            Some(key) => format!("`{key}`: {}", error.message()),
-            None => error.message().to_string(),
+            Some(key) => format!("`{key}`: {}{note}", error.message().trim_end()),
+            None => format!("{}{note}", error.message().trim_end()),
         };
         ConfigError::Parse {
             path: self.path.to_path_buf(),
@@ -149,6 +163,34 @@ impl<'text> Document<'text> {
 
     pub(super) fn path(&self) -> &Path {
         self.path
+    }
+}
+
+/// The keys of one `[<table>.<id>]` table but `type`, with their spans:
+/// keys common to every kind are taken out first ([`take`](Self::take)),
+/// and the kind's own struct, which denies unknown keys, gets the rest.
+#[derive(Debug)]
+pub(super) struct ComponentFields<'text> {
+    span: Range<usize>,
+    fields: DeTable<'text>,
+}
+
+impl<'text> ComponentFields<'text> {
+    /// Removes `key` from the table and deserializes its value, if the
+    /// table has it. An error keeps the value's position.
+    pub(super) fn take<T: Deserialize<'text>>(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<T>, toml::de::Error> {
+        match self.fields.remove(key) {
+            Some(value) => T::deserialize(ValueDeserializer::from(value)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The keys left, for the kind's own struct.
+    pub(super) fn into_deserializer(self) -> ValueDeserializer<'text> {
+        ValueDeserializer::from(Spanned::new(self.span, DeValue::Table(self.fields)))
     }
 }
 

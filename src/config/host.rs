@@ -9,6 +9,8 @@
 //!   not even under another name (a hard link: same device and inode).
 //! * No file is followed by two sources (by device and inode).
 //! * A Kafka `key` naming a label no source sets is a warning.
+//! * A source that no sink takes (every sink has `inputs`, none names it)
+//!   is a warning: its lines would be read and delivered nowhere.
 //! * A source's `max_line_bytes` that a DLQ segment cannot hold is a warning:
 //!   such a line, if it cannot be delivered, is counted as not stored.
 //! * A source glob that matches no file is a warning, not an error: files
@@ -71,7 +73,7 @@ impl Config {
     fn check_host(&self, document: &Document<'_>) -> Result<Vec<ConfigWarning>, ConfigError> {
         let mut written: Vec<(&str, PathBuf)> = Vec::new();
         for (id, sink) in &self.sinks {
-            let SinkConfig::File(file) = sink else {
+            let SinkConfig::File(file) = &sink.config else {
                 continue;
             };
             let key = ["sinks", id.as_str(), "path"];
@@ -104,6 +106,7 @@ impl Config {
         warnings.extend(self.unusable_dlq_dir(document));
         warnings.extend(self.lines_too_long_for_dlq(document));
         warnings.extend(self.kafka_keys_never_set(document));
+        warnings.extend(self.sources_no_sink_takes(document));
         warnings.extend(self.check_memory(document)?);
         Ok(warnings)
     }
@@ -291,7 +294,7 @@ impl Config {
         };
         self.sinks
             .iter()
-            .filter_map(|(id, sink)| match sink {
+            .filter_map(|(id, sink)| match &sink.config {
                 SinkConfig::Kafka(kafka) => kafka.key.as_deref().map(|key| (id, key)),
                 _ => None,
             })
@@ -306,6 +309,34 @@ impl Config {
                         "no source sets label {key:?} (besides static labels, every line has \
                          `file` and `source_id`): messages will have no key"
                     ),
+                }
+            })
+            .collect()
+    }
+
+    /// A warning for each source that no sink takes (every sink has
+    /// `inputs`, and none names it): its lines would be read, and then
+    /// skipped by every sink.
+    fn sources_no_sink_takes(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
+        let taken = |source: &str| {
+            self.sinks.values().any(|sink| {
+                sink.inputs
+                    .as_ref()
+                    .is_none_or(|inputs| inputs.iter().any(|input| input == source))
+            })
+        };
+        self.sources
+            .keys()
+            .filter(|id| !taken(id))
+            .map(|id| {
+                let path = ["sources", id.as_str()];
+                ConfigWarning {
+                    path: document.path().to_path_buf(),
+                    key: path.join("."),
+                    line: document.key_line(&path),
+                    message: "no sink takes this source (no sink's `inputs` names it): its \
+                              lines will be read and delivered nowhere"
+                        .to_string(),
                 }
             })
             .collect()

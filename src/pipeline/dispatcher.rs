@@ -26,6 +26,15 @@ pub(super) fn start(
     symbols: Arc<SymbolTable>,
     wiring: &mut Wiring,
 ) -> Result<Arc<DispatcherMetrics>, PipelineError> {
+    // The dispatcher tags each entry with the position of its source's
+    // end; sinks' `inputs` name sources by `Config::source_index`.
+    for (position, stage) in sources.iter().enumerate() {
+        assert_eq!(
+            config.source_index(&stage.id).map(usize::from),
+            Some(position),
+            "source stages are built in the order of Config::sources"
+        );
+    }
     let metrics = Arc::new(DispatcherMetrics::default());
     let settings = BatchSettings {
         batch_size: config.dispatcher.batch_size.get(),

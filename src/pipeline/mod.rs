@@ -155,15 +155,8 @@ impl Pipeline {
         let mut wiring = Wiring::new(config.daemon.pin_threads);
         let slots = slot_plan(config);
         let mut sink_stages = Vec::with_capacity(config.sinks.len());
-        for (id, sink_config) in &config.sinks {
-            let stage = sinks::start(
-                id,
-                sink_config,
-                config,
-                slots,
-                &planned.symbols,
-                &mut wiring,
-            )?;
+        for (id, sink) in &config.sinks {
+            let stage = sinks::start(id, sink, config, slots, &planned.symbols, &mut wiring)?;
             sink_stages.push(stage);
         }
         let mut source_stages = sources::build(planned.sources, config, &wiring);

@@ -69,7 +69,7 @@ struct OneSink {
 fn one_sink(
     config: &Config,
     sink_id: &str,
-    sink_config: &crate::sink::SinkConfig,
+    sink_config: &crate::config::SinkTable,
 ) -> Result<OneSink, ReplayError> {
     let mut wiring = Wiring::new(false);
     let slots = SlotPlan {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::config::Config;
+use crate::config::{Config, SinkTable};
 use crate::dispatch::SinkEnd;
 use crate::dlq::{DlqMetrics, DlqSettings, DlqSink};
 use crate::labels::SymbolTable;
@@ -12,8 +12,8 @@ use crate::metrics::SinkMetrics;
 use crate::pipeline::{PipelineError, Wiring};
 use crate::replay::ReplayLink;
 use crate::sink::kafka::KafkaMetrics;
-use crate::sink::link::{self, FailureTable, SinkLinks, SlotPlan};
-use crate::sink::{SinkConfig, SinkContext, SinkHealth};
+use crate::sink::link::{self, FailureTable, SinkLinks, SlotPlan, SourceSet};
+use crate::sink::{SinkContext, SinkHealth};
 use crate::telemetry::SinkLatency;
 use crate::telemetry::latency::latency_channel;
 use crate::wake::Waker;
@@ -62,19 +62,35 @@ pub(super) struct SinkThread {
     pub metrics: Arc<SinkMetrics>,
     pub kafka: Option<Arc<KafkaMetrics>>,
     pub failures: Arc<FailureTable>,
+    /// The sources whose entries the sink takes from live batches.
+    pub inputs: SourceSet,
     pub health: Arc<dyn SinkHealth>,
     pub waker: Waker,
+}
+
+/// The sources a sink takes, as the indices its entries carry.
+fn source_set(config: &Config, sink: &SinkTable) -> SourceSet {
+    match &sink.inputs {
+        None => SourceSet::all(),
+        Some(inputs) => SourceSet::of(inputs.iter().map(|id| {
+            config
+                .source_index(id)
+                .expect("validated: every input names a source")
+        })),
+    }
 }
 
 /// Builds a sink and starts its thread.
 pub(super) fn spawn_thread(
     id: &str,
-    sink_config: &SinkConfig,
+    sink: &SinkTable,
     config: &Config,
     slots: SlotPlan,
     symbols: &Arc<SymbolTable>,
     wiring: &mut Wiring,
 ) -> Result<SinkThread, PipelineError> {
+    let sink_config = &sink.config;
+    let inputs = source_set(config, sink);
     let batch_size = config.dispatcher.batch_size.get();
     let failures = Arc::new(FailureTable::new(slots.slots_total(), batch_size));
     let metrics = Arc::new(SinkMetrics {
@@ -111,6 +127,7 @@ pub(super) fn spawn_thread(
         replay_lane,
         waker.clone(),
         Arc::clone(&failures),
+        inputs.clone(),
         Arc::clone(&wiring.reopen_requests),
     );
     let run = built.run;
@@ -121,6 +138,7 @@ pub(super) fn spawn_thread(
         metrics,
         kafka: built.kafka,
         failures,
+        inputs,
         health: built.health,
         waker,
     })
@@ -129,13 +147,14 @@ pub(super) fn spawn_thread(
 /// Starts one sink of the pipeline and opens its DLQ.
 pub(super) fn start(
     id: &str,
-    sink_config: &SinkConfig,
+    sink: &SinkTable,
     config: &Config,
     slots: SlotPlan,
     symbols: &Arc<SymbolTable>,
     wiring: &mut Wiring,
 ) -> Result<SinkStage, PipelineError> {
-    let thread = spawn_thread(id, sink_config, config, slots, symbols, wiring)?;
+    let sink_config = &sink.config;
+    let thread = spawn_thread(id, sink, config, slots, symbols, wiring)?;
     let (read_to_ack, read_to_ack_collector) = latency_channel();
     let (seal_to_ack, seal_to_ack_collector) = latency_channel();
     let dlq = DlqSink::open(id, &dlq_settings(config));
@@ -160,6 +179,7 @@ pub(super) fn start(
             id: id.to_string(),
             lane: thread.live,
             failures: thread.failures,
+            inputs: thread.inputs,
             read_to_ack,
             seal_to_ack,
             dlq,

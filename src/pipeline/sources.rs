@@ -36,7 +36,9 @@ pub(super) struct PlannedSources {
     pub streams: Arc<[LabelSet]>,
 }
 
-/// Expands every source's paths into streams.
+/// Expands every source's paths into streams. Sources are planned, built
+/// and handed to the dispatcher in the order of `Config::sources`: a
+/// source's position is the index its entries carry.
 pub(super) fn plan(config: &Config) -> Result<PlannedSources, PipelineError> {
     let mut symbols = SymbolTableBuilder::new();
     let mut streams: Vec<LabelSet> = Vec::new();

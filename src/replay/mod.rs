@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use bumpalo::Bump;
 
-use crate::batch::{OpenBatch, StreamId, arena_capacity_bytes};
+use crate::batch::{OpenBatch, SOURCE_REPLAYED, StreamId, arena_capacity_bytes};
 use crate::dlq::ack::{AckState, Fingerprint};
 use crate::dlq::record::{Reason, Record};
 use crate::dlq::segment::{ReadableSegment, SegmentError};
@@ -444,9 +444,11 @@ impl Replayer {
         }
         let mut batch = OpenBatch::new(arena, self.limits.batch_size, symbols.freeze());
         for ((_, record), &stream) in step.iter().zip(&stream_of) {
+            // Addressed to this sink already, whatever its `inputs`.
             batch.push(
                 record.message,
                 (stream, &streams[stream as usize]),
+                SOURCE_REPLAYED,
                 record.timestamp_ns,
                 record.terminated,
             );

@@ -135,6 +135,7 @@ mod tests {
             labels: &labels,
             timestamp_ns: 1,
             terminated: true,
+            source: 0,
         };
         let mut out = Vec::new();
         Encoder::new(Encoding::Json, symbols).encode(&mut out, &entry);
@@ -159,6 +160,7 @@ mod tests {
                 labels: &[],
                 timestamp_ns: 0,
                 terminated,
+                source: 0,
             };
             encoder.encode(&mut out, &entry);
         }

@@ -113,7 +113,7 @@ impl<W: Write + Send> Sink for WriterSink<W> {
         self.buffer.clear();
         self.encoder.use_symbols(batch.symbols());
         for (index, entry) in batch.entries().iter().enumerate() {
-            if selection.includes(batch.slot(), index) {
+            if selection.includes(batch.slot(), index, entry) {
                 self.encoder.encode(&mut self.buffer, entry);
             }
         }
@@ -164,7 +164,15 @@ pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<Sink
         };
         // Replayed batches are counted by the replay stage, not here.
         let live = links.is_live(job.batch.slot());
-        let outcome = deliver_one(sink.as_mut(), &job, &metrics, live, &links.failures);
+        let selection = links.selection(job.batch.slot(), job.retry);
+        let outcome = deliver_one(
+            sink.as_mut(),
+            &job,
+            selection,
+            &metrics,
+            live,
+            &links.failures,
+        );
         links.report(SinkReport {
             batch: job.batch,
             outcome,
@@ -193,21 +201,19 @@ fn reopen(sink: &mut dyn Sink, metrics: &SinkMetrics) {
 fn deliver_one(
     sink: &mut dyn Sink,
     job: &SinkJob,
+    selection: Selection<'_>,
     metrics: &SinkMetrics,
     live: bool,
     failures: &FailureTable,
 ) -> Outcome {
     let batch = &job.batch;
     let slot = batch.slot();
-    let selection = if job.retry {
-        Selection::Failed(failures)
-    } else {
-        Selection::All
-    };
-    let lines = match selection {
-        Selection::All => batch.len(),
-        Selection::Failed(failures) => failures.failed_entries(slot).count(),
-    } as u64;
+    let lines = selection.count(batch) as u64;
+    if lines == 0 {
+        // Nothing of this batch is for this sink (no entry of its inputs):
+        // it is done with the batch without writing anything.
+        return Outcome::Delivered;
+    }
     match sink.deliver(batch, selection) {
         Ok(()) => {
             if job.retry {
@@ -229,10 +235,14 @@ fn deliver_one(
             }
             tracing::warn!(sink = %metrics.id, error = %crate::error_chain::ErrorChain(&error), lines, "batch not delivered");
             if !job.retry {
-                // A retry leaves the marks of the entries it tried as they are.
+                // A retry leaves the marks of the entries it tried as they
+                // are. A first delivery marks the entries it tried, never
+                // one it skipped.
                 failures.clear(slot);
-                for entry in 0..batch.len() {
-                    failures.mark(slot, entry, true);
+                for (index, entry) in batch.entries().iter().enumerate() {
+                    if selection.includes(slot, index, entry) {
+                        failures.mark(slot, index, true);
+                    }
                 }
             }
             Outcome::Failed {
@@ -240,5 +250,164 @@ fn deliver_one(
                 entries_failed: lines as u32,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::time::Instant;
+
+    use bumpalo::Bump;
+
+    use crate::batch::{OpenBatch, SOURCE_REPLAYED, SourceIndex};
+    use crate::labels::{LabelSet, SymbolTableBuilder};
+    use crate::sink::link::{self, LaneEnd, SourceSet};
+    use crate::wake::Waker;
+
+    /// An output the test reads while the sink thread writes it, failing
+    /// every write while `fail` is set.
+    #[derive(Debug, Clone, Default)]
+    struct Output {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Write for Output {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("refused"));
+            }
+            self.bytes.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Output {
+        fn text(&self) -> String {
+            String::from_utf8(self.bytes.lock().expect("lock").clone()).expect("UTF-8")
+        }
+    }
+
+    /// A batch in `slot` of the lines `(text, source)`.
+    fn batch(slot: usize, lines: &[(&str, SourceIndex)]) -> Arc<SealedBatch> {
+        let labels = LabelSet::new();
+        let mut open = OpenBatch::new(Bump::new(), 8, SymbolTableBuilder::new().freeze());
+        for (line, source) in lines {
+            open.push(line.as_bytes(), (0, &labels), *source, 0, true);
+        }
+        Arc::new(open.seal(slot, 0))
+    }
+
+    /// Sends a job on `lane` and waits (at most 10 s) for its report.
+    fn round_trip(lane: &mut LaneEnd, batch: Arc<SealedBatch>, retry: bool) -> Outcome {
+        lane.send(SinkJob { batch, retry });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(report) = lane.reports.pop() {
+                return report.outcome;
+            }
+            assert!(Instant::now() < deadline, "no report");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Goal: a sink with `inputs` writes and counts only the entries of
+    /// its sources, is done at once with a batch that has none of them,
+    /// marks only those when a write fails, and takes every entry of a
+    /// replayed batch. Method: a raw writer sink taking source 1, on its
+    /// thread, fed hand-made batches on its live and replay lanes.
+    #[test]
+    fn writer_sink_takes_only_its_inputs() {
+        let slots = link::SlotPlan {
+            live_slots: 2,
+            replay_slots: 1,
+        };
+        let failures = Arc::new(FailureTable::new(slots.slots_total(), 8));
+        let metrics = Arc::new(SinkMetrics::default());
+        let output = Output::default();
+        let sink = WriterSink::new(
+            "out",
+            "memory".to_string(),
+            output.clone(),
+            Encoding::Raw,
+            SymbolTableBuilder::new().freeze(),
+            1024,
+        );
+        let waker = Waker::new();
+        let (mut live, live_lane) = link::lane(slots.live(), Waker::new(), waker.clone());
+        let (mut replay, replay_lane) = link::lane(slots.replay(), Waker::new(), waker.clone());
+        let links = SinkLinks::new(
+            live_lane,
+            Some(replay_lane),
+            waker.clone(),
+            Arc::clone(&failures),
+            SourceSet::of([1]),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let thread = {
+            let metrics = Arc::clone(&metrics);
+            std::thread::spawn(move || run_sink(Box::new(sink), links, metrics))
+        };
+        let mixed = [("a0", 0), ("b0", 1), ("a1", 0), ("b1", 1)];
+
+        assert_eq!(
+            round_trip(&mut live, batch(0, &mixed), false),
+            Outcome::Delivered
+        );
+        assert_eq!(output.text(), "b0\nb1\n");
+        assert_eq!(metrics.lines_sent.get(), 2);
+        assert_eq!(metrics.bytes_written.get(), 6);
+
+        let none_taken = [("a2", 0), ("a3", 0)];
+        assert_eq!(
+            round_trip(&mut live, batch(1, &none_taken), false),
+            Outcome::Delivered
+        );
+        assert_eq!(output.text(), "b0\nb1\n");
+        assert_eq!(
+            (metrics.lines_sent.get(), metrics.batches_sent.get()),
+            (2, 1)
+        );
+
+        output.fail.store(true, Ordering::Relaxed);
+        assert_eq!(
+            round_trip(&mut live, batch(0, &mixed), false),
+            Outcome::Failed {
+                retryable: true,
+                entries_failed: 2
+            }
+        );
+        assert_eq!(failures.failed_entries(0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(metrics.line_attempts_failed.get(), 2);
+        output.fail.store(false, Ordering::Relaxed);
+        assert_eq!(
+            round_trip(&mut live, batch(0, &mixed), true),
+            Outcome::Delivered
+        );
+        assert_eq!(output.text(), "b0\nb1\nb0\nb1\n");
+
+        let replayed = [("r0", SOURCE_REPLAYED), ("r1", 0)];
+        assert_eq!(
+            round_trip(&mut replay, batch(slots.replay().start, &replayed), false),
+            Outcome::Delivered
+        );
+        assert_eq!(output.text(), "b0\nb1\nb0\nb1\nr0\nr1\n");
+        assert_eq!(
+            metrics.lines_sent.get(),
+            4,
+            "replayed lines are not counted here"
+        );
+
+        drop(live);
+        drop(replay);
+        waker.wake();
+        thread.join().expect("sink thread");
     }
 }

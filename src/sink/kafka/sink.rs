@@ -12,8 +12,10 @@
 //!         with the breaker open, fail the batch at once (retryable)
 //! ```
 //!
-//! One librdkafka message per entry, encoded into one reused buffer
-//! (librdkafka copies the payload on `send`). The delivery opaque is a plain
+//! One librdkafka message per selected entry (see `SinkLinks::selection`:
+//! a sink with `inputs` skips the entries of other sources, and a batch
+//! with none of its entries is reported delivered at once), encoded into
+//! one reused buffer (librdkafka copies the payload on `send`). The delivery opaque is a plain
 //! `usize`: `slot * batch_size + entry`, so mapping a report to its batch
 //! allocates nothing. `QueueFull` on `send` is backpressure: the entry is
 //! tried again after a short poll, never dropped.
@@ -55,7 +57,9 @@ use crate::sink::SinkHealth;
 use crate::sink::encode::{Encoder, Encoding};
 use crate::sink::kafka::breaker::{Breaker, is_transport_error, rejection_of};
 use crate::sink::kafka::log::ClientLog;
-use crate::sink::link::{FailureTable, Outcome, Rejection, SinkLinks, SinkReport, SlotPlan};
+use crate::sink::link::{
+    FailureTable, Outcome, Rejection, Selection, SinkLinks, SinkReport, SlotPlan,
+};
 use crate::wake;
 
 /// Kafka-specific counters of one sink.
@@ -97,7 +101,8 @@ impl SinkHealth for KafkaMetrics {
 #[derive(Debug)]
 struct SlotBook {
     reports_missing: AtomicU32,
-    /// Entries this job sends: all, or a retry's failed ones.
+    /// Entries this job sends: those of the sink's inputs, or a retry's
+    /// failed ones.
     entries_selected: AtomicU32,
     entries_failed: AtomicU32,
     entries_permanent: AtomicU32,
@@ -499,8 +504,12 @@ impl KafkaSink {
 
     /// Hands entries to librdkafka. True if anything moved.
     fn produce(&mut self, links: &mut SinkLinks) -> bool {
-        if self.producing.is_none() && !self.take_batch(links) {
-            return false;
+        if self.producing.is_none() {
+            match self.take_batch(links) {
+                Taken::None => return false,
+                Taken::NothingSelected => return true,
+                Taken::Producing => {}
+            }
         }
         let (slot, next, retry) = self.producing.expect("a batch is being produced");
         let batch = Arc::clone(
@@ -508,19 +517,21 @@ impl KafkaSink {
                 .as_ref()
                 .expect("the produced batch awaits"),
         );
+        let selection = links.selection(slot, retry);
         if self.breaker.is_open() {
-            self.fail_from(slot, next, &batch, retry);
+            self.fail_from(slot, next, &batch, selection);
             self.producing = None;
             return true;
         }
         let end = batch.len().min(next + SENDS_PER_ROUND_MAX);
         let mut entry_index = next;
         while entry_index < end {
+            if !selection.includes(slot, entry_index, &batch.entries()[entry_index]) {
+                // Not a retry's failed entry, or not of the sink's inputs.
+                entry_index += 1;
+                continue;
+            }
             if retry {
-                if !self.failures.is_failed(slot, entry_index) {
-                    entry_index += 1;
-                    continue;
-                }
                 // Sent again: its mark comes back only if it fails again.
                 self.failures.unmark(slot, entry_index);
             }
@@ -539,9 +550,12 @@ impl KafkaSink {
         entry_index > next
     }
 
-    fn take_batch(&mut self, links: &mut SinkLinks) -> bool {
+    /// Takes the next job. A batch none of whose entries is selected (a
+    /// live batch with no entry of the sink's inputs) is reported
+    /// delivered at once: no delivery report would ever settle it.
+    fn take_batch(&mut self, links: &mut SinkLinks) -> Taken {
         let Some(job) = links.take_job() else {
-            return false;
+            return Taken::None;
         };
         let slot = job.batch.slot();
         assert!(
@@ -552,12 +566,17 @@ impl KafkaSink {
             job.batch.len() <= self.options.batch_size,
             "a batch holds at most batch_size entries"
         );
-        let selected = if job.retry {
-            self.failures.failed_entries(slot).count()
-        } else {
+        if !job.retry {
             self.failures.clear(slot);
-            job.batch.len()
-        };
+        }
+        let selected = links.selection(slot, job.retry).count(&job.batch);
+        if selected == 0 {
+            links.report(SinkReport {
+                batch: job.batch,
+                outcome: Outcome::Delivered,
+            });
+            return Taken::NothingSelected;
+        }
         let book = &self.producer.context().slots[slot];
         book.reports_missing
             .store(selected as u32, Ordering::Relaxed);
@@ -569,19 +588,30 @@ impl KafkaSink {
         self.awaiting[slot] = Some(job.batch);
         self.awaiting_count += 1;
         self.producing = Some((slot, 0, job.retry));
-        true
+        Taken::Producing
     }
 
     /// Fails the unsent selected entries from `from` on as retryable
     /// (breaker open), except those too large to ever be sent, which are
     /// rejected. A retry's unsent entries still carry their marks (they
-    /// were size-checked when first failed).
-    fn fail_from(&mut self, slot: usize, from: usize, batch: &SealedBatch, retry: bool) {
+    /// were size-checked when first failed); entries the selection leaves
+    /// out (not of the sink's inputs) are not touched.
+    fn fail_from(
+        &mut self,
+        slot: usize,
+        from: usize,
+        batch: &SealedBatch,
+        selection: Selection<'_>,
+    ) {
+        let retry = matches!(selection, Selection::Failed(_));
         let mut count = 0u32;
-        for entry in from..batch.len() {
+        for (entry, data) in batch.entries().iter().enumerate().skip(from) {
+            if !selection.includes(slot, entry, data) {
+                continue;
+            }
             if retry {
-                count += u32::from(self.failures.is_failed(slot, entry));
-            } else if self.is_too_large(&batch.entries()[entry]) {
+                count += 1;
+            } else if self.is_too_large(data) {
                 let context = self.producer.context();
                 context.record_rejection(slot, entry, Rejection::TooLarge);
                 context.settle(slot);
@@ -677,6 +707,17 @@ impl KafkaSink {
             }
         }
     }
+}
+
+/// What taking a job from the lanes did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// No job was waiting.
+    None,
+    /// The job selected no entry and was reported at once.
+    NothingSelected,
+    /// The job's batch is now being produced.
+    Producing,
 }
 
 /// A `send` that must be tried again.

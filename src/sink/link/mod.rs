@@ -7,7 +7,10 @@
 //! slots ([`SlotPlan`]); the sink answers every job with one
 //! [`SinkReport`] on the ring of the lane the batch's slot belongs to.
 //! Which entries failed, and why, the sink marks in the [`FailureTable`]
-//! at the batch's slot, before it pushes the report.
+//! at the batch's slot, before it pushes the report. Which entries a job
+//! asks for is its [`Selection`] ([`SinkLinks::selection`]): a sink with
+//! `inputs` takes only the entries of its [`SourceSet`] from live batches;
+//! the others are done for it without being delivered.
 //!
 //! ```text
 //!  dispatcher ──jobs──►┐                 ┌──reports──► dispatcher
@@ -25,8 +28,10 @@
 //! stops waiting and leaves the records in their segment).
 
 pub mod failures;
+pub mod sources;
 
 pub use failures::{FailureTable, Rejection};
+pub use sources::SourceSet;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -34,7 +39,7 @@ use std::sync::atomic::AtomicU64;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::batch::SealedBatch;
+use crate::batch::{Entry, SealedBatch};
 use crate::wake::Waker;
 
 /// A batch for a sink: the whole batch, or (a retry) only the entries
@@ -69,17 +74,34 @@ pub struct SinkReport {
 /// Which entries of a batch a job asks a sink to deliver.
 #[derive(Debug, Clone, Copy)]
 pub enum Selection<'a> {
-    /// Every entry (a batch's first delivery).
+    /// Every entry: a live batch's first delivery at a sink that takes
+    /// every source, or a replayed batch (addressed to this sink already).
     All,
-    /// The entries marked failed at the batch's slot (a retry).
+    /// The entries of the sources the sink takes (a live batch's first
+    /// delivery at a sink with `inputs`); the others are skipped.
+    Sources(&'a SourceSet),
+    /// The entries marked failed at the batch's slot (a retry). A sink
+    /// marks only entries it took, so a retry never reaches a skipped one.
     Failed(&'a FailureTable),
 }
 
 impl Selection<'_> {
-    pub fn includes(&self, slot: usize, entry: usize) -> bool {
+    /// Whether `entry`, at `index` in the batch in `slot`, is selected.
+    #[inline]
+    pub fn includes(&self, slot: usize, index: usize, entry: &Entry<'_>) -> bool {
         match self {
             Selection::All => true,
-            Selection::Failed(failures) => failures.is_failed(slot, entry),
+            Selection::Sources(sources) => sources.takes_entry(entry),
+            Selection::Failed(failures) => failures.is_failed(slot, index),
+        }
+    }
+
+    /// How many entries of `batch` are selected.
+    pub fn count(&self, batch: &SealedBatch) -> usize {
+        match self {
+            Selection::All => batch.len(),
+            Selection::Sources(sources) => sources.entries_taken(batch),
+            Selection::Failed(failures) => failures.failed_entries(batch.slot()).count(),
         }
     }
 }
@@ -182,6 +204,8 @@ pub struct SinkLinks {
     pub own: Waker,
     /// Where this sink marks the entries it failed, per batch slot.
     pub failures: Arc<FailureTable>,
+    /// The sources whose entries this sink takes from live batches.
+    inputs: SourceSet,
     /// Bumped once per reopen request (SIGHUP); a sink that sees a value
     /// it has not handled yet reopens its output before its next job.
     pub reopen_requests: Arc<AtomicU64>,
@@ -193,6 +217,7 @@ impl SinkLinks {
         replay: Option<Lane>,
         own: Waker,
         failures: Arc<FailureTable>,
+        inputs: SourceSet,
         reopen_requests: Arc<AtomicU64>,
     ) -> Self {
         let slots_end = replay
@@ -207,7 +232,22 @@ impl SinkLinks {
             replay,
             own,
             failures,
+            inputs,
             reopen_requests,
+        }
+    }
+
+    /// The entries a job for the batch in `slot` asks this sink to
+    /// deliver: on a retry, the ones it failed; on a live batch's first
+    /// delivery, those of its inputs; on a replayed batch, every one (the
+    /// replay lane carries only what this sink's DLQ held).
+    pub fn selection(&self, slot: usize, retry: bool) -> Selection<'_> {
+        if retry {
+            Selection::Failed(&self.failures)
+        } else if self.inputs.takes_every_source() || !self.is_live(slot) {
+            Selection::All
+        } else {
+            Selection::Sources(&self.inputs)
         }
     }
 

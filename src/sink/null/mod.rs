@@ -19,8 +19,17 @@ pub struct NullSink {
 }
 
 impl Sink for NullSink {
-    fn deliver(&mut self, batch: &SealedBatch, _selection: Selection<'_>) -> Result<(), SinkError> {
-        self.bytes_last = batch.bytes();
+    fn deliver(&mut self, batch: &SealedBatch, selection: Selection<'_>) -> Result<(), SinkError> {
+        self.bytes_last = match selection {
+            Selection::All => batch.bytes(),
+            _ => batch
+                .entries()
+                .iter()
+                .enumerate()
+                .filter(|(index, entry)| selection.includes(batch.slot(), *index, entry))
+                .map(|(_, entry)| entry.line.len())
+                .sum(),
+        };
         Ok(())
     }
 
