@@ -438,12 +438,14 @@ fn dlq(command: DlqCommand) -> anyhow::Result<()> {
     };
     let config = Config::from_file(&config_path)?;
     let dlq_dir = config.dlq_dir();
-    let mut stdout = std::io::stdout().lock();
+    // Standard output is locked only by the commands that write their
+    // listing to it: a replay into a `stdout` sink writes it from the
+    // sink's thread.
     match command {
-        DlqCommand::List { .. } => {
-            inspect::write_listing(&mut stdout, &dlq_dir).context("cannot list the DLQ")?
-        }
+        DlqCommand::List { .. } => inspect::write_listing(&mut std::io::stdout().lock(), &dlq_dir)
+            .context("cannot list the DLQ")?,
         DlqCommand::Dump { sink, json, .. } => {
+            let mut stdout = std::io::stdout().lock();
             let count = inspect::write_dump(&mut stdout, &dlq_dir, sink.as_deref(), json)
                 .context("cannot dump the DLQ")?;
             eprintln!("{count} records");

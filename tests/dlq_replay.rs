@@ -154,6 +154,7 @@ fn too_large_line_is_rejected_and_replay_does_not_loop() {
     let dispatcher = Arc::clone(&pipeline.metrics().dispatcher);
     let dlq = Arc::clone(&pipeline.metrics().dlq[0]);
     let (_, kafka) = pipeline.metrics().kafka[0].clone();
+    let sink = Arc::clone(&pipeline.metrics().sinks[0]);
 
     cluster.broker_down(1).expect("down");
     let mut text = Vec::new();
@@ -209,6 +210,11 @@ fn too_large_line_is_rejected_and_replay_does_not_loop() {
         contents.other_sizes
     );
     assert_eq!(replayed, LINES, "each line replayed once");
+    assert_eq!(
+        sink.lines_sent.get(),
+        0,
+        "replayed lines are counted by the DLQ, not as the sink's live lines"
+    );
     assert_eq!(replay_failed, 0, "no replay failed");
     assert_eq!(
         dlq.rejected_for(Reason::MessageTooLarge).get(),
@@ -567,4 +573,67 @@ fn daemon_killed_during_auto_replay_resumes_without_resending() {
         "duplicates {} exceed the step in flight ({STEP_RECORDS})",
         contents.duplicates()
     );
+}
+
+/// Goal: `dlq replay` into a `stdout` sink writes every record to standard
+/// output and ends: the command must not hold standard output while the
+/// sink's thread writes to it. Method: 3,000 DLQ records of a `stdout` sink
+/// replayed by the binary, standard output read by the test, a 30 s bound.
+#[test]
+fn command_replays_into_a_stdout_sink_and_ends() {
+    const RECORDS: u32 = 3000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[daemon]\ndata_dir = \"{}\"\n[sources.app]\ntype = \"file\"\npaths = [\"{}\"]\n[sinks.out]\ntype = \"stdout\"\nencoding = \"raw\"\n",
+        dir.path().join("data").display(),
+        dir.path().join("input.log").display()
+    );
+    let config_path = common::write_file(dir.path(), "config.toml", &text);
+    let config = Config::from_file(&config_path).expect("config");
+    let settings = DlqSettings {
+        dir: config.dlq_dir(),
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        policy: config.dlq.policy,
+    };
+    let mut writer = DlqWriter::open("out", &settings).expect("open");
+    for number in 0..RECORDS {
+        let message = format!("seq={number:012}");
+        writer
+            .append(&Record {
+                timestamp_ns: 1,
+                attempts: 1,
+                reason: Reason::Shutdown,
+                terminated: true,
+                sink: "out",
+                labels: vec![("file", "/x")],
+                message: message.as_bytes(),
+            })
+            .expect("append");
+    }
+    drop(writer);
+    let mut child = Command::new(common::binary())
+        .args(["dlq", "replay", "--sink", "out", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dlq replay");
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut { stdout }, &mut text).expect("read stdout");
+        text
+    });
+    let status = common::wait_with_timeout(&mut child, Duration::from_secs(30));
+    let text = reader.join().expect("reader");
+    assert!(status.success(), "dlq replay failed: {status:?}");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("seq="))
+        .collect();
+    let expected: Vec<String> = (0..RECORDS)
+        .map(|number| format!("seq={number:012}"))
+        .collect();
+    assert_eq!(lines, expected, "every record once, in order");
 }

@@ -175,11 +175,15 @@ pub struct Replayer {
     /// Most records per second, or `None` for as fast as the sink takes them.
     rate: Option<u64>,
     settings: DlqSettings,
-    /// `rejected/` writer, open while a segment is replayed.
+    /// `rejected/` writer, opened at the first rejection and kept for the
+    /// replayer's life: a writer per replayed segment would start a new
+    /// preallocated segment each time and reach `max_bytes` with a few
+    /// records.
     rejected: Option<DlqWriter>,
     metrics: Arc<DlqMetrics>,
     /// Set when a batch's report did not come in time: the sink is stuck,
-    /// and nothing more is handed to it.
+    /// and nothing more is handed to it until that report comes (the
+    /// replay slot and the arena are still the sink's).
     abandoned: bool,
 }
 
@@ -294,7 +298,6 @@ impl Replayer {
             sent: 0,
         };
         let scanned = segment.scan_chunks(&mut |records| self.replay_records(records, &mut pass));
-        self.rejected = None;
         if pass.counts.rejected > 0 {
             tracing::warn!(sink = %self.sink, path = %path.display(), records = pass.counts.rejected, "DLQ records refused for good by the sink moved to rejected/");
         }
@@ -420,7 +423,7 @@ impl Replayer {
         outcomes: &mut [Delivery],
         stop: &dyn Fn() -> bool,
     ) {
-        if self.abandoned {
+        if self.abandoned && !self.take_late_report() {
             return;
         }
         let Some(arena) = self.arena.take() else {
@@ -460,6 +463,20 @@ impl Replayer {
             retry: false,
         });
         self.await_report(outcomes, stop);
+    }
+
+    /// Takes the report of an abandoned step if it has come since; its
+    /// records stayed in their segment (counted failed), so the report
+    /// only gives the slot and the arena back. True if it came.
+    fn take_late_report(&mut self) -> bool {
+        let Ok(report) = self.link.lane.reports.pop() else {
+            return false;
+        };
+        let batch = Arc::try_unwrap(report.batch).expect("the sink handed its reference back");
+        self.arena = Some(batch.into_arena());
+        self.abandoned = false;
+        tracing::info!(sink = %self.sink, "sink reported the abandoned replay step; replay resumes");
+        true
     }
 
     /// Waits for the step's report and records what became of each entry.

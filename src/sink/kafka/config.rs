@@ -215,6 +215,10 @@ pub fn message_payload_bytes_max(config: &KafkaSinkConfig) -> usize {
 const RESERVED: &[(&str, &str)] = &[
     ("bootstrap.servers", "use the `brokers` key"),
     (
+        "transactional.id",
+        "the sink produces outside transactions, which a transactional producer refuses",
+    ),
+    (
         "delivery.report.only.error",
         "every delivery report is needed to acknowledge batches",
     ),
@@ -269,10 +273,16 @@ pub fn client_config(
 /// `check-config` would pass a config that `run` cannot use. This checks
 /// each mechanism against the library's `builtin.features`.
 fn check_sasl_mechanisms(config: &KafkaSinkConfig, features: &str) -> Result<(), KafkaConfigError> {
-    let Some(mechanisms) = config.librdkafka.get("sasl.mechanisms") else {
+    let property = |key: &str| config.librdkafka.get(key).map(ToString::to_string);
+    // `sasl.mechanism` is librdkafka's alias; without either, a SASL
+    // protocol uses librdkafka's default, GSSAPI.
+    let sasl = property("security.protocol")
+        .is_some_and(|protocol| protocol.to_ascii_lowercase().starts_with("sasl"));
+    let set = property("sasl.mechanisms").or_else(|| property("sasl.mechanism"));
+    let defaulted = set.is_none();
+    let Some(mechanisms) = set.or_else(|| sasl.then(|| "GSSAPI".to_string())) else {
         return Ok(());
     };
-    let mechanisms = mechanisms.to_string();
     let built: Vec<&str> = features.split(',').map(str::trim).collect();
     for mechanism in mechanisms.split(',').map(str::trim) {
         let feature = match mechanism.to_ascii_uppercase().as_str() {
@@ -287,7 +297,12 @@ fn check_sasl_mechanisms(config: &KafkaSinkConfig, features: &str) -> Result<(),
                 key: "sasl.mechanisms".to_string(),
                 value: mechanisms.clone(),
                 reason: format!(
-                    "{mechanism} is not built into this binary's librdkafka (it has PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER)"
+                    "{mechanism}{} is not built into this binary's librdkafka (it has PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER)",
+                    if defaulted {
+                        " (librdkafka's default for a SASL security.protocol when sasl.mechanisms is not set)"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }
@@ -374,6 +389,22 @@ mod tests {
                 assert_eq!(error.key(), "librdkafka.sasl.mechanisms");
                 assert!(error.to_string().contains("GSSAPI"), "{error}");
             }
+        }
+        config.librdkafka.clear();
+        for (key, value) in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "GSSAPI"),
+        ] {
+            config
+                .librdkafka
+                .insert(key.to_string(), PropertyValue::Text(value.to_string()));
+            let checked = client_config(&config, 1000);
+            assert!(
+                checked
+                    .as_ref()
+                    .is_err_and(|error| error.to_string().contains("GSSAPI")),
+                "{key}: {checked:?}"
+            );
         }
         let without_scram = "gzip,ssl,sasl_plain";
         config.librdkafka.insert(

@@ -316,7 +316,8 @@ impl KafkaSink {
             .key_label
             .as_deref()
             .and_then(|label| symbols.get(label));
-        if options.key_label.is_some() && key_symbol.is_none() {
+        // An empty table is a replay's: each batch brings its own labels.
+        if options.key_label.is_some() && key_symbol.is_none() && !symbols.is_empty() {
             tracing::warn!(sink = %options.id, key = ?options.key_label, "no source sets this label; messages will have no key");
         }
         Ok(Self {
@@ -488,11 +489,13 @@ impl KafkaSink {
                 self.metrics.connected.set(1);
                 Outcome::Delivered
             } else {
-                metrics.lines_sent.add(selected - u64::from(failed));
-                // Attempts only: the dispatcher counts the lines that end
-                // in the DLQ, once each.
-                metrics.line_attempts_failed.add(u64::from(failed));
-                metrics.batches_failed.add(1);
+                if live {
+                    metrics.lines_sent.add(selected - u64::from(failed));
+                    // Attempts only: the dispatcher counts the lines that
+                    // end in the DLQ, once each.
+                    metrics.line_attempts_failed.add(u64::from(failed));
+                    metrics.batches_failed.add(1);
+                }
                 Outcome::Failed {
                     retryable: permanent == 0,
                     entries_failed: failed,
