@@ -35,6 +35,7 @@
 //! synchronously when the writer is dropped.
 
 pub mod ack;
+pub mod header;
 pub mod inspect;
 pub mod record;
 pub mod scan;

@@ -44,11 +44,11 @@
 
 use std::io::Read;
 
+use crate::dlq::header::HeaderDamage;
 use crate::dlq::record::{
     FRAME_HEADER_BYTES, FRAME_PREFIX_BYTES, Frame, Prefix, RECORD_VERSION, Record, decode_frame,
     frame_prefix,
 };
-use crate::dlq::segment::HeaderDamage;
 
 /// Bytes read at a time by a scan of a file (a longer frame grows the
 /// buffer once).

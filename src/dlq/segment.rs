@@ -43,13 +43,13 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Advice, MmapMut, UncheckedAdvice};
 
+pub use crate::dlq::header::{
+    HeaderDamage, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, check_header,
+};
 use crate::dlq::record::Record;
 use crate::dlq::scan::scan_reader;
 pub use crate::dlq::scan::{SCAN_CHUNK_BYTES, ScanMode, ScanSummary, scan_frames};
 
-pub const SEGMENT_MAGIC: &[u8; 8] = b"LCDLQSEG";
-pub const SEGMENT_VERSION: u32 = 1;
-pub const SEGMENT_HEADER_BYTES: usize = 64;
 /// Written bytes after which the pages behind the write offset are handed
 /// back to the page cache, so that a segment's mapping does not keep up to
 /// `segment_bytes` resident while it fills.
@@ -70,51 +70,6 @@ pub enum SegmentError {
     },
     #[error("DLQ segment {path} is locked by another process")]
     Locked { path: PathBuf },
-}
-
-/// Why a segment header is not the one the writer wrote. The segment is
-/// scanned anyway; the damage is counted as one corrupt region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HeaderDamage {
-    #[error("the file is {0} bytes, shorter than the {SEGMENT_HEADER_BYTES}-byte header")]
-    Short(u64),
-    #[error("the header does not start with the segment magic")]
-    Magic,
-    #[error("the header says version {0}, this build reads version {SEGMENT_VERSION}")]
-    Version(u32),
-    #[error("the header says it is {0} bytes, not {SEGMENT_HEADER_BYTES}")]
-    HeaderBytes(u32),
-    #[error("the header says sequence {found}, the file name {named}")]
-    Sequence { found: u64, named: u64 },
-    #[error("the header's padding is not zero")]
-    Padding,
-}
-
-/// Checks a segment header read from a file named for sequence `named`.
-pub fn check_header(header: &[u8], named: Option<u64>) -> Result<(), HeaderDamage> {
-    let Ok(header) = <&[u8; SEGMENT_HEADER_BYTES]>::try_from(header) else {
-        return Err(HeaderDamage::Short(header.len() as u64));
-    };
-    let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-    if &header[0..8] != SEGMENT_MAGIC {
-        return Err(HeaderDamage::Magic);
-    }
-    if u32_at(8) != SEGMENT_VERSION {
-        return Err(HeaderDamage::Version(u32_at(8)));
-    }
-    if u32_at(12) != SEGMENT_HEADER_BYTES as u32 {
-        return Err(HeaderDamage::HeaderBytes(u32_at(12)));
-    }
-    let found = u64::from_le_bytes(header[24..32].try_into().expect("8 bytes"));
-    if let Some(named) = named
-        && named != found
-    {
-        return Err(HeaderDamage::Sequence { found, named });
-    }
-    if header[40..].iter().any(|&byte| byte != 0) {
-        return Err(HeaderDamage::Padding);
-    }
-    Ok(())
 }
 
 fn io_error<'a>(
