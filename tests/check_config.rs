@@ -590,3 +590,38 @@ fn kafka_key_naming_a_missing_label_is_a_warning() {
         );
     }
 }
+
+/// Goal: a TLS file that a Kafka sink names but cannot be read fails
+/// `check-config` (librdkafka reads it only when `run` creates the client).
+/// Method: a missing CA file is refused naming the key, its line and the
+/// path; a readable one and `probe` are accepted.
+#[test]
+fn unreadable_kafka_tls_files_are_rejected_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let missing = dir.path().join("missing-ca.pem");
+    let extra = format!(
+        "librdkafka = {{ \"security.protocol\" = \"ssl\", \"ssl.ca.location\" = \"{}\" }}",
+        missing.display()
+    );
+    let text = file_source_config(
+        &input,
+        "",
+        &kafka_sink_table("127.0.0.1:9093", "logs", &extra),
+    );
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sinks.kafka.librdkafka.ssl.ca.location",
+        "ssl.ca.location",
+        &format!("cannot read {}", missing.display()),
+    );
+    let present = write_file(dir.path(), "ca.pem", "not checked here\n");
+    for location in [present.display().to_string(), "probe".to_string()] {
+        let extra = format!(
+            "librdkafka = {{ \"security.protocol\" = \"ssl\", \"ssl.ca.location\" = \"{location}\" }}"
+        );
+        let sinks = kafka_sink_table("127.0.0.1:9093", "logs", &extra);
+        assert_accepted(dir.path(), &file_source_config(&input, "", &sinks));
+    }
+}

@@ -102,6 +102,7 @@ impl Config {
             written.push((id, normalised));
         }
         self.files_followed_twice(document)?;
+        self.kafka_files_readable(document)?;
         let mut warnings = self.empty_globs(document);
         warnings.extend(self.unusable_dlq_dir(document));
         warnings.extend(self.lines_too_long_for_dlq(document));
@@ -109,6 +110,47 @@ impl Config {
         warnings.extend(self.sources_no_sink_takes(document));
         warnings.extend(self.check_memory(document)?);
         Ok(warnings)
+    }
+
+    /// Files a Kafka sink's librdkafka table names (CA, certificate, key,
+    /// CRL, keystore) must be readable: librdkafka reads them only when
+    /// the client is created, so `run` would fail where `check-config`
+    /// passed.
+    fn kafka_files_readable(&self, document: &Document<'_>) -> Result<(), ConfigError> {
+        const FILE_PROPERTIES: &[&str] = &[
+            "ssl.ca.location",
+            "ssl.certificate.location",
+            "ssl.key.location",
+            "ssl.crl.location",
+            "ssl.keystore.location",
+        ];
+        for (id, sink) in &self.sinks {
+            let SinkConfig::Kafka(kafka) = &sink.config else {
+                continue;
+            };
+            for property in FILE_PROPERTIES {
+                let Some(value) = kafka.librdkafka.get(*property).map(ToString::to_string) else {
+                    continue;
+                };
+                // `probe` asks librdkafka to find the system's CA store.
+                if *property == "ssl.ca.location" && value == "probe" {
+                    continue;
+                }
+                let path = Path::new(&value);
+                // A CA location may be a directory of certificates.
+                let readable = if path.is_dir() {
+                    std::fs::read_dir(path).map(drop)
+                } else {
+                    std::fs::File::open(path).map(drop)
+                };
+                if let Err(error) = readable {
+                    let key = ["sinks", id.as_str(), "librdkafka", property];
+                    let reason = format!("cannot read {value}: {error}");
+                    return Err(document.invalid(&key, reason));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The buffers allocated at start-up must fit in this host's memory

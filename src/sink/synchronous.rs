@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::batch::SealedBatch;
 use crate::labels::SymbolTable;
@@ -136,6 +136,33 @@ impl<W: Write + Send> Sink for WriterSink<W> {
     }
 }
 
+/// Most often a sink logs that a batch was not delivered: a full disk
+/// fails every batch, and one line per batch would flood the log.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The rate limit of a sink's "batch not delivered" warning.
+#[derive(Debug, Default)]
+struct FailureLog {
+    logged_at: Option<Instant>,
+    /// Failed batches not logged since the last line.
+    batches_held_back: u64,
+}
+
+impl FailureLog {
+    fn warn(&mut self, sink: &str, error: &SinkError, lines: u64) {
+        if self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < FAILURE_LOG_INTERVAL)
+        {
+            self.batches_held_back += 1;
+            return;
+        }
+        tracing::warn!(sink, error = %crate::error_chain::ErrorChain(error), lines, batches_not_logged = self.batches_held_back, "batch not delivered");
+        self.logged_at = Some(Instant::now());
+        self.batches_held_back = 0;
+    }
+}
+
 /// A synchronous sink ready for its thread: [`run_sink`] around it, and
 /// its failures as its health.
 pub fn built_writer(sink: Box<dyn Sink>, context: SinkContext) -> BuiltSink {
@@ -152,6 +179,7 @@ pub fn built_writer(sink: Box<dyn Sink>, context: SinkContext) -> BuiltSink {
 pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<SinkMetrics>) {
     links.own.register_current();
     let mut reopen_handled = links.reopen_requests.load(Ordering::Acquire);
+    let mut failure_log = FailureLog::default();
     while let Some(job) = links.next_job() {
         let reopen_requested = links.reopen_requests.load(Ordering::Acquire);
         if reopen_requested != reopen_handled {
@@ -172,6 +200,7 @@ pub fn run_sink(mut sink: Box<dyn Sink>, mut links: SinkLinks, metrics: Arc<Sink
             &metrics,
             live,
             &links.failures,
+            &mut failure_log,
         );
         links.report(SinkReport {
             batch: job.batch,
@@ -205,6 +234,7 @@ fn deliver_one(
     metrics: &SinkMetrics,
     live: bool,
     failures: &FailureTable,
+    failure_log: &mut FailureLog,
 ) -> Outcome {
     let batch = &job.batch;
     let slot = batch.slot();
@@ -233,7 +263,7 @@ fn deliver_one(
                 metrics.line_attempts_failed.add(lines);
                 metrics.batches_failed.add(1);
             }
-            tracing::warn!(sink = %metrics.id, error = %crate::error_chain::ErrorChain(&error), lines, "batch not delivered");
+            failure_log.warn(&metrics.id, &error, lines);
             if !job.retry {
                 // A retry leaves the marks of the entries it tried as they
                 // are. A first delivery marks the entries it tried, never
@@ -409,5 +439,27 @@ mod tests {
         drop(replay);
         waker.wake();
         thread.join().expect("sink thread");
+    }
+
+    /// Goal: a sink whose every batch fails logs one line per interval, not
+    /// one per batch. Method: three failures in a row.
+    #[test]
+    fn failure_warning_is_rate_limited() {
+        let mut log = FailureLog::default();
+        let error = SinkError::Write {
+            sink: "out".to_string(),
+            target: "/full/disk".to_string(),
+            source: std::io::Error::other("no space left"),
+        };
+        log.warn("out", &error, 10);
+        let first = log.logged_at.expect("the first failure is logged");
+        log.warn("out", &error, 10);
+        log.warn("out", &error, 10);
+        assert_eq!(
+            log.logged_at,
+            Some(first),
+            "no second line within the interval"
+        );
+        assert_eq!(log.batches_held_back, 2);
     }
 }
