@@ -334,11 +334,15 @@ fn config_with_tls_sasl_and_zstd_is_accepted_and_gssapi_is_refused() {
         .and_then(|block| block.split("```").next())
         .expect("README has a TOML example under \"Kafka over TLS and SASL\"");
     assert!(example.contains("\"sasl_ssl\""), "{example}");
+    // check-config reads the CA file the example names: point it at one.
+    const README_CA: &str = "/etc/log-capturer/kafka-ca.pem";
+    assert!(example.contains(README_CA), "{example}");
+    let example = example.replace(README_CA, ca);
     let input = common::write_file(dir.path(), "readme.log", "one\n");
     let config = common::write_file(
         dir.path(),
         "readme.toml",
-        &common::file_source_config(&input, "", example),
+        &common::file_source_config(&input, "", &example),
     );
     let output = Command::new(common::binary())
         .arg("check-config")
