@@ -235,22 +235,40 @@ fn too_large_line_is_rejected_and_replay_does_not_loop() {
     assert_eq!(records, 1, "{listing:?}");
 }
 
+/// The message of numbered record `number` that `write_records` writes.
+fn record_message(number: u32) -> String {
+    format!("seq={number:012} {}", "k".repeat(100))
+}
+
 /// Numbered DLQ records `0..count` of sink `kafka`, written through the
 /// writer into segments of `segment_bytes`.
 fn write_records(config: &Config, segment_bytes: usize, count: u32, big_at: Option<u32>) {
+    write_sink_records(config, "kafka", segment_bytes, count, big_at);
+}
+
+/// Numbered DLQ records `0..count` of `sink` (`record_message`, or a line
+/// of `BIG_LINE_BYTES` at `big_at`), written through the writer into
+/// segments of `segment_bytes`.
+fn write_sink_records(
+    config: &Config,
+    sink: &str,
+    segment_bytes: usize,
+    count: u32,
+    big_at: Option<u32>,
+) {
     let settings = DlqSettings {
         dir: config.dlq_dir(),
         segment_bytes,
         max_bytes: 1 << 30,
         policy: config.dlq.policy,
     };
-    let mut writer = DlqWriter::open("kafka", &settings).expect("open");
+    let mut writer = DlqWriter::open(sink, &settings).expect("open");
     let big = vec![b'b'; BIG_LINE_BYTES];
     for number in 0..count {
         let message = if big_at == Some(number) {
             big.clone()
         } else {
-            format!("seq={number:012} {}", "k".repeat(100)).into_bytes()
+            record_message(number).into_bytes()
         };
         writer
             .append(&Record {
@@ -258,7 +276,7 @@ fn write_records(config: &Config, segment_bytes: usize, count: u32, big_at: Opti
                 attempts: 3,
                 reason: Reason::AttemptsExhausted,
                 terminated: true,
-                sink: "kafka",
+                sink,
                 labels: vec![("file", "/x")],
                 message: &message,
             })
@@ -590,28 +608,7 @@ fn command_replays_into_a_stdout_sink_and_ends() {
     );
     let config_path = common::write_file(dir.path(), "config.toml", &text);
     let config = Config::from_file(&config_path).expect("config");
-    let settings = DlqSettings {
-        dir: config.dlq_dir(),
-        segment_bytes: 1 << 20,
-        max_bytes: 1 << 30,
-        policy: config.dlq.policy,
-    };
-    let mut writer = DlqWriter::open("out", &settings).expect("open");
-    for number in 0..RECORDS {
-        let message = format!("seq={number:012}");
-        writer
-            .append(&Record {
-                timestamp_ns: 1,
-                attempts: 1,
-                reason: Reason::Shutdown,
-                terminated: true,
-                sink: "out",
-                labels: vec![("file", "/x")],
-                message: message.as_bytes(),
-            })
-            .expect("append");
-    }
-    drop(writer);
+    write_sink_records(&config, "out", 1 << 20, RECORDS, None);
     let mut child = Command::new(common::binary())
         .args(["dlq", "replay", "--sink", "out", "--config"])
         .arg(&config_path)
@@ -632,8 +629,6 @@ fn command_replays_into_a_stdout_sink_and_ends() {
         .lines()
         .filter(|line| line.starts_with("seq="))
         .collect();
-    let expected: Vec<String> = (0..RECORDS)
-        .map(|number| format!("seq={number:012}"))
-        .collect();
+    let expected: Vec<String> = (0..RECORDS).map(record_message).collect();
     assert_eq!(lines, expected, "every record once, in order");
 }
