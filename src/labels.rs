@@ -74,12 +74,6 @@ pub struct SymbolTable {
 }
 
 impl SymbolTable {
-    /// True when nothing was interned (a replay's pipeline: its batches
-    /// bring tables of their own).
-    pub fn is_empty(&self) -> bool {
-        self.interner.is_empty()
-    }
-
     /// The symbol of a string, if it was interned.
     pub fn get(&self, text: &str) -> Option<Symbol> {
         self.interner.get(text)

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use bumpalo::Bump;
 
-use crate::batch::{OpenBatch, SOURCE_REPLAYED, StreamId, arena_capacity_bytes};
+use crate::batch::{OpenBatch, SOURCE_REPLAYED, SealedBatch, StreamId, arena_capacity_bytes};
 use crate::dlq::ack::{AckState, Fingerprint};
 use crate::dlq::record::{Reason, Record};
 use crate::dlq::segment::{ReadableSegment, SegmentError};
@@ -472,8 +472,7 @@ impl Replayer {
         let Ok(report) = self.link.lane.reports.pop() else {
             return false;
         };
-        let batch = Arc::try_unwrap(report.batch).expect("the sink handed its reference back");
-        self.arena = Some(batch.into_arena());
+        self.reclaim_arena(report.batch);
         self.abandoned = false;
         tracing::info!(sink = %self.sink, "sink reported the abandoned replay step; replay resumes");
         true
@@ -511,7 +510,13 @@ impl Replayer {
                 }
             }
         }
-        let batch = Arc::try_unwrap(report.batch).expect("the sink handed its reference back");
+        self.reclaim_arena(report.batch);
+    }
+
+    /// Takes the replay arena back from a reported batch: the sink handed
+    /// its reference back with the report, so this is the last one.
+    fn reclaim_arena(&mut self, batch: Arc<SealedBatch>) {
+        let batch = Arc::try_unwrap(batch).expect("the sink handed its reference back");
         self.arena = Some(batch.into_arena());
     }
 

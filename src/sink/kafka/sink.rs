@@ -316,10 +316,8 @@ impl KafkaSink {
             .key_label
             .as_deref()
             .and_then(|label| symbols.get(label));
-        // An empty table is a replay's: each batch brings its own labels.
-        if options.key_label.is_some() && key_symbol.is_none() && !symbols.is_empty() {
-            tracing::warn!(sink = %options.id, key = ?options.key_label, "no source sets this label; messages will have no key");
-        }
+        // A key label no source sets is a config warning (`Config::load`,
+        // printed by check-config and logged by run), not repeated here.
         Ok(Self {
             key_symbol,
             encoder: Encoder::new(options.encoding, Arc::clone(&symbols)),
