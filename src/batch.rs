@@ -106,6 +106,8 @@ pub struct OpenBatch {
     entries_max: usize,
     /// The table the entries' label symbols come from.
     symbols: Arc<SymbolTable>,
+    /// Label values of this batch that the table had no room for.
+    inline: Vec<Box<str>>,
     bytes: usize,
     opened_at: Instant,
     /// Earliest read time of an entry, nanoseconds since the epoch.
@@ -126,6 +128,7 @@ impl OpenBatch {
             cell,
             entries_max,
             symbols,
+            inline: Vec::new(),
             bytes: 0,
             opened_at: Instant::now(),
             read_ns_oldest: u64::MAX,
@@ -197,12 +200,42 @@ impl OpenBatch {
         self.len() >= self.entries_max || self.bytes >= bytes_max
     }
 
+    /// `labels` with the values carried as strings (`inline`, keyed by
+    /// interned keys) added as symbols of this batch's own table, sorted by
+    /// key. Only lines whose values the shared table had no room for come
+    /// here.
+    pub fn labels_with_inline(
+        &mut self,
+        labels: &LabelSet,
+        inline: &[(crate::labels::Symbol, Arc<str>)],
+    ) -> LabelSet {
+        let mut set = labels.clone();
+        for (key, value) in inline {
+            let index = match self.inline.iter().position(|known| **known == **value) {
+                Some(index) => index,
+                None => {
+                    self.inline.push(Box::from(&**value));
+                    self.inline.len() - 1
+                }
+            };
+            set.push((*key, SymbolTable::inline_symbol(index)));
+        }
+        let symbols = &self.symbols;
+        set.sort_by(|left, right| symbols.resolve(left.0).cmp(symbols.resolve(right.0)));
+        set
+    }
+
     /// Freezes the batch. `slot` is the dispatcher's in-flight slot index,
     /// `sequence` a number that orders batches.
     pub fn seal(self, slot: usize, sequence: u64) -> SealedBatch {
+        let symbols = if self.inline.is_empty() {
+            self.symbols
+        } else {
+            Arc::new(SymbolTable::with_inline(&self.symbols, self.inline))
+        };
         SealedBatch {
             cell: self.cell,
-            symbols: self.symbols,
+            symbols,
             slot,
             sequence,
             bytes: self.bytes,

@@ -166,6 +166,16 @@ pub struct DaemonConfig {
     /// Let the allocator use transparent huge pages. Off by default: on a
     /// shared host the resident memory of idle buffers matters more.
     pub transparent_huge_pages: bool,
+    /// How often file positions are written (when they changed). After a
+    /// crash, at most the lines delivered in this interval are sent again.
+    pub positions_interval_ms: NonZeroU64,
+    /// A file gone for this long loses its stored position.
+    pub positions_forget_after_ms: NonZeroU64,
+    /// Most distinct label strings interned; past it a value is carried
+    /// with its lines instead, and counted.
+    pub label_symbols_max: NonZeroUsize,
+    /// Most bytes of interned label strings.
+    pub label_bytes_max: NonZeroUsize,
 }
 
 impl Default for DaemonConfig {
@@ -176,6 +186,11 @@ impl Default for DaemonConfig {
             pin_threads: true,
             shutdown_timeout_ms: NonZeroU64::new(5_000).expect("5000 is not zero"),
             transparent_huge_pages: false,
+            positions_interval_ms: NonZeroU64::new(1_000).expect("not zero"),
+            positions_forget_after_ms: NonZeroU64::new(24 * 3_600_000).expect("not zero"),
+            label_symbols_max: NonZeroUsize::new(crate::labels::SYMBOLS_MAX_DEFAULT)
+                .expect("not zero"),
+            label_bytes_max: NonZeroUsize::new(crate::labels::BYTES_MAX_DEFAULT).expect("not zero"),
         }
     }
 }
@@ -311,9 +326,23 @@ fn build_source(kind: &str, fields: ComponentFields<'_>) -> Result<SourceConfig,
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    /// Paths or glob patterns; globs are expanded at start-up.
+    /// Paths or glob patterns; globs are expanded at start-up and again
+    /// while running (inotify, and every `glob_interval_ms`).
     #[serde(deserialize_with = "non_empty_paths")]
     pub paths: Vec<String>,
+    /// Glob patterns of paths not to follow, though `paths` match them.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// How often the globs are expanded again (inotify makes it sooner).
+    #[serde(default = "default_glob_interval_ms")]
+    pub glob_interval_ms: NonZeroU64,
+    /// Most files open at once; past it the file idle longest is closed.
+    #[serde(default = "default_max_files")]
+    pub max_files: NonZeroUsize,
+    /// How long a rotated file read to its end is still watched for
+    /// writes before it is released.
+    #[serde(default = "default_rotate_wait_ms")]
+    pub rotate_wait_ms: NonZeroU64,
     #[serde(default = "default_start_at")]
     pub start_at: StartAt,
     /// Static labels attached to every line, besides `source_id` and `file`.
@@ -331,6 +360,18 @@ pub struct FileSourceConfig {
     /// source is done: a one-shot backfill (Fluent Bit's `Exit_On_Eof`).
     #[serde(default)]
     pub exit_on_eof: bool,
+}
+
+fn default_glob_interval_ms() -> NonZeroU64 {
+    NonZeroU64::new(5_000).expect("not zero")
+}
+
+fn default_max_files() -> NonZeroUsize {
+    NonZeroUsize::new(1024).expect("not zero")
+}
+
+fn default_rotate_wait_ms() -> NonZeroU64 {
+    NonZeroU64::new(10_000).expect("not zero")
 }
 
 fn default_start_at() -> StartAt {
@@ -544,6 +585,23 @@ impl Config {
                 &["dlq", "max_bytes"],
                 "must hold at least one segment (dlq.segment_bytes)",
             ));
+        }
+        if self.daemon.label_symbols_max.get() > crate::labels::SYMBOLS_LIMIT {
+            return Err(document.invalid(
+                &["daemon", "label_symbols_max"],
+                format!("must be at most {}", crate::labels::SYMBOLS_LIMIT),
+            ));
+        }
+        for (id, source) in &self.sources {
+            let SourceConfig::File(file) = source;
+            for (index, pattern) in file.exclude.iter().enumerate() {
+                if let Err(error) = glob::Pattern::new(pattern) {
+                    return Err(document.invalid(
+                        &["sources", id.as_str(), "exclude"],
+                        format!("entry {index} {pattern:?} is not a glob pattern: {error}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -30,6 +30,14 @@
 //! is free the dispatcher stops taking chunks and sources stop reading:
 //! backpressure reaches the files, no queue grows.
 //!
+//! Positions: a chunk's [`Receipt`] joins the open batch when the chunk's
+//! last line does. A batch's receipts are handed back to their sources
+//! (on each source's commit ring) once the batch is complete and so is
+//! every batch sealed before it: the receipt log keeps sealed batches in
+//! sequence order, so a source never hears of a position past a line that
+//! is still at a sink or in the retry wheel. Lines stored straight from the
+//! chunks into the DLQ at shutdown complete at once.
+//!
 //! Shutdown: once every source has ended, the open batch is sealed, the
 //! wheel is emptied into the DLQ, and what is still at a sink after
 //! `drain_timeout` goes to the DLQ too (reason `shutdown`). A batch stored
@@ -40,6 +48,7 @@
 //! DLQ of every sink that takes their source (reason `shutdown`), which
 //! lets the sources end.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -51,13 +60,13 @@ use crate::batch::{OpenBatch, SealedBatch, SourceIndex};
 use crate::clock::now_ns;
 use crate::dlq::DlqSink;
 use crate::dlq::record::{Reason, Record};
-use crate::labels::{LabelSet, SymbolTable};
+use crate::labels::SymbolTable;
 use crate::limits;
 use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics};
 use crate::retry::wheel::RetryItem;
 use crate::retry::{Backoff, RetryWheel};
 use crate::sink::link::{FailureTable, LaneEnd, Outcome, Rejection, SinkJob, SourceSet};
-use crate::source::SourceChunk;
+use crate::source::{Receipt, SourceChunk};
 use crate::telemetry::latency::LatencyPublisher;
 use crate::wake::{self, Waker};
 
@@ -85,6 +94,8 @@ pub struct RetrySettings {
 pub struct SourceEnd {
     pub chunks: Consumer<SourceChunk>,
     pub returns: Producer<SourceChunk>,
+    /// Receipts of complete batches, back to the source.
+    pub commits: Producer<Receipt>,
     /// Wakes the source when a chunk comes back.
     pub source: Waker,
     /// A chunk partly copied into batches, and the index of its next line.
@@ -97,12 +108,14 @@ impl SourceEnd {
     pub fn new(
         chunks: Consumer<SourceChunk>,
         returns: Producer<SourceChunk>,
+        commits: Producer<Receipt>,
         source: Waker,
         metrics: Arc<SourceMetrics>,
     ) -> Self {
         Self {
             chunks,
             returns,
+            commits,
             source,
             current: None,
             metrics,
@@ -149,6 +162,112 @@ struct SlotState {
     reports_missing: u32,
 }
 
+/// The receipts of one sealed batch, kept in sequence order.
+#[derive(Debug)]
+struct LoggedBatch {
+    sequence: u64,
+    complete: bool,
+    /// (source position, receipt), in the order the chunks ended.
+    receipts: Vec<(usize, Receipt)>,
+    /// Receipts already handed back (a full commit ring stops the rest).
+    released: usize,
+}
+
+/// Sealed batches in sequence order with the receipts of their chunks.
+///
+/// Bounded: one entry per batch in flight (the slots), plus one for the
+/// chunks spilled at shutdown. The receipt vectors are reused.
+#[derive(Debug, Default)]
+struct ReceiptLog {
+    batches: VecDeque<LoggedBatch>,
+    /// Receipts of the open batch.
+    open: Vec<(usize, Receipt)>,
+    spare: Vec<Vec<(usize, Receipt)>>,
+}
+
+impl ReceiptLog {
+    fn with_capacity(batches: usize) -> Self {
+        Self {
+            batches: VecDeque::with_capacity(batches + 1),
+            open: Vec::new(),
+            spare: Vec::with_capacity(batches + 1),
+        }
+    }
+
+    /// A chunk of `source` ended in the open batch.
+    fn note(&mut self, source: usize, receipt: Receipt) {
+        // The latest receipt of a file covers its earlier ones: a file read
+        // in many small chunks keeps one receipt per batch.
+        let recent = self.open.iter_mut().rev().take(8);
+        for (known_source, known) in recent {
+            if *known_source == source
+                && (known.device, known.inode, known.serial)
+                    == (receipt.device, receipt.inode, receipt.serial)
+            {
+                known.end_offset = known.end_offset.max(receipt.end_offset);
+                return;
+            }
+        }
+        self.open.push((source, receipt));
+    }
+
+    /// The open batch was sealed as `sequence`.
+    fn sealed(&mut self, sequence: u64) {
+        let receipts = std::mem::replace(&mut self.open, self.spare.pop().unwrap_or_default());
+        if let Some(last) = self.batches.back() {
+            assert_eq!(last.sequence + 1, sequence, "batches are logged in order");
+        }
+        self.batches.push_back(LoggedBatch {
+            sequence,
+            complete: false,
+            receipts,
+            released: 0,
+        });
+    }
+
+    fn complete(&mut self, sequence: u64) {
+        let front = self
+            .batches
+            .front()
+            .map_or(sequence, |batch| batch.sequence);
+        let index = (sequence - front) as usize;
+        let batch = &mut self.batches[index];
+        assert_eq!(batch.sequence, sequence, "the log is contiguous");
+        batch.complete = true;
+    }
+
+    fn complete_all(&mut self) {
+        for batch in &mut self.batches {
+            batch.complete = true;
+        }
+    }
+
+    /// Hands back the receipts of the complete batches at the front.
+    fn release(&mut self, sources: &mut [SourceEnd]) {
+        while let Some(batch) = self.batches.front_mut() {
+            if !batch.complete {
+                return;
+            }
+            while batch.released < batch.receipts.len() {
+                let (source, receipt) = batch.receipts[batch.released];
+                let end = &mut sources[source];
+                if end.commits.push(receipt).is_err() && !end.commits.is_abandoned() {
+                    // Full: the source takes them at its next round.
+                    end.source.wake();
+                    return;
+                }
+                batch.released += 1;
+            }
+            let mut batch = self.batches.pop_front().expect("front exists");
+            batch.receipts.clear();
+            self.spare.push(batch.receipts);
+            for end in sources.iter() {
+                end.source.wake();
+            }
+        }
+    }
+}
+
 /// The dispatcher thread's state.
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -156,8 +275,7 @@ pub struct Dispatcher {
     retry: RetrySettings,
     sources: Vec<SourceEnd>,
     sinks: Vec<SinkEnd>,
-    /// Label set of each stream, indexed by `StreamId`.
-    streams: Arc<[LabelSet]>,
+    receipts: ReceiptLog,
     /// To write labels as strings into DLQ records.
     symbols: Arc<SymbolTable>,
     /// The label buffer of DLQ records, kept between uses (always empty
@@ -195,7 +313,6 @@ pub struct DispatcherParts {
     /// `SourceIndex` its entries carry and sinks' `inputs` name.
     pub sources: Vec<SourceEnd>,
     pub sinks: Vec<SinkEnd>,
-    pub streams: Arc<[LabelSet]>,
     pub symbols: Arc<SymbolTable>,
     /// The preallocated arenas; their number is the number of slots.
     pub arenas: Vec<Bump>,
@@ -236,7 +353,7 @@ impl Dispatcher {
             retry: parts.retry,
             sources: parts.sources,
             sinks: parts.sinks,
-            streams: parts.streams,
+            receipts: ReceiptLog::with_capacity(slots),
             symbols: parts.symbols,
             dlq_labels: Vec::with_capacity(crate::labels::LABELS_INLINE),
             arenas: parts.arenas,
@@ -259,6 +376,7 @@ impl Dispatcher {
         self.own.register_current();
         loop {
             let mut progressed = self.collect_reports();
+            self.receipts.release(&mut self.sources);
             progressed |= self.send_due_retries();
             for sink in &mut self.sinks {
                 sink.read_to_ack.publish_if_due();
@@ -285,6 +403,9 @@ impl Dispatcher {
                         "every arena is back at the end"
                     );
                 }
+                // Every batch is delivered or in the DLQ now.
+                self.receipts.complete_all();
+                self.receipts.release(&mut self.sources);
                 break;
             }
             if !progressed {
@@ -366,7 +487,14 @@ impl Dispatcher {
         let spans = &chunk.lines()[first_line..];
         let symbols = Arc::clone(&self.symbols);
         let mut labels = recycle_labels(std::mem::take(&mut self.dlq_labels));
-        symbols.resolve_labels_into(&self.streams[chunk.stream as usize], &mut labels);
+        symbols.resolve_labels_into(&chunk.labels, &mut labels);
+        labels.extend(
+            chunk
+                .inline
+                .iter()
+                .map(|(key, value)| (symbols.resolve(*key), &**value)),
+        );
+        labels.sort_by(|left, right| left.0.cmp(right.0));
         for end in &mut self.sinks {
             if !end.inputs.takes(source as SourceIndex) {
                 continue;
@@ -388,6 +516,15 @@ impl Dispatcher {
         }
         self.dlq_labels = recycle_labels(labels);
         self.count_dispatched(source, spans.len() as u64);
+        if let Some(receipt) = chunk.receipt {
+            // In the DLQ of every sink that takes it: complete, once the
+            // batches sealed before it are.
+            self.seal_open();
+            self.receipts.note(source, receipt);
+            self.receipts.sealed(self.sequence_next);
+            self.receipts.complete(self.sequence_next);
+            self.sequence_next += 1;
+        }
         spans.len() as u64
     }
 
@@ -562,7 +699,8 @@ impl Dispatcher {
                 .expect("the slot holds a batch"),
         );
         let attempts = self.attempts[slot * self.sinks.len() + sink].max(1);
-        let symbols = Arc::clone(&self.symbols);
+        // The batch's own table: it resolves values carried inline too.
+        let symbols = Arc::clone(batch.symbols());
         let mut labels = recycle_labels(std::mem::take(&mut self.dlq_labels));
         let end = &mut self.sinks[sink];
         let mut stored = 0u64;
@@ -599,6 +737,7 @@ impl Dispatcher {
         let batch = state.batch.take().expect("a pending batch");
         let batch =
             Arc::try_unwrap(batch).expect("every sink handed its reference back with its report");
+        self.receipts.complete(batch.sequence());
         self.arenas.push(batch.into_arena());
         self.free_slots.push(slot);
         let sinks = self.sinks.len();
@@ -636,9 +775,6 @@ impl Dispatcher {
                 Err(_) => return Drained::Empty,
             },
         };
-        // A local handle, so that `self` stays free for sealing below.
-        let streams = Arc::clone(&self.streams);
-        let labels = &streams[chunk.stream as usize];
         let lines = chunk.lines();
         let mut appended = 0u64;
         while next_line < lines.len() {
@@ -649,6 +785,13 @@ impl Dispatcher {
             }
             let open = self.open.as_mut().expect("ensure_open opened a batch");
             let span = lines[next_line];
+            let with_inline;
+            let labels = if chunk.inline.is_empty() {
+                &chunk.labels
+            } else {
+                with_inline = open.labels_with_inline(&chunk.labels, &chunk.inline);
+                &with_inline
+            };
             open.push(
                 chunk.line(span),
                 (chunk.stream, labels),
@@ -658,6 +801,11 @@ impl Dispatcher {
             );
             next_line += 1;
             appended += 1;
+            if next_line == lines.len()
+                && let Some(receipt) = chunk.receipt
+            {
+                self.receipts.note(index, receipt);
+            }
             if open.is_full(self.settings.batch_bytes) {
                 self.seal_open();
             }
@@ -711,6 +859,7 @@ impl Dispatcher {
             return;
         };
         if open.is_empty() {
+            debug_assert!(self.receipts.open.is_empty(), "receipts come with lines");
             self.arenas.push(open.into_arena());
             return;
         }
@@ -719,6 +868,7 @@ impl Dispatcher {
             .pop()
             .expect("a free slot exists for every arena taken");
         let batch = Arc::new(open.seal(slot, self.sequence_next));
+        self.receipts.sealed(self.sequence_next);
         self.sequence_next += 1;
         for sink in &mut self.sinks {
             sink.lane.send(SinkJob {

@@ -50,16 +50,18 @@ impl Gauge {
     }
 }
 
-/// State of one followed file.
-#[derive(Debug, Default)]
-pub struct FileMetrics {
-    pub path: String,
-    /// 1 while the file is open.
-    pub open: Gauge,
-    /// Times the path was found to name a new file.
-    pub rotations: Counter,
-    /// Times the file was found shorter than the read position.
-    pub truncations: Counter,
+/// State of one followed file, as its source last published it.
+#[derive(Debug, Clone)]
+pub struct FileStatus {
+    /// The path the file was found at (its `file` label).
+    pub path: std::sync::Arc<str>,
+    pub open: bool,
+    /// Times this file was found no longer at its path.
+    pub rotations: u64,
+    /// Times this file was found shorter than the read offset.
+    pub truncations: u64,
+    /// Bytes not known delivered: the size seen minus the position.
+    pub lag_bytes: u64,
 }
 
 /// Counters of one source.
@@ -67,8 +69,10 @@ pub struct FileMetrics {
 pub struct SourceMetrics {
     pub id: String,
     pub source_type: &'static str,
-    /// One entry per followed file, in the source's file order.
-    pub files: Vec<FileMetrics>,
+    /// The followed files, published by the source every
+    /// `positions_interval_ms` (a lock the source takes once then, the
+    /// endpoint once per scrape).
+    pub files: std::sync::Mutex<Vec<FileStatus>>,
     /// Lines (and pieces of over-long lines) pushed to the dispatcher.
     pub lines_read: Counter,
     /// Lines of this source the dispatcher has put into batches.
@@ -77,6 +81,23 @@ pub struct SourceMetrics {
     /// Extra pieces cut from lines longer than `max_line_bytes`.
     pub lines_split: Counter,
     pub read_errors: Counter,
+    /// Files followed (open or waiting for a descriptor).
+    pub files_watched: Gauge,
+    /// Files with an open descriptor.
+    pub files_open: Gauge,
+    pub rotations: Counter,
+    pub truncations: Counter,
+    /// Stored positions whose file's first bytes no longer match.
+    pub fingerprint_mismatches: Counter,
+    /// Idle files closed to stay within `max_files`.
+    pub files_closed_for_limit: Counter,
+    pub position_writes: Counter,
+    /// Nanoseconds spent writing positions (with `position_writes`, the
+    /// mean latency).
+    pub position_write_ns: Counter,
+    pub position_write_errors: Counter,
+    /// Parts of position files that could not be used.
+    pub positions_corrupt: Counter,
 }
 
 /// Counters of the dispatcher.

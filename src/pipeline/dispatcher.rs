@@ -10,7 +10,7 @@ use crate::batch::arena_capacity_bytes;
 use crate::clock::now_ns;
 use crate::config::Config;
 use crate::dispatch::{BatchSettings, Dispatcher, DispatcherParts, RetrySettings};
-use crate::labels::{LabelSet, SymbolTable};
+use crate::labels::SymbolTable;
 use crate::metrics::DispatcherMetrics;
 use crate::pipeline::sinks::SinkStage;
 use crate::pipeline::sources::SourceStage;
@@ -22,7 +22,6 @@ pub(super) fn start(
     config: &Config,
     sinks: &mut [SinkStage],
     sources: &mut [SourceStage],
-    streams: Arc<[LabelSet]>,
     symbols: Arc<SymbolTable>,
     wiring: &mut Wiring,
 ) -> Result<Arc<DispatcherMetrics>, PipelineError> {
@@ -53,7 +52,6 @@ pub(super) fn start(
             .iter_mut()
             .map(|stage| stage.end.take().expect("a sink end is taken once"))
             .collect(),
-        streams,
         symbols,
         stop: Arc::clone(&wiring.stop),
         own: wiring.dispatcher.clone(),

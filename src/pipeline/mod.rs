@@ -44,12 +44,6 @@ pub use crate::telemetry::PipelineMetrics;
 /// Why the pipeline could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("source {source_id}: invalid glob pattern {pattern:?}: {reason}")]
-    Glob {
-        source_id: String,
-        pattern: String,
-        reason: String,
-    },
     #[error(transparent)]
     Sink(#[from] SinkBuildError),
     #[error("cannot start thread {name}")]
@@ -151,21 +145,20 @@ impl Pipeline {
     /// for them), then the dispatcher, then the sources, then the replay
     /// threads.
     pub fn start(config: &Config) -> Result<Pipeline, PipelineError> {
-        let planned = sources::plan(config)?;
+        let symbols = sources::symbol_table(config);
         let mut wiring = Wiring::new(config.daemon.pin_threads);
         let slots = slot_plan(config);
         let mut sink_stages = Vec::with_capacity(config.sinks.len());
         for (id, sink) in &config.sinks {
-            let stage = sinks::start(id, sink, config, slots, &planned.symbols, &mut wiring)?;
+            let stage = sinks::start(id, sink, config, slots, &symbols, &mut wiring)?;
             sink_stages.push(stage);
         }
-        let mut source_stages = sources::build(planned.sources, config, &wiring);
+        let mut source_stages = sources::build(config, &symbols, &wiring);
         let dispatcher_metrics = dispatcher::start(
             config,
             &mut sink_stages,
             &mut source_stages,
-            planned.streams,
-            Arc::clone(&planned.symbols),
+            Arc::clone(&symbols),
             &mut wiring,
         )?;
         sources::start(&mut source_stages, &mut wiring)?;
@@ -196,6 +189,7 @@ impl Pipeline {
                 .iter()
                 .map(|stage| Arc::clone(&stage.dlq_metrics))
                 .collect(),
+            symbols: Arc::clone(&symbols),
         };
         let telemetry = Telemetry {
             metrics: metrics.clone(),
@@ -226,7 +220,7 @@ impl Pipeline {
                 .map(|stage| stage.waker.clone())
                 .collect(),
             metrics,
-            symbols: planned.symbols,
+            symbols,
             telemetry: Some(telemetry),
         })
     }

@@ -1,62 +1,38 @@
-//! The source stages: globs expanded into streams (one per file, with its
-//! label set), and one thread per `[sources.<id>]` with its chunk pool and
-//! rings.
+//! The source stages: one thread per `[sources.<id>]` with its chunk pool
+//! and rings, and the symbol table their labels are interned into.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rtrb::RingBuffer;
 
-use crate::batch::StreamId;
 use crate::config::{Config, FileSourceConfig, SourceConfig};
 use crate::dispatch::SourceEnd;
-use crate::labels::{LabelSet, SymbolTable, SymbolTableBuilder};
-use crate::metrics::{FileMetrics, SourceMetrics};
+use crate::labels::{SymbolLimits, SymbolTable};
+use crate::metrics::SourceMetrics;
 use crate::pipeline::{PipelineError, Wiring};
-use crate::source::SourceChunk;
-use crate::source::file::{FileSource, FileSourceSettings, SourceLinks};
+use crate::source::file::{FileSource, FileSourceSettings, PositionSettings, SourceLinks};
+use crate::source::{COMMITS_RING_CAPACITY, SourceChunk};
 use crate::wake::Waker;
 
-/// One source's files before its thread starts.
-#[derive(Debug)]
-pub(super) struct PlannedSource {
-    id: String,
-    settings: FileSourceSettings,
-    files: Vec<(PathBuf, StreamId)>,
-}
-
-/// Every source planned: the streams they read and the symbols of the
-/// streams' labels, frozen.
-#[derive(Debug)]
-pub(super) struct PlannedSources {
-    pub sources: Vec<PlannedSource>,
-    pub symbols: Arc<SymbolTable>,
-    /// Label set of each stream, indexed by `StreamId`.
-    pub streams: Arc<[LabelSet]>,
-}
-
-/// Expands every source's paths into streams. Sources are planned, built
-/// and handed to the dispatcher in the order of `Config::sources`: a
-/// source's position is the index its entries carry.
-pub(super) fn plan(config: &Config) -> Result<PlannedSources, PipelineError> {
-    let mut symbols = SymbolTableBuilder::new();
-    let mut streams: Vec<LabelSet> = Vec::new();
-    let mut sources = Vec::new();
-    for (id, source) in &config.sources {
-        let SourceConfig::File(file_config) = source;
-        sources.push(plan_file_source(
-            id,
-            file_config,
-            &mut symbols,
-            &mut streams,
-        )?);
+/// The table every label is interned into, bounded by `[daemon]`.
+pub(super) fn symbol_table(config: &Config) -> Arc<SymbolTable> {
+    let table = SymbolTable::new(SymbolLimits {
+        symbols_max: config.daemon.label_symbols_max.get(),
+        bytes_max: config.daemon.label_bytes_max.get(),
+    });
+    // Label keys are few and known now; interning them first keeps them
+    // within the bounds whatever values arrive later.
+    for source in config.sources.values() {
+        let SourceConfig::File(file) = source;
+        for key in file.labels.keys() {
+            let _ = table.intern(key);
+        }
     }
-    Ok(PlannedSources {
-        sources,
-        symbols: symbols.freeze(),
-        streams: streams.into(),
-    })
+    for key in ["source_id", "file"] {
+        let _ = table.intern(key);
+    }
+    Arc::new(table)
 }
 
 /// One source, built and not yet started.
@@ -71,59 +47,66 @@ pub(super) struct SourceStage {
     pub waker: Waker,
 }
 
-/// Builds every planned source: its chunk pool and rings.
+/// Builds every source, in the order of `Config::sources`: a source's
+/// position is the index its entries carry.
 pub(super) fn build(
-    planned: Vec<PlannedSource>,
     config: &Config,
+    symbols: &Arc<SymbolTable>,
     wiring: &Wiring,
 ) -> Vec<SourceStage> {
     let chunk_count = config.dispatcher.source_chunks();
-    planned
-        .into_iter()
-        .map(|plan| build_one(plan, chunk_count, wiring))
+    config
+        .sources
+        .iter()
+        .map(|(id, source)| {
+            let SourceConfig::File(file) = source;
+            let settings = file_settings(id, file, config);
+            build_one(settings, chunk_count, symbols, wiring)
+        })
         .collect()
 }
 
-fn build_one(plan: PlannedSource, chunk_count: usize, wiring: &Wiring) -> SourceStage {
+fn build_one(
+    settings: FileSourceSettings,
+    chunk_count: usize,
+    symbols: &Arc<SymbolTable>,
+    wiring: &Wiring,
+) -> SourceStage {
     let (chunks_producer, chunks_consumer) = RingBuffer::new(chunk_count);
     let (returns_producer, returns_consumer) = RingBuffer::new(chunk_count);
+    let (commits_producer, commits_consumer) = RingBuffer::new(COMMITS_RING_CAPACITY);
     let waker = Waker::new();
     let metrics = Arc::new(SourceMetrics {
-        id: plan.id.clone(),
+        id: settings.id.clone(),
         source_type: "file",
-        files: plan
-            .files
-            .iter()
-            .map(|(path, _)| FileMetrics {
-                path: path.to_string_lossy().into_owned(),
-                ..FileMetrics::default()
-            })
-            .collect(),
         ..SourceMetrics::default()
     });
     let end = SourceEnd::new(
         chunks_consumer,
         returns_producer,
+        commits_producer,
         waker.clone(),
         Arc::clone(&metrics),
     );
     let links = SourceLinks {
-        chunks: chunks_producer,
+        chunks: Some(chunks_producer),
         returns: returns_consumer,
+        commits: commits_consumer,
         dispatcher: wiring.dispatcher.clone(),
         own: waker.clone(),
     };
     let pool = (0..chunk_count).map(|_| SourceChunk::new()).collect();
+    let id = settings.id.clone();
     let source = FileSource::new(
-        plan.settings,
-        plan.files,
+        settings,
+        Arc::clone(symbols),
         links,
         pool,
         Arc::clone(&wiring.stop),
         Arc::clone(&metrics),
     );
     SourceStage {
-        id: plan.id,
+        id,
         end: Some(end),
         source: Some(source),
         metrics,
@@ -142,60 +125,27 @@ pub(super) fn start(stages: &mut [SourceStage], wiring: &mut Wiring) -> Result<(
     Ok(())
 }
 
-/// Expands a file source's paths and registers one stream per file.
-fn plan_file_source(
-    id: &str,
-    config: &FileSourceConfig,
-    symbols: &mut SymbolTableBuilder,
-    streams: &mut Vec<LabelSet>,
-) -> Result<PlannedSource, PipelineError> {
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for pattern in &config.paths {
-        expand_pattern(id, pattern, &mut paths)?;
-    }
-    paths.sort();
-    paths.dedup();
-    let mut files = Vec::with_capacity(paths.len());
-    for path in paths {
-        let file_label = path.to_string_lossy().into_owned();
-        let pairs = config
+fn file_settings(id: &str, config: &FileSourceConfig, whole: &Config) -> FileSourceSettings {
+    FileSourceSettings {
+        id: id.to_string(),
+        paths: config.paths.clone(),
+        exclude: config.exclude.clone(),
+        labels: config
             .labels
             .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .chain([("source_id", id), ("file", file_label.as_str())]);
-        let stream = StreamId::try_from(streams.len()).expect("fewer than 4 billion files");
-        streams.push(symbols.label_set(pairs));
-        files.push((path, stream));
-    }
-    Ok(PlannedSource {
-        id: id.to_string(),
-        settings: FileSourceSettings {
-            start_at: config.start_at,
-            max_line_bytes: config.max_line_bytes,
-            poll_interval: Duration::from_millis(config.poll_interval_ms.get()),
-            exit_on_eof: config.exit_on_eof,
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+        start_at: config.start_at,
+        max_line_bytes: config.max_line_bytes,
+        poll_interval: Duration::from_millis(config.poll_interval_ms.get()),
+        glob_interval: Duration::from_millis(config.glob_interval_ms.get()),
+        max_files: config.max_files.get(),
+        rotate_wait: Duration::from_millis(config.rotate_wait_ms.get()),
+        exit_on_eof: config.exit_on_eof,
+        positions: PositionSettings {
+            data_dir: whole.daemon.data_dir.clone(),
+            interval: Duration::from_millis(whole.daemon.positions_interval_ms.get()),
+            forget_after: Duration::from_millis(whole.daemon.positions_forget_after_ms.get()),
         },
-        files,
-    })
-}
-
-/// A pattern with glob characters is expanded now; a plain path is kept
-/// even if the file does not exist yet (it is opened when it appears).
-fn expand_pattern(id: &str, pattern: &str, paths: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
-    if !pattern.contains(['*', '?', '[']) {
-        paths.push(PathBuf::from(pattern));
-        return Ok(());
     }
-    let matches = glob::glob(pattern).map_err(|error| PipelineError::Glob {
-        source_id: id.to_string(),
-        pattern: pattern.to_string(),
-        reason: error.to_string(),
-    })?;
-    let before = paths.len();
-    paths.extend(matches.filter_map(Result::ok).filter(|path| path.is_file()));
-    if paths.len() == before {
-        // Config::load already warned, naming the key and its line.
-        tracing::debug!(source = id, pattern, "glob matches no file");
-    }
-    Ok(())
 }

@@ -9,15 +9,42 @@
 //!
 //! When the ring is full (no chunk comes back) a file source stops reading:
 //! the file is the buffer.
+//!
+//! A chunk of a durable source carries a [`Receipt`]: where its last line
+//! ends in its file. The dispatcher keeps the receipts of a batch until the
+//! batch is complete (every sink delivered it or holds it in its DLQ) and
+//! every batch sealed before it is complete too; then it hands them back on
+//! the source's commit ring, and the source may store that position.
 
 pub mod file;
+pub mod positions;
 pub mod split;
 
 pub use split::{LineSpan, SplitOptions, SplitOutcome, split_lines};
 
+use std::sync::Arc;
+
+use crate::labels::{LabelSet, Symbol};
 use crate::limits;
 
 pub use crate::batch::StreamId;
+
+/// Where the lines of a chunk end in their file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Device and inode of the file.
+    pub device: u64,
+    pub inode: u64,
+    /// The source's number for this reading of the file: a new number after
+    /// a truncation, so that the receipts of the old content are ignored.
+    pub serial: u64,
+    /// Offset of the byte after the chunk's last line.
+    pub end_offset: u64,
+}
+
+/// Receipts waiting on one source's commit ring; the dispatcher holds back
+/// the rest when the ring is full.
+pub const COMMITS_RING_CAPACITY: usize = 1024;
 
 /// A block of input bytes and the lines found in it.
 ///
@@ -32,6 +59,14 @@ pub struct SourceChunk {
     lines: Vec<LineSpan>,
     /// The stream every line of this chunk belongs to.
     pub stream: StreamId,
+    /// The labels of that stream.
+    pub labels: LabelSet,
+    /// Labels whose values the symbol table had no room for: (key, value).
+    /// Empty unless `[daemon] label_symbols_max` or `label_bytes_max` is
+    /// reached.
+    pub inline: Vec<(Symbol, Arc<str>)>,
+    /// Where the chunk's last line ends in its file, for a durable source.
+    pub receipt: Option<Receipt>,
     /// When the bytes were read, nanoseconds since the Unix epoch.
     pub read_at_ns: u64,
 }
@@ -44,6 +79,9 @@ impl SourceChunk {
             filled: 0,
             lines: Vec::with_capacity(limits::CHUNK_LINES_MAX),
             stream: 0,
+            labels: LabelSet::new(),
+            inline: Vec::new(),
+            receipt: None,
             read_at_ns: 0,
         }
     }
@@ -51,10 +89,20 @@ impl SourceChunk {
     /// Empties the chunk for reuse by `stream`. A chunk that grew for a long
     /// line gives the extra memory back, so that one long line does not pin
     /// memory for the rest of the run.
-    pub fn reset(&mut self, stream: StreamId, read_at_ns: u64) {
+    pub fn reset(
+        &mut self,
+        stream: StreamId,
+        labels: &LabelSet,
+        inline: &[(Symbol, Arc<str>)],
+        read_at_ns: u64,
+    ) {
         self.filled = 0;
         self.lines.clear();
         self.stream = stream;
+        self.labels.clone_from(labels);
+        self.inline.clear();
+        self.inline.extend_from_slice(inline);
+        self.receipt = None;
         self.read_at_ns = read_at_ns;
         if self.data.len() > 2 * limits::CHUNK_BYTES {
             self.data.truncate(limits::CHUNK_BYTES);

@@ -155,6 +155,7 @@ impl Exporter {
         let telemetry = &self.telemetry;
         let metrics = &telemetry.metrics;
         sources::render(&mut out, &metrics.sources);
+        sources::render_symbols(&mut out, &metrics.symbols);
         dispatcher::render(&mut out, metrics, telemetry.ring_capacity_entries);
         let rates = self.rates.iter();
         dispatcher::render_rates(
@@ -204,6 +205,9 @@ mod tests {
             kafka: Vec::new(),
             failures: Vec::new(),
             dlq: Vec::new(),
+            symbols: Arc::new(crate::labels::SymbolTable::new(
+                crate::labels::SymbolLimits::default(),
+            )),
         };
         let telemetry = Telemetry {
             metrics,

@@ -31,6 +31,8 @@ pub struct PipelineMetrics {
     pub failures: Vec<Arc<FailureTable>>,
     /// Dead-letter queue counters, one per sink, in `sinks` order.
     pub dlq: Vec<Arc<DlqMetrics>>,
+    /// The label symbol table: its size and what it refused.
+    pub symbols: Arc<crate::labels::SymbolTable>,
 }
 
 /// The latency collectors of one sink.

@@ -20,7 +20,8 @@ use std::time::Instant;
 use super::{Exporter, Rate};
 use crate::dlq::DlqMetrics;
 use crate::dlq::record::Reason;
-use crate::metrics::{FileMetrics, SinkMetrics, SourceMetrics, StageHealth};
+use crate::labels::{SymbolLimits, SymbolTable};
+use crate::metrics::{FileStatus, SinkMetrics, SourceMetrics, StageHealth};
 use crate::sink::kafka::{BreakerState, KafkaMetrics};
 use crate::telemetry::PipelineMetrics;
 use crate::telemetry::latency::latency_channel;
@@ -49,24 +50,43 @@ impl Figures {
     }
 }
 
-fn file(figures: &mut Figures, path: &str, open: u64) -> FileMetrics {
-    let file = FileMetrics {
-        path: path.to_string(),
-        ..FileMetrics::default()
-    };
-    file.open.set(open);
-    file.rotations.add(figures.next());
-    file.truncations.add(figures.next());
-    file
+fn file(figures: &mut Figures, path: &str, open: u64) -> FileStatus {
+    FileStatus {
+        path: Arc::from(path),
+        open: open == 1,
+        rotations: figures.next(),
+        truncations: figures.next(),
+        lag_bytes: figures.next(),
+    }
 }
 
-fn source(figures: &mut Figures, id: &str, files: Vec<FileMetrics>) -> Arc<SourceMetrics> {
+/// A table with a few symbols and some refusals.
+fn symbols(figures: &mut Figures) -> Arc<SymbolTable> {
+    let table = SymbolTable::new(SymbolLimits::default());
+    for index in 0..3 {
+        table.intern(&format!("label-{index}")).expect("room");
+    }
+    table.not_interned.add(figures.next());
+    Arc::new(table)
+}
+
+fn source(figures: &mut Figures, id: &str, files: Vec<FileStatus>) -> Arc<SourceMetrics> {
     let source = SourceMetrics {
         id: id.to_string(),
         source_type: "file",
-        files,
+        files: std::sync::Mutex::new(files),
         ..SourceMetrics::default()
     };
+    source.files_watched.set(figures.next());
+    source.files_open.set(figures.next());
+    source.rotations.add(figures.next());
+    source.truncations.add(figures.next());
+    source.fingerprint_mismatches.add(figures.next());
+    source.files_closed_for_limit.add(figures.next());
+    source.position_writes.add(figures.next());
+    source.position_write_ns.add(figures.next() * 1_000_000);
+    source.position_write_errors.add(figures.next());
+    source.positions_corrupt.add(figures.next());
     // Read runs ahead of dispatched, so that the queue depth is not 0.
     let dispatched = figures.next();
     source.lines_dispatched.add(dispatched);
@@ -232,6 +252,7 @@ fn full_telemetry() -> Telemetry {
         kafka,
         failures: Vec::new(),
         dlq,
+        symbols: symbols(&mut figures),
     };
     Telemetry {
         metrics,
@@ -295,6 +316,17 @@ fn rate(per_second: f64) -> Rate {
 
 /// Compares line by line first, so that a failure names the first line
 /// that differs instead of printing two whole expositions.
+/// With `UPDATE_GOLDEN` set, writes the rendered text as the new golden
+/// file (review the diff before committing it).
+fn update_golden(name: &str, rendered: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/telemetry/testdata")
+            .join(name);
+        std::fs::write(&path, rendered).expect("golden file written");
+    }
+}
+
 fn assert_same_text(rendered: &str, golden: &str) {
     for (index, (rendered_line, golden_line)) in rendered.lines().zip(golden.lines()).enumerate() {
         assert_eq!(rendered_line, golden_line, "line {} differs", index + 1);
@@ -329,7 +361,9 @@ fn full_exporter() -> Exporter {
 /// Goal and method: see the module doc; this is the full pipeline.
 #[test]
 fn full_pipeline_renders_the_golden_text() {
-    assert_same_text(&render_fixed(&mut full_exporter()), FULL_GOLDEN);
+    let rendered = render_fixed(&mut full_exporter());
+    update_golden("exposition.golden.txt", &rendered);
+    assert_same_text(&rendered, FULL_GOLDEN);
 }
 
 /// Goal: `docs/METRICS.md` lists every exported family with its type, and
@@ -370,6 +404,7 @@ fn empty_pipeline_renders_the_golden_text() {
             kafka: Vec::new(),
             failures: Vec::new(),
             dlq: Vec::new(),
+            symbols: Arc::new(SymbolTable::new(SymbolLimits::default())),
         },
         stages: Vec::new(),
         latency: Vec::new(),
@@ -378,5 +413,7 @@ fn empty_pipeline_renders_the_golden_text() {
     };
     let mut exporter = Exporter::new(telemetry, None);
     exporter.start_time_seconds = None;
-    assert_same_text(&render_fixed(&mut exporter), EMPTY_GOLDEN);
+    let rendered = render_fixed(&mut exporter);
+    update_golden("exposition_empty.golden.txt", &rendered);
+    assert_same_text(&rendered, EMPTY_GOLDEN);
 }

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::metrics::{FileMetrics, SourceMetrics};
+use crate::labels::SymbolTable;
+use crate::metrics::{FileStatus, SourceMetrics};
 use crate::telemetry::family::{Exposition, Family};
 
 pub static LOGS_PROCESSED: Family = Family::counter(
@@ -27,11 +28,55 @@ pub static FILES_MONITORED: Family = Family::gauge(
 );
 pub static ROTATIONS: Family = Family::counter(
     "log_capturer_position_rotation_detected_total",
-    "Times a followed path was found to name a new file.",
+    "Times a followed file was found no longer at its path.",
 );
 pub static TRUNCATIONS: Family = Family::counter(
     "log_capturer_position_truncation_detected_total",
     "Times a followed file was found shorter than the read position.",
+);
+pub static FILE_LAG: Family = Family::gauge(
+    "log_capturer_file_lag_bytes",
+    "Bytes of a followed file not known delivered: its size minus its stored position.",
+);
+pub static FILES_WATCHED: Family = Family::gauge(
+    "log_capturer_files_watched",
+    "Files a source follows, open or waiting for a descriptor.",
+);
+pub static FILES_OPEN: Family = Family::gauge(
+    "log_capturer_files_open",
+    "Files a source holds a descriptor for (at most max_files).",
+);
+pub static SOURCE_ROTATIONS: Family = Family::counter(
+    "log_capturer_file_rotations_total",
+    "Followed files found no longer at their path (renamed or deleted).",
+);
+pub static SOURCE_TRUNCATIONS: Family = Family::counter(
+    "log_capturer_file_truncations_total",
+    "Followed files found shorter than the read position, read again from 0.",
+);
+pub static FINGERPRINT_MISMATCHES: Family = Family::counter(
+    "log_capturer_position_fingerprint_mismatch_total",
+    "Stored positions not used because the file's first bytes changed (inode reused).",
+);
+pub static FILES_CLOSED_FOR_LIMIT: Family = Family::counter(
+    "log_capturer_files_closed_for_limit_total",
+    "Idle files closed to stay within max_files, reopened later at their offset.",
+);
+pub static POSITION_WRITES: Family = Family::counter(
+    "log_capturer_position_writes_total",
+    "Position files written (temp file, fsync, rename).",
+);
+pub static POSITION_WRITE_SECONDS: Family = Family::counter(
+    "log_capturer_position_write_seconds_total",
+    "Time spent writing position files; divided by the writes, the mean latency.",
+);
+pub static POSITION_WRITE_ERRORS: Family = Family::counter(
+    "log_capturer_position_write_errors_total",
+    "Position files that could not be written or opened.",
+);
+pub static POSITIONS_CORRUPT: Family = Family::counter(
+    "log_capturer_positions_corrupt_total",
+    "Parts of position files that could not be used at start-up.",
 );
 
 pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
@@ -49,7 +94,60 @@ pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
     per_source(out, &LINES_SPLIT, sources, |source| {
         source.lines_split.get()
     });
+    per_source(out, &FILES_WATCHED, sources, |source| {
+        source.files_watched.get()
+    });
+    per_source(out, &FILES_OPEN, sources, |source| source.files_open.get());
+    per_source(out, &SOURCE_ROTATIONS, sources, |source| {
+        source.rotations.get()
+    });
+    per_source(out, &SOURCE_TRUNCATIONS, sources, |source| {
+        source.truncations.get()
+    });
+    per_source(out, &FINGERPRINT_MISMATCHES, sources, |source| {
+        source.fingerprint_mismatches.get()
+    });
+    per_source(out, &FILES_CLOSED_FOR_LIMIT, sources, |source| {
+        source.files_closed_for_limit.get()
+    });
+    per_source(out, &POSITION_WRITES, sources, |source| {
+        source.position_writes.get()
+    });
+    POSITION_WRITE_SECONDS.header(out);
+    for source in sources {
+        let seconds = source.position_write_ns.get() as f64 / 1e9;
+        POSITION_WRITE_SECONDS.sample(out, &[("source_id", &source.id)], seconds);
+    }
+    per_source(out, &POSITION_WRITE_ERRORS, sources, |source| {
+        source.position_write_errors.get()
+    });
+    per_source(out, &POSITIONS_CORRUPT, sources, |source| {
+        source.positions_corrupt.get()
+    });
     render_files(out, sources);
+}
+
+pub static LABEL_SYMBOLS: Family = Family::gauge(
+    "log_capturer_label_symbols",
+    "Label strings interned (bounded by daemon.label_symbols_max).",
+);
+pub static LABEL_BYTES: Family = Family::gauge(
+    "log_capturer_label_bytes",
+    "Bytes of interned label strings (bounded by daemon.label_bytes_max).",
+);
+pub static LABELS_NOT_INTERNED: Family = Family::counter(
+    "log_capturer_labels_not_interned_total",
+    "Label values the table had no room for, carried with their lines instead.",
+);
+
+/// The label symbol table's families.
+pub fn render_symbols(out: &mut Exposition, symbols: &SymbolTable) {
+    LABEL_SYMBOLS.header(out);
+    LABEL_SYMBOLS.sample(out, &[], symbols.len() as u64);
+    LABEL_BYTES.header(out);
+    LABEL_BYTES.sample(out, &[], symbols.bytes() as u64);
+    LABELS_NOT_INTERNED.header(out);
+    LABELS_NOT_INTERNED.sample(out, &[], symbols.not_interned.get());
 }
 
 /// A family with one series per source, labelled `source_id`.
@@ -65,30 +163,49 @@ fn per_source(
     }
 }
 
+/// The per-file families, from each source's last published list.
 fn render_files(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
+    let files: Vec<(&SourceMetrics, Vec<FileStatus>)> = sources
+        .iter()
+        .map(|source| {
+            let statuses = source
+                .files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            (source.as_ref(), statuses)
+        })
+        .collect();
     FILES_MONITORED.header(out);
-    for source in sources {
-        for file in &source.files {
+    for (source, statuses) in &files {
+        for file in statuses {
             let labels = [
-                ("filepath", file.path.as_str()),
+                ("filepath", &*file.path),
                 ("source_type", source.source_type),
             ];
-            FILES_MONITORED.sample(out, &labels, file.open.get());
+            FILES_MONITORED.sample(out, &labels, u64::from(file.open));
         }
     }
-    per_file(out, &ROTATIONS, sources, |file| file.rotations.get());
-    per_file(out, &TRUNCATIONS, sources, |file| file.truncations.get());
+    per_file(out, &ROTATIONS, &files, |file| file.rotations);
+    per_file(out, &TRUNCATIONS, &files, |file| file.truncations);
+    FILE_LAG.header(out);
+    for (source, statuses) in &files {
+        for file in statuses {
+            let labels = [("source_id", source.id.as_str()), ("file", &*file.path)];
+            FILE_LAG.sample(out, &labels, file.lag_bytes);
+        }
+    }
 }
 
 /// A family with one series per followed file, labelled `file_path`.
 fn per_file(
     out: &mut Exposition,
     family: &Family,
-    sources: &[Arc<SourceMetrics>],
-    value: impl Fn(&FileMetrics) -> u64,
+    files: &[(&SourceMetrics, Vec<FileStatus>)],
+    value: impl Fn(&FileStatus) -> u64,
 ) {
     family.header(out);
-    for file in sources.iter().flat_map(|source| &source.files) {
+    for file in files.iter().flat_map(|(_, statuses)| statuses) {
         family.sample(out, &[("file_path", &file.path)], value(file));
     }
 }

@@ -1,0 +1,201 @@
+//! Which files a file source follows: its `paths` (plain paths and globs)
+//! minus its `exclude` globs, evaluated again while the daemon runs.
+//!
+//! Thread: the source thread. A glob is expanded at start-up, every
+//! `glob_interval_ms`, and soon after inotify reports a file created in or
+//! moved into a watched directory (the fixed leading directories of the
+//! patterns). Inotify is read without blocking once per source round, so it
+//! needs no thread and no spin: an idle source wakes every `poll_interval_ms`
+//! anyway. A directory that cannot be watched (it does not exist yet) is
+//! tried again at the next periodic scan, which also covers whatever
+//! inotify misses (a queue overflow, a pattern with a glob in a directory).
+//!
+//! Allocations: each scan allocates the list of matching paths; scans are
+//! seconds apart.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use inotify::{Inotify, WatchMask};
+
+/// Bytes of the inotify read buffer: room for about 100 events.
+const EVENT_BUFFER_BYTES: usize = 4096;
+
+/// A scan this soon after inotify reported something: lets a burst of
+/// creations settle into one scan.
+const EVENT_SCAN_DELAY: Duration = Duration::from_millis(20);
+
+/// The patterns of one source and when to expand them next.
+#[derive(Debug)]
+pub struct Discovery {
+    include: Vec<String>,
+    exclude: Vec<glob::Pattern>,
+    /// Directories to watch, and whether they are watched.
+    directories: Vec<(PathBuf, bool)>,
+    inotify: Option<Inotify>,
+    events: Vec<u8>,
+    interval: Duration,
+    next_scan: Instant,
+}
+
+impl Discovery {
+    /// `exclude` was validated with the config; a pattern that does not
+    /// parse is ignored here.
+    pub fn new(include: &[String], exclude: &[String], interval: Duration) -> Self {
+        let inotify = match Inotify::init() {
+            Ok(inotify) => Some(inotify),
+            Err(error) => {
+                tracing::warn!(%error, "inotify unavailable; new files are found by the periodic scan only");
+                None
+            }
+        };
+        let mut directories: Vec<(PathBuf, bool)> = Vec::new();
+        for pattern in include {
+            let directory = fixed_directory(pattern);
+            if !directories.iter().any(|(known, _)| *known == directory) {
+                directories.push((directory, false));
+            }
+        }
+        Self {
+            include: include.to_vec(),
+            exclude: exclude
+                .iter()
+                .filter_map(|pattern| glob::Pattern::new(pattern).ok())
+                .collect(),
+            directories,
+            inotify,
+            events: vec![0; EVENT_BUFFER_BYTES],
+            interval,
+            next_scan: Instant::now(),
+        }
+    }
+
+    /// Whether a scan is due: its interval passed, or inotify reported a
+    /// new file. Reads inotify without blocking.
+    pub fn is_due(&mut self, now: Instant) -> bool {
+        if let Some(inotify) = self.inotify.as_mut() {
+            let mut reported = false;
+            // Until the queue is empty (`WouldBlock`) or unreadable.
+            while let Ok(mut events) = inotify.read_events(&mut self.events) {
+                if events.next().is_none() {
+                    break;
+                }
+                reported = true;
+            }
+            if reported {
+                self.next_scan = self.next_scan.min(now + EVENT_SCAN_DELAY);
+            }
+        }
+        now >= self.next_scan
+    }
+
+    /// Asks for a scan at once (a followed path now names another file).
+    pub fn scan_soon(&mut self) {
+        self.next_scan = Instant::now();
+    }
+
+    /// Expands every pattern into `paths` (cleared first): existing regular
+    /// files, sorted, without duplicates or excluded ones.
+    pub fn scan(&mut self, paths: &mut Vec<PathBuf>) {
+        self.watch_directories();
+        self.next_scan = Instant::now() + self.interval;
+        paths.clear();
+        for pattern in &self.include {
+            if !is_glob(pattern) {
+                paths.push(PathBuf::from(pattern));
+                continue;
+            }
+            match glob::glob(pattern) {
+                Ok(matches) => paths.extend(matches.filter_map(Result::ok)),
+                // Validated with the config; nothing to expand otherwise.
+                Err(_) => continue,
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        paths.retain(|path| !self.is_excluded(path) && path.is_file());
+    }
+
+    fn is_excluded(&self, path: &Path) -> bool {
+        self.exclude
+            .iter()
+            .any(|pattern| pattern.matches_path(path))
+    }
+
+    fn watch_directories(&mut self) {
+        let Some(inotify) = self.inotify.as_mut() else {
+            return;
+        };
+        for (directory, watched) in &mut self.directories {
+            if *watched {
+                continue;
+            }
+            let mask = WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR;
+            *watched = inotify.watches().add(&*directory, mask).is_ok();
+        }
+    }
+}
+
+/// Whether a pattern has glob characters.
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+/// The leading directories of a pattern that hold no glob character: the
+/// directory to watch for it.
+fn fixed_directory(pattern: &str) -> PathBuf {
+    let path = Path::new(pattern);
+    let mut fixed = PathBuf::new();
+    let components: Vec<_> = path.components().collect();
+    for (index, component) in components.iter().enumerate() {
+        let last = index + 1 == components.len();
+        if last || is_glob(&component.as_os_str().to_string_lossy()) {
+            break;
+        }
+        fixed.push(component);
+    }
+    if fixed.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        fixed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_directory_stops_at_the_first_glob() {
+        assert_eq!(fixed_directory("/var/log/*.log"), PathBuf::from("/var/log"));
+        assert_eq!(
+            fixed_directory("/var/log/app.log"),
+            PathBuf::from("/var/log")
+        );
+        assert_eq!(fixed_directory("/srv/*/logs/x.log"), PathBuf::from("/srv"));
+        assert_eq!(fixed_directory("x.log"), PathBuf::from("."));
+    }
+
+    /// Goal: a file created after the first scan is found by the next one,
+    /// inotify makes that scan due at once, and `exclude` holds.
+    #[test]
+    fn new_files_are_found_and_excludes_hold() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pattern = format!("{}/*.log", dir.path().display());
+        let exclude = format!("{}/skip*.log", dir.path().display());
+        let mut discovery = Discovery::new(&[pattern], &[exclude], Duration::from_secs(3600));
+        let mut paths = Vec::new();
+        assert!(discovery.is_due(Instant::now()));
+        discovery.scan(&mut paths);
+        assert!(paths.is_empty());
+        assert!(!discovery.is_due(Instant::now()));
+        std::fs::write(dir.path().join("a.log"), b"x\n").expect("write");
+        std::fs::write(dir.path().join("skip-me.log"), b"x\n").expect("write");
+        std::fs::write(dir.path().join("b.txt"), b"x\n").expect("write");
+        let reported = Instant::now();
+        assert!(!discovery.is_due(reported), "a burst settles first");
+        assert!(discovery.is_due(reported + EVENT_SCAN_DELAY));
+        discovery.scan(&mut paths);
+        assert_eq!(paths, vec![dir.path().join("a.log")]);
+    }
+}

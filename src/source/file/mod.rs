@@ -1,0 +1,426 @@
+//! The file source: one thread that finds files by glob, follows them as
+//! they grow and rotate, and remembers how far each one is delivered.
+//!
+//! Each round, the thread takes the receipts the dispatcher handed back
+//! (positions that became delivered), scans its patterns when a scan is due
+//! (see `discovery`), opens files waiting for a descriptor, and reads every
+//! open file, up to [`READS_PER_FILE_MAX`] chunks per file so that one busy
+//! file does not starve the others. A read goes straight into a pooled
+//! [`SourceChunk`] after the file's carried-over partial line; the chunk is
+//! split into lines, stamped with a [`Receipt`] (where its last line ends)
+//! and pushed to the dispatcher. When a round finds nothing new the thread
+//! parks for `poll_interval_ms`, so an idle source costs nothing.
+//!
+//! Files are known by device and inode, and a fingerprint of their first
+//! KiB (see `positions`). Where a file starts:
+//!
+//! * a file with a stored position whose fingerprint still matches resumes
+//!   at it (the first byte not known delivered);
+//! * a stored file whose fingerprint no longer matches (the inode was
+//!   reused) is a new file, read from 0, counted;
+//! * a file found at start-up with no stored position starts at `start_at`;
+//! * a file found later (created or moved in while running) is read from 0.
+//!
+//! Rotation: when a followed file is no longer at a matching path (renamed
+//! away, as logrotate's `create` mode does, or deleted), it is still read:
+//! the writer may append to it until it reopens its log. It is released
+//! once read to its end and quiet for `rotate_wait_ms`, or at once when it
+//! is deleted and read to its end (its descriptor is then the last holder
+//! of its bytes). Unread bytes are never dropped by a timer. The new file at
+//! the path is found by the scan that the rename prompts and read from 0.
+//! A file found shorter than the read offset was truncated (copytruncate):
+//! it is read again from 0, under a new reading number (`serial`) so that
+//! receipts of the old content do not move the new position. Both counted.
+//!
+//! Positions: a file's position advances only when the dispatcher hands
+//! back a receipt, that is once the batch holding the line and every batch
+//! before it are complete. They are written to `<data_dir>/positions/<id>`
+//! every `positions_interval_ms` (when something changed) and once more at
+//! the end, after the dispatcher has finished. A final unterminated line is
+//! not emitted at shutdown unless its file is gone or `exit_on_eof` is set:
+//! it stays in the file, after the stored position, and is read whole after
+//! a restart.
+//!
+//! Limits: `max_files` descriptors at once; past it the file idle longest
+//! (at its end, at its path) is closed and reopened later at its offset.
+//! The chunk pool (from `queue_capacity`) bounds what the source holds. A
+//! chunk's span table holds [`limits::CHUNK_LINES_MAX`] lines; what does
+//! not fit is carried into the next chunk, and no new bytes are read while
+//! the carried tail still holds a complete line (or a piece of a longer
+//! one). A file's carried-over tail is therefore at most one read plus a
+//! partial line of at most `max_line_bytes`; a closed file carries none
+//! (its offset is moved back instead). Only one chunk of the pool at a time
+//! grows past [`limits::CHUNK_BYTES`] to hold a long line.
+//!
+//! Allocations: per new file (its entry, labels and buffers), per scan,
+//! and per position write; none per line.
+
+mod discovery;
+mod ledger;
+mod reading;
+mod tracking;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rtrb::{Consumer, Producer};
+use serde::Deserialize;
+
+use crate::clock::now_ns;
+use crate::labels::{LabelSet, Symbol, SymbolTable};
+use crate::limits;
+use crate::metrics::{FileStatus, SourceMetrics};
+use crate::source::positions::{FileIdentity, PositionRecord, PositionStore};
+use crate::source::{Receipt, SourceChunk, StreamId};
+use crate::wake::{self, Waker};
+
+use discovery::Discovery;
+pub use discovery::is_glob;
+use ledger::{FileKey, Ledger};
+
+/// Chunks read from one file before the next file gets its turn.
+pub const READS_PER_FILE_MAX: usize = 8;
+
+/// Where a file source starts in a file it has no position for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+/// Where and how often positions are stored.
+#[derive(Debug, Clone)]
+pub struct PositionSettings {
+    pub data_dir: PathBuf,
+    pub interval: Duration,
+    pub forget_after: Duration,
+}
+
+/// Settings of one file source, from its config table.
+#[derive(Debug, Clone)]
+pub struct FileSourceSettings {
+    pub id: String,
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Static labels, besides `source_id` and `file`.
+    pub labels: Vec<(String, String)>,
+    pub start_at: StartAt,
+    pub max_line_bytes: usize,
+    pub poll_interval: Duration,
+    pub glob_interval: Duration,
+    pub max_files: usize,
+    pub rotate_wait: Duration,
+    pub exit_on_eof: bool,
+    pub positions: PositionSettings,
+}
+
+/// The rings and wake-ups of one source thread.
+#[derive(Debug)]
+pub struct SourceLinks {
+    /// Filled chunks to the dispatcher; dropped when the source ends.
+    pub chunks: Option<Producer<SourceChunk>>,
+    /// Empty chunks back from the dispatcher.
+    pub returns: Consumer<SourceChunk>,
+    /// Receipts of complete batches from the dispatcher.
+    pub commits: Consumer<Receipt>,
+    pub dispatcher: Waker,
+    pub own: Waker,
+}
+
+/// Stream numbers, unique in the process: a batch reuses a label slice
+/// while consecutive entries carry the same number.
+static STREAM_NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// One file and where reading stands in it.
+#[derive(Debug)]
+struct FollowedFile {
+    key: FileKey,
+    identity: FileIdentity,
+    /// This reading of the file (a truncation starts another).
+    serial: u64,
+    /// The path it was found at: its `file` label.
+    path: PathBuf,
+    label: Arc<str>,
+    stream: StreamId,
+    labels: LabelSet,
+    /// Labels carried as strings: the symbol table was full.
+    inline: Vec<(Symbol, Arc<str>)>,
+    file: Option<File>,
+    /// Bytes read from the file (into chunks or `pending`).
+    offset: u64,
+    /// The size last seen.
+    size: u64,
+    /// Bytes read but not yet part of a line: a partial last line, or
+    /// complete lines that did not fit the last chunk's span table.
+    pending: Vec<u8>,
+    /// Bytes the next read asks for: about what one span table of lines
+    /// took last time, between [`limits::READ_BYTES_MIN`] and
+    /// [`limits::CHUNK_BYTES`].
+    read_bytes_next: usize,
+    at_eof: bool,
+    /// Closed for the descriptor limit with bytes to read.
+    wants_open: bool,
+    /// Since when the file is no longer at a followed path.
+    gone_since: Option<Instant>,
+    /// Its last link was removed.
+    deleted: bool,
+    last_read: Instant,
+    rotations: u64,
+    truncations: u64,
+}
+
+/// What one read produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadStep {
+    Progress,
+    EndOfFile,
+    /// No chunk could be had (stopping, or the dispatcher is gone).
+    NoChunk,
+}
+
+/// A file source thread's state.
+#[derive(Debug)]
+pub struct FileSource {
+    settings: FileSourceSettings,
+    symbols: Arc<SymbolTable>,
+    files: Vec<FollowedFile>,
+    /// Index into `files` by device and inode.
+    index: HashMap<FileKey, usize>,
+    open_files: usize,
+    serial_next: u64,
+    ledger: Ledger,
+    store: Option<PositionStore>,
+    records: Vec<PositionRecord>,
+    next_write: Instant,
+    discovery: Discovery,
+    scanned: Vec<PathBuf>,
+    /// Whether the first scan (which honours `start_at`) happened.
+    scanned_once: bool,
+    links: SourceLinks,
+    /// Empty chunks this thread holds; at most `pool_size`.
+    spare: Vec<SourceChunk>,
+    /// Chunks in the pool: in `spare`, in either ring, or at the dispatcher.
+    pool_size: usize,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl FileSource {
+    /// `chunks` is the pool, which the source owns until it pushes a chunk.
+    pub fn new(
+        settings: FileSourceSettings,
+        symbols: Arc<SymbolTable>,
+        links: SourceLinks,
+        chunks: Vec<SourceChunk>,
+        stop: Arc<AtomicBool>,
+        metrics: Arc<SourceMetrics>,
+    ) -> Self {
+        assert!(
+            links
+                .chunks
+                .as_ref()
+                .is_some_and(|ring| ring.buffer().capacity() >= chunks.len()),
+            "the ring holds the whole pool"
+        );
+        assert!(settings.max_files > 0, "max_files is validated non-zero");
+        let discovery = Discovery::new(&settings.paths, &settings.exclude, settings.glob_interval);
+        Self {
+            discovery,
+            settings,
+            symbols,
+            files: Vec::new(),
+            index: HashMap::new(),
+            open_files: 0,
+            serial_next: 1,
+            ledger: Ledger::default(),
+            store: None,
+            records: Vec::new(),
+            next_write: Instant::now(),
+            scanned: Vec::new(),
+            scanned_once: false,
+            links,
+            pool_size: chunks.len(),
+            spare: chunks,
+            stop,
+            metrics,
+        }
+    }
+
+    /// The thread body. Returns when stopped, or at end of input with
+    /// `exit_on_eof`, once the dispatcher has finished and the last
+    /// positions are written.
+    pub fn run(mut self) {
+        self.links.own.register_current();
+        self.load_positions();
+        // Acquire pairs with the Release store of the shutdown path, so a
+        // stop seen here is a stop requested before.
+        while !self.stop.load(Ordering::Acquire) {
+            self.take_commits();
+            let now = Instant::now();
+            if self.discovery.is_due(now) {
+                self.discover();
+            }
+            self.open_waiting();
+            let mut progressed = false;
+            for index in 0..self.files.len() {
+                progressed |= self.poll_file(index);
+            }
+            self.release_finished();
+            if now >= self.next_write {
+                self.write_positions();
+            }
+            if self.settings.exit_on_eof && self.is_at_end() {
+                break;
+            }
+            if !progressed {
+                wake::park(self.settings.poll_interval);
+            }
+        }
+        self.finish();
+    }
+
+    /// Every file read to its end (for `exit_on_eof`).
+    fn is_at_end(&self) -> bool {
+        self.scanned_once
+            && self
+                .files
+                .iter()
+                .all(|file| file.at_eof && !file.wants_open)
+    }
+
+    /// Ends the source: emits the final lines of files that are gone (and
+    /// of all files with `exit_on_eof`), lets the dispatcher finish, takes
+    /// its last receipts and writes the positions.
+    fn finish(&mut self) {
+        for index in 0..self.files.len() {
+            let file = &self.files[index];
+            if file.at_eof && (self.settings.exit_on_eof || file.gone_since.is_some()) {
+                self.emit_pending(index);
+            }
+        }
+        // Drop the ring before the wake-up, so that the dispatcher sees it
+        // abandoned at once instead of at its next park timeout.
+        drop(self.links.chunks.take());
+        self.links.dispatcher.wake();
+        // The dispatcher hands back receipts until it ends; its end bounds
+        // this wait (`shutdown_timeout_ms`).
+        loop {
+            self.take_commits();
+            while self.links.returns.pop().is_ok() {}
+            if self.links.commits.is_abandoned() && self.links.commits.is_empty() {
+                break;
+            }
+            wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
+        }
+        self.take_commits();
+        self.write_positions();
+        for index in 0..self.files.len() {
+            self.close(index);
+        }
+    }
+
+    fn take_commits(&mut self) {
+        while let Ok(receipt) = self.links.commits.pop() {
+            self.ledger.commit(receipt);
+        }
+    }
+
+    /// Reads the stored positions. Whatever cannot be used is logged and
+    /// counted, and those files start at `start_at`: a damaged position
+    /// file never keeps the daemon from starting.
+    fn load_positions(&mut self) {
+        let settings = &self.settings.positions;
+        match PositionStore::open(&settings.data_dir, &self.settings.id) {
+            Ok((store, decoded)) => {
+                for what in &decoded.unusable {
+                    tracing::warn!(source = %self.settings.id, path = %store.path().display(), unusable = %what, "position file: entries not used; those files start at start_at");
+                }
+                self.metrics
+                    .positions_corrupt
+                    .add(decoded.unusable.len() as u64);
+                self.ledger = Ledger::from_records(decoded.records);
+                self.store = Some(store);
+            }
+            Err(error) => {
+                self.metrics.position_write_errors.add(1);
+                tracing::error!(source = %self.settings.id, error = %crate::error_chain::ErrorChain(&error), "positions cannot be stored; files start at start_at after a restart");
+            }
+        }
+        self.next_write = Instant::now() + self.settings.positions.interval;
+    }
+
+    /// Writes the positions if something changed; publishes the file
+    /// metrics.
+    fn write_positions(&mut self) {
+        self.next_write = Instant::now() + self.settings.positions.interval;
+        let index = &self.index;
+        self.ledger
+            .forget_gone(now_ns(), self.settings.positions.forget_after, |key| {
+                index.contains_key(&key)
+            });
+        self.publish_files();
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if !self.ledger.take_changes(&mut self.records) {
+            return;
+        }
+        let started = Instant::now();
+        match store.write(&self.records) {
+            Ok(()) => {
+                self.metrics.position_writes.add(1);
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.metrics.position_write_ns.add(nanos);
+            }
+            Err(error) => {
+                self.ledger.mark_dirty();
+                if self.metrics.position_write_errors.get() == 0 {
+                    tracing::error!(source = %self.settings.id, error = %crate::error_chain::ErrorChain(&error), "cannot write positions; will retry");
+                }
+                self.metrics.position_write_errors.add(1);
+            }
+        }
+    }
+
+    /// Publishes the state of every followed file for the endpoint.
+    fn publish_files(&self) {
+        self.metrics.files_watched.set(self.files.len() as u64);
+        self.metrics.files_open.set(self.open_files as u64);
+        let mut statuses = self
+            .metrics
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        statuses.clear();
+        statuses.extend(self.files.iter().map(|file| {
+            let delivered = self
+                .ledger
+                .get(file.key)
+                .map_or(0, |position| position.delivered);
+            FileStatus {
+                path: Arc::clone(&file.label),
+                open: file.file.is_some(),
+                rotations: file.rotations,
+                truncations: file.truncations,
+                lag_bytes: file.size.max(file.offset).saturating_sub(delivered),
+            }
+        }));
+        // A rotated file and its successor share a label: one series.
+        statuses.sort_unstable_by(|left, right| left.path.cmp(&right.path));
+        statuses.dedup_by(|later, kept| {
+            if later.path != kept.path {
+                return false;
+            }
+            kept.open |= later.open;
+            kept.rotations = kept.rotations.max(later.rotations);
+            kept.truncations = kept.truncations.max(later.truncations);
+            kept.lag_bytes += later.lag_bytes;
+            true
+        });
+    }
+}

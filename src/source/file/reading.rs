@@ -1,0 +1,212 @@
+//! Reading followed files into pooled chunks and handing them on.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use super::{FileSource, READS_PER_FILE_MAX, ReadStep};
+use crate::clock::now_ns;
+use crate::limits;
+use crate::source::{Receipt, SourceChunk};
+use crate::wake;
+
+impl FileSource {
+    /// Reads what is new in one open file. True if lines were produced.
+    pub(super) fn poll_file(&mut self, index: usize) -> bool {
+        if self.files[index].file.is_none() {
+            return false;
+        }
+        let mut progressed = false;
+        for _ in 0..READS_PER_FILE_MAX {
+            match self.read_once(index) {
+                Ok(ReadStep::Progress) => {
+                    let file = &mut self.files[index];
+                    file.at_eof = false;
+                    file.last_read = Instant::now();
+                    progressed = true;
+                }
+                Ok(ReadStep::EndOfFile) => {
+                    self.files[index].at_eof = true;
+                    self.check_moved(index);
+                    break;
+                }
+                Ok(ReadStep::NoChunk) => break,
+                Err(error) => {
+                    self.metrics.read_errors.add(1);
+                    let file = &mut self.files[index];
+                    tracing::warn!(source = %self.settings.id, path = %file.path.display(), %error, "read failed; reopening");
+                    file.offset -= file.pending.len() as u64;
+                    file.pending.clear();
+                    file.wants_open = true;
+                    self.close(index);
+                    break;
+                }
+            }
+        }
+        progressed
+    }
+
+    /// One read into a fresh chunk after the carried-over tail. No read
+    /// happens while the tail still holds a whole span.
+    fn read_once(&mut self, index: usize) -> std::io::Result<ReadStep> {
+        let file = &self.files[index];
+        // A carried tail that still holds a whole span is taken before
+        // anything new is read, so that it cannot grow.
+        let read_nothing = carries_spans(&file.pending, self.settings.max_line_bytes);
+        let read_room = if read_nothing {
+            0
+        } else {
+            limits::READ_BYTES_MIN
+        };
+        let Some(mut chunk) = self.take_chunk(file.pending.len() + read_room, false) else {
+            return Ok(ReadStep::NoChunk);
+        };
+        let file = &mut self.files[index];
+        chunk.reset(file.stream, &file.labels, &file.inline, now_ns());
+        chunk.append(&file.pending);
+        file.pending.clear();
+        let bytes = if read_nothing {
+            0
+        } else {
+            let handle = file
+                .file
+                .as_mut()
+                .expect("read_once is called on open files");
+            let spare = chunk.spare_mut(limits::READ_BYTES_MIN);
+            let read_bytes = spare
+                .len()
+                .min(file.read_bytes_next.max(limits::READ_BYTES_MIN));
+            match handle.read(&mut spare[..read_bytes]) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    file.pending.extend_from_slice(chunk.filled());
+                    self.spare.push(chunk);
+                    return Err(error);
+                }
+            }
+        };
+        chunk.commit_read(bytes);
+        file.offset += bytes as u64;
+        self.metrics.bytes_read.add(bytes as u64);
+        let outcome = chunk.split(self.settings.max_line_bytes, false);
+        file.pending.extend_from_slice(chunk.tail(outcome.consumed));
+        file.read_bytes_next = next_read_bytes(chunk.lines().len(), outcome.consumed);
+        debug_assert!(
+            file.pending.len() <= limits::CHUNK_BYTES + self.settings.max_line_bytes,
+            "carried tail {} bytes",
+            file.pending.len()
+        );
+        chunk.receipt = Some(Receipt {
+            device: file.key.0,
+            inode: file.key.1,
+            serial: file.serial,
+            end_offset: file.offset - file.pending.len() as u64,
+        });
+        self.metrics.lines_split.add(outcome.pieces_split);
+        let has_lines = !chunk.lines().is_empty();
+        self.hand_on(chunk);
+        Ok(if bytes == 0 && !has_lines {
+            ReadStep::EndOfFile
+        } else {
+            ReadStep::Progress
+        })
+    }
+
+    /// Pushes a chunk with lines to the dispatcher, or keeps an empty one.
+    fn hand_on(&mut self, chunk: SourceChunk) {
+        let lines = chunk.lines().len() as u64;
+        if lines == 0 {
+            self.spare.push(chunk);
+            return;
+        }
+        let ring = self
+            .links
+            .chunks
+            .as_mut()
+            .expect("chunks are handed on before the ring is dropped");
+        let pushed = ring.push(chunk);
+        assert!(pushed.is_ok(), "the ring holds the whole chunk pool");
+        self.metrics.lines_read.add(lines);
+        self.links.dispatcher.wake();
+    }
+
+    /// An empty chunk from the local spares or from the dispatcher, able to
+    /// hold `bytes`. Waits while the dispatcher holds them all: the file is
+    /// the buffer. Gives up when the dispatcher is gone, or when stopping
+    /// unless `while_stopping`.
+    ///
+    /// A chunk that must grow past [`limits::CHUNK_BYTES`] (for a line
+    /// longer than a chunk) is handed out only once every other chunk of the
+    /// pool is back, and it shrinks back when it is reset: so at most one
+    /// chunk of the pool is oversized at a time, and a backlog of long lines
+    /// costs one long line more than the pool, not one per chunk.
+    fn take_chunk(&mut self, bytes: usize, while_stopping: bool) -> Option<SourceChunk> {
+        let exclusive = bytes > limits::CHUNK_BYTES;
+        loop {
+            while let Ok(chunk) = self.links.returns.pop() {
+                self.spare.push(chunk);
+            }
+            debug_assert!(
+                self.spare.len() <= self.pool_size,
+                "spares {}",
+                self.spare.len()
+            );
+            if (!exclusive || self.spare.len() == self.pool_size)
+                && let Some(chunk) = self.spare.pop()
+            {
+                return Some(chunk);
+            }
+            if self.links.returns.is_abandoned() {
+                return None;
+            }
+            if !while_stopping && self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                return None;
+            }
+            // Receipts keep coming while the source waits for chunks.
+            self.take_commits();
+            wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
+        }
+    }
+
+    /// Emits a file's carried-over bytes as final lines (unterminated tail):
+    /// for a file that is gone, truncated, or at `exit_on_eof`.
+    pub(super) fn emit_pending(&mut self, index: usize) {
+        while !self.files[index].pending.is_empty() {
+            let bytes = self.files[index].pending.len();
+            let Some(mut chunk) = self.take_chunk(bytes, true) else {
+                tracing::error!(source = %self.settings.id, path = %self.files[index].path.display(), bytes, "dispatcher gone; last partial line not delivered");
+                return;
+            };
+            let file = &mut self.files[index];
+            chunk.reset(file.stream, &file.labels, &file.inline, now_ns());
+            chunk.append(&file.pending);
+            file.pending.clear();
+            let outcome = chunk.split(self.settings.max_line_bytes, true);
+            file.pending.extend_from_slice(chunk.tail(outcome.consumed));
+            chunk.receipt = Some(Receipt {
+                device: file.key.0,
+                inode: file.key.1,
+                serial: file.serial,
+                end_offset: file.offset - file.pending.len() as u64,
+            });
+            self.metrics.lines_split.add(outcome.pieces_split);
+            self.hand_on(chunk);
+        }
+    }
+}
+
+/// Whether a carried tail holds at least one span: a complete line, or a
+/// piece of `max_line_bytes` of a longer one.
+fn carries_spans(pending: &[u8], max_line_bytes: usize) -> bool {
+    pending.len() > max_line_bytes || memchr::memchr(b'\n', pending).is_some()
+}
+
+/// The size of the next read after a split that produced `lines` spans
+/// from the first `consumed` bytes: when the span table filled up, about
+/// the bytes it covered (so the next read brings about one table of lines);
+/// otherwise a whole chunk.
+fn next_read_bytes(lines: usize, consumed: usize) -> usize {
+    if lines < limits::CHUNK_LINES_MAX {
+        return limits::CHUNK_BYTES;
+    }
+    consumed.clamp(limits::READ_BYTES_MIN, limits::CHUNK_BYTES)
+}

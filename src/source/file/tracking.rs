@@ -1,0 +1,410 @@
+//! Which files the source follows and in what state: found by a scan,
+//! opened within the descriptor limit, noticed rotated, truncated or
+//! deleted, and released. See the parent module for the rules.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{FileSource, FollowedFile, STREAM_NEXT, StartAt};
+use crate::clock::now_ns;
+use crate::labels::{LabelSet, Symbol};
+use crate::limits;
+use crate::source::positions::{self, FINGERPRINT_BYTES_MAX, FileIdentity};
+
+use super::ledger::{FileKey, Position};
+
+impl FileSource {
+    /// Expands the patterns and follows every file not followed yet; marks
+    /// followed files no longer at a matching path as gone.
+    pub(super) fn discover(&mut self) {
+        let mut paths = std::mem::take(&mut self.scanned);
+        self.discovery.scan(&mut paths);
+        let startup = !self.scanned_once;
+        let now = now_ns();
+        let mut present = vec![false; self.files.len()];
+        for path in &paths {
+            let Ok(metadata) = std::fs::metadata(path) else {
+                continue;
+            };
+            let key = (metadata.dev(), metadata.ino());
+            self.ledger.seen(key, now);
+            match self.index.get(&key) {
+                Some(&index) => {
+                    present[index] = true;
+                    self.notice_growth(index, metadata.len());
+                    if self.files[index].path != *path {
+                        // Renamed to a name that is followed too: the same
+                        // file, under its first name's label.
+                        self.files[index].path.clone_from(path);
+                    }
+                }
+                None => self.add_file(path.clone(), startup),
+            }
+        }
+        for (index, present) in present.into_iter().enumerate() {
+            let file = &mut self.files[index];
+            if !present && file.gone_since.is_none() {
+                file.gone_since = Some(Instant::now());
+                file.rotations += 1;
+                self.metrics.rotations.add(1);
+                tracing::info!(source = %self.settings.id, path = %file.path.display(), "file no longer at its path (rotated or deleted); reading it to its end");
+            }
+        }
+        self.scanned = paths;
+        self.scanned_once = true;
+    }
+
+    /// A closed file that grew or shrank wants its descriptor back.
+    fn notice_growth(&mut self, index: usize, size: u64) {
+        let file = &mut self.files[index];
+        if file.file.is_none() && size != file.offset {
+            file.wants_open = true;
+        }
+        file.size = size;
+    }
+
+    /// Starts following the file at `path`: at its stored position if the
+    /// fingerprint matches, else at `start_at` (first scan) or at 0.
+    fn add_file(&mut self, path: PathBuf, startup: bool) {
+        let handle = match File::open(&path) {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::debug!(source = %self.settings.id, path = %path.display(), %error, "cannot open file; will retry at the next scan");
+                self.metrics.read_errors.add(1);
+                return;
+            }
+        };
+        let Ok(metadata) = handle.metadata() else {
+            return;
+        };
+        let key = (metadata.dev(), metadata.ino());
+        if self.index.contains_key(&key) {
+            return;
+        }
+        let (fingerprint, fingerprint_bytes) = positions::fingerprint(&handle).unwrap_or((0, 0));
+        let identity = FileIdentity {
+            device: key.0,
+            inode: key.1,
+            fingerprint,
+            fingerprint_bytes,
+        };
+        let size = metadata.len();
+        let offset = self.start_offset(&handle, key, &path, size, startup);
+        let serial = self.serial_next;
+        self.serial_next += 1;
+        let label: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+        let (labels, inline) = self.file_labels(&label);
+        // A successor at a rotated file's path carries on its counts.
+        let (rotations, truncations) = self.files.iter().filter(|file| file.label == label).fold(
+            (0, 0),
+            |(rotations, truncations), file| {
+                (
+                    rotations.max(file.rotations),
+                    truncations.max(file.truncations),
+                )
+            },
+        );
+        self.ledger.follow(
+            key,
+            Position {
+                serial,
+                identity,
+                path: path.clone(),
+                delivered: offset,
+                seen_at_ns: now_ns(),
+            },
+        );
+        let file = FollowedFile {
+            key,
+            identity,
+            serial,
+            path,
+            label,
+            stream: STREAM_NEXT.fetch_add(1, Ordering::Relaxed),
+            labels,
+            inline,
+            file: None,
+            offset,
+            size,
+            pending: Vec::new(),
+            read_bytes_next: limits::CHUNK_BYTES,
+            at_eof: false,
+            wants_open: true,
+            gone_since: None,
+            deleted: false,
+            last_read: Instant::now(),
+            rotations,
+            truncations,
+        };
+        self.index.insert(key, self.files.len());
+        self.files.push(file);
+        let index = self.files.len() - 1;
+        if self.open_files < self.settings.max_files || self.close_idle() {
+            self.attach(index, handle);
+        } else {
+            self.files[index].at_eof = true;
+        }
+    }
+
+    /// Where reading starts in a newly found file.
+    fn start_offset(
+        &mut self,
+        handle: &File,
+        key: FileKey,
+        path: &std::path::Path,
+        size: u64,
+        startup: bool,
+    ) -> u64 {
+        if let Some(stored) = self.ledger.get(key) {
+            if positions::fingerprint_matches(handle, &stored.identity).unwrap_or(false) {
+                if stored.delivered <= size {
+                    return stored.delivered;
+                }
+                self.metrics.truncations.add(1);
+                tracing::warn!(source = %self.settings.id, path = %path.display(), position = stored.delivered, size, "file shorter than its stored position; reading it from its start");
+                return 0;
+            }
+            self.metrics.fingerprint_mismatches.add(1);
+            tracing::info!(source = %self.settings.id, path = %path.display(), "stored position belongs to another file with this inode; reading from the start");
+            return 0;
+        }
+        if startup && self.settings.start_at == StartAt::End {
+            size
+        } else {
+            0
+        }
+    }
+
+    /// The labels of a file's lines: interned, or, for values the table
+    /// has no room for, carried as strings (keys are interned at start-up).
+    fn file_labels(&self, label: &Arc<str>) -> (LabelSet, Vec<(Symbol, Arc<str>)>) {
+        let mut labels = LabelSet::new();
+        let mut inline = Vec::new();
+        let statics = self.settings.labels.iter();
+        let pairs = statics
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .chain([("source_id", self.settings.id.as_str())]);
+        for (key, value) in pairs.chain([("file", &**label)]) {
+            let Some(key_symbol) = self.symbols.intern(key) else {
+                continue;
+            };
+            match self.symbols.intern(value) {
+                Some(value_symbol) => labels.push((key_symbol, value_symbol)),
+                None if value == &**label => inline.push((key_symbol, Arc::clone(label))),
+                None => inline.push((key_symbol, Arc::from(value))),
+            }
+        }
+        labels.sort_by(|left, right| {
+            self.symbols
+                .resolve(left.0)
+                .cmp(self.symbols.resolve(right.0))
+        });
+        labels.dedup_by(|later, earlier| later.0 == earlier.0);
+        (labels, inline)
+    }
+
+    /// Gives a file its descriptor, positioned at its offset.
+    fn attach(&mut self, index: usize, mut handle: File) {
+        let file = &mut self.files[index];
+        if handle.seek(SeekFrom::Start(file.offset)).is_err() {
+            return;
+        }
+        file.file = Some(handle);
+        file.wants_open = false;
+        file.at_eof = false;
+        self.open_files += 1;
+    }
+
+    /// Reopens a file closed for the descriptor limit. A path that now
+    /// names another file leaves this one gone (the scan finds the other).
+    fn reopen(&mut self, index: usize) -> bool {
+        let file = &self.files[index];
+        let Ok(handle) = File::open(&file.path) else {
+            self.files[index].wants_open = false;
+            return false;
+        };
+        let same = handle
+            .metadata()
+            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == file.key);
+        let matches = positions::fingerprint_matches(&handle, &file.identity).unwrap_or(false);
+        if !same || !matches {
+            self.files[index].wants_open = false;
+            if same {
+                // The inode was reused while closed: a new file.
+                self.metrics.fingerprint_mismatches.add(1);
+                self.restart_reading(index);
+            } else {
+                return false;
+            }
+        }
+        self.attach(index, handle);
+        true
+    }
+
+    /// Opens files waiting for a descriptor, closing idle ones to make room.
+    pub(super) fn open_waiting(&mut self) {
+        for index in 0..self.files.len() {
+            let file = &self.files[index];
+            if !file.wants_open || file.file.is_some() || file.gone_since.is_some() {
+                continue;
+            }
+            if self.open_files >= self.settings.max_files && !self.close_idle() {
+                return;
+            }
+            self.reopen(index);
+        }
+    }
+
+    /// Closes the open file idle longest (at its end, at its path, nothing
+    /// carried). False if none is idle.
+    fn close_idle(&mut self) -> bool {
+        let idle = self
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, file)| file.file.is_some() && file.at_eof && file.gone_since.is_none())
+            .min_by_key(|(_, file)| file.last_read)
+            .map(|(index, _)| index);
+        let Some(index) = idle else {
+            return false;
+        };
+        let file = &mut self.files[index];
+        // The carried partial line is read again when the file reopens.
+        file.offset -= file.pending.len() as u64;
+        file.pending = Vec::new();
+        self.close(index);
+        self.metrics.files_closed_for_limit.add(1);
+        true
+    }
+
+    pub(super) fn close(&mut self, index: usize) {
+        if self.files[index].file.take().is_some() {
+            self.open_files -= 1;
+        }
+    }
+
+    /// A new reading of the file from 0: receipts of the old one no longer
+    /// count.
+    fn restart_reading(&mut self, index: usize) {
+        let serial = self.serial_next;
+        self.serial_next += 1;
+        let file = &mut self.files[index];
+        file.serial = serial;
+        file.offset = 0;
+        file.pending.clear();
+        if let Some(handle) = file.file.as_ref()
+            && let Ok((fingerprint, bytes)) = positions::fingerprint(handle)
+        {
+            file.identity.fingerprint = fingerprint;
+            file.identity.fingerprint_bytes = bytes;
+        }
+        self.ledger.follow(
+            file.key,
+            Position {
+                serial,
+                identity: file.identity,
+                path: file.path.clone(),
+                delivered: 0,
+                seen_at_ns: now_ns(),
+            },
+        );
+    }
+
+    /// At end of file: truncated below the offset, deleted, or no longer at
+    /// its path? Also extends a short fingerprint.
+    pub(super) fn check_moved(&mut self, index: usize) {
+        let file = &self.files[index];
+        let Some(handle) = file.file.as_ref() else {
+            return;
+        };
+        let Ok(metadata) = handle.metadata() else {
+            return;
+        };
+        let size = metadata.len();
+        self.files[index].size = size;
+        if size < self.files[index].offset {
+            self.truncated(index, size);
+            return;
+        }
+        self.extend_fingerprint(index, size);
+        let file = &mut self.files[index];
+        if metadata.nlink() == 0 && !file.deleted {
+            file.deleted = true;
+            file.gone_since.get_or_insert_with(Instant::now);
+            return;
+        }
+        if file.gone_since.is_some() {
+            return;
+        }
+        let at_path = std::fs::metadata(&file.path)
+            .is_ok_and(|path_metadata| (path_metadata.dev(), path_metadata.ino()) == file.key);
+        if !at_path {
+            // Rotated: the scan marks it gone and finds the new file.
+            self.discovery.scan_soon();
+        }
+    }
+
+    fn truncated(&mut self, index: usize, size: u64) {
+        self.emit_pending(index);
+        let file = &mut self.files[index];
+        file.truncations += 1;
+        self.metrics.truncations.add(1);
+        tracing::warn!(source = %self.settings.id, path = %file.path.display(), offset = file.offset, size, "file truncated; reading it from its start");
+        let rewound = file
+            .file
+            .as_mut()
+            .is_some_and(|handle| handle.seek(SeekFrom::Start(0)).is_ok());
+        if rewound {
+            self.restart_reading(index);
+            self.files[index].at_eof = false;
+        }
+    }
+
+    fn extend_fingerprint(&mut self, index: usize, size: u64) {
+        let file = &mut self.files[index];
+        if file.identity.fingerprint_bytes >= FINGERPRINT_BYTES_MAX
+            || size <= u64::from(file.identity.fingerprint_bytes)
+        {
+            return;
+        }
+        let Some(handle) = file.file.as_ref() else {
+            return;
+        };
+        if let Ok((fingerprint, bytes)) = positions::fingerprint(handle) {
+            file.identity.fingerprint = fingerprint;
+            file.identity.fingerprint_bytes = bytes;
+            self.ledger.refingerprint(file.key, file.identity);
+        }
+    }
+
+    /// Releases gone files that are read to their end: deleted ones at
+    /// once, renamed ones after `rotate_wait_ms` without new bytes.
+    pub(super) fn release_finished(&mut self) {
+        let mut index = 0;
+        while index < self.files.len() {
+            let file = &self.files[index];
+            let done = file.gone_since.is_some()
+                && file.at_eof
+                && (file.deleted
+                    || file.file.is_none()
+                    || file.last_read.elapsed() >= self.settings.rotate_wait);
+            if !done {
+                index += 1;
+                continue;
+            }
+            self.emit_pending(index);
+            self.close(index);
+            let file = self.files.swap_remove(index);
+            self.index.remove(&file.key);
+            if let Some(moved) = self.files.get(index) {
+                self.index.insert(moved.key, index);
+            }
+            tracing::debug!(source = %self.settings.id, path = %file.path.display(), "rotated file read to its end; released");
+        }
+    }
+}
