@@ -69,11 +69,13 @@ fn raw_file_sink_output_is_byte_identical_to_input() {
     );
 }
 
-/// Goal: the daemon follows a growing file and, on SIGTERM, delivers the
-/// last line even without a newline, then exits 0. Method: start on a file,
-/// append while running, send SIGTERM, compare the output.
+/// Goal: the daemon follows a growing file; on SIGTERM it exits 0 and keeps
+/// a last line without a newline in the file (a line written in two
+/// `write()` calls must not be split), and after a restart it delivers that
+/// line whole once it is complete. Method: start on a file, append while
+/// running, send SIGTERM, compare the output; complete the line, restart.
 #[test]
-fn follows_growth_and_flushes_partial_line_on_sigterm() {
+fn follows_growth_and_keeps_partial_line_for_the_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = write_file(dir.path(), "input.log", "one\ntwo\n");
     let output = dir.path().join("output.log");
@@ -107,7 +109,21 @@ fn follows_growth_and_flushes_partial_line_on_sigterm() {
     send_signal(&child, libc::SIGTERM);
     let status = wait_with_timeout(&mut child, Duration::from_secs(5));
     assert!(status.success(), "exit status {status}");
-    assert_eq!(read_output(), b"one\ntwo\nthree\nfour without newline");
+    assert_eq!(read_output(), b"one\ntwo\nthree\n", "no fragment shipped");
+
+    let mut append = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .expect("open input");
+    append.write_all(b", now ended\n").expect("append");
+    drop(append);
+    let mut child = spawn_run(&config);
+    wait_until("the completed line", Duration::from_secs(10), || {
+        read_output() == b"one\ntwo\nthree\nfour without newline, now ended\n"
+    });
+    send_signal(&child, libc::SIGTERM);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(5));
+    assert!(status.success(), "exit status {status}");
 }
 
 /// Goal: SIGINT is a clean stop too. Method: start, wait for output, SIGINT.
@@ -229,11 +245,12 @@ fn check_config_and_run_reject_unknown_key_with_its_line() {
     );
 }
 
-/// Goal: SIGTERM in the middle of a backlog ships whole lines only: the
-/// carried partial line is completed from the file, not shipped as a
-/// fragment. Method: a 42 MB file of 14-byte lines read from its start into
-/// a raw file sink, SIGTERM as soon as output appears, five times; the
-/// output must be lines 0..n, each whole, ending with a newline.
+/// Goal: SIGTERM in the middle of a backlog ships whole lines only, and a
+/// restart resumes exactly where the last run's deliveries ended (no line
+/// twice, none skipped). Method: a 42 MB file of 14-byte lines read from
+/// its start into a raw file sink, SIGTERM as soon as output appears, five
+/// times, each run with its own output file and the same positions; the
+/// outputs in order must be lines 0..n, each whole, ending with a newline.
 #[test]
 fn sigterm_during_a_backlog_ships_no_fragment() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -245,6 +262,7 @@ fn sigterm_during_a_backlog_ships_no_fragment() {
         }
         std::fs::write(&input, text).expect("input");
     }
+    let mut expected = 0;
     for round in 0..5 {
         let output = dir.path().join(format!("out-{round}.log"));
         let sinks = common::file_sink_table("out", &output, "raw");
@@ -266,8 +284,9 @@ fn sigterm_during_a_backlog_ships_no_fragment() {
             text.ends_with('\n'),
             "round {round}: output ends in a fragment"
         );
-        for (expected, line) in text.lines().enumerate() {
+        for line in text.lines() {
             assert_eq!(line, format!("seq={expected:09}"), "round {round}");
+            expected += 1;
         }
     }
 }
