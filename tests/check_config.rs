@@ -393,9 +393,10 @@ fn os_error_text_is_printed_once() {
     assert_eq!(stderr.matches("127.0.0.1:1").count(), 1, "{stderr}");
 }
 
-/// Goal: a DLQ directory that cannot be created is reported before the
-/// daemon runs, as a warning (the daemon runs without a DLQ, counting what
-/// it cannot store). Method: `data_dir` under a regular file.
+/// Goal: a DLQ or positions directory that cannot be created is reported
+/// before the daemon runs, as a warning (the daemon runs without a DLQ,
+/// counting what it cannot store, and without stored positions). Method:
+/// `data_dir` under a regular file.
 #[test]
 fn unusable_dlq_directory_is_a_warning() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -412,6 +413,8 @@ fn unusable_dlq_directory_is_a_warning() {
         "daemon.data_dir",
         &format!("line {line}"),
         "is not a directory",
+        "the DLQ directory",
+        "the positions directory",
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing: {stdout}");
     }

@@ -17,6 +17,8 @@
 //!   may appear later, but an operator should know the pattern is empty now.
 //! * A DLQ directory that cannot be created or written is a warning: the
 //!   daemon runs without it, counting what it could not store.
+//! * So is a positions directory (`<data_dir>/positions`): the daemon runs,
+//!   but restarts begin at `start_at`.
 //! * The buffers allocated at start-up fit in the host's memory; the most
 //!   an outage can add (every retry arena in use) not fitting is a warning.
 //!
@@ -105,6 +107,7 @@ impl Config {
         self.kafka_files_readable(document)?;
         let mut warnings = self.empty_globs(document);
         warnings.extend(self.unusable_dlq_dir(document));
+        warnings.extend(self.unusable_positions_dir(document));
         warnings.extend(self.lines_too_long_for_dlq(document));
         warnings.extend(self.kafka_keys_never_set(document));
         warnings.extend(self.sources_no_sink_takes(document));
@@ -251,6 +254,34 @@ impl Config {
             message: format!(
                 "the DLQ directory {} cannot be used ({problem}); \
                  entries that cannot be delivered will be counted as not stored",
+                dir.display()
+            ),
+        })
+    }
+
+    /// A warning when `<data_dir>/positions` cannot be created or written.
+    /// Not an error, as for the DLQ: the daemon runs and follows its files,
+    /// but positions are not stored, so a restart starts at `start_at`.
+    fn unusable_positions_dir(&self, document: &Document<'_>) -> Option<ConfigWarning> {
+        let dir = self
+            .daemon
+            .data_dir
+            .join(crate::source::positions::DIRECTORY_NAME);
+        let existing = dir.ancestors().find(|ancestor| ancestor.exists())?;
+        let problem = if !existing.is_dir() {
+            format!("{} is not a directory", existing.display())
+        } else {
+            let error = writable(existing).err()?;
+            format!("directory {} is not writable: {error}", existing.display())
+        };
+        let key = ["daemon", "data_dir"];
+        Some(ConfigWarning {
+            path: document.path().to_path_buf(),
+            key: key.join("."),
+            line: document.key_line(&key),
+            message: format!(
+                "the positions directory {} cannot be used ({problem}); \
+                 files will start at start_at after every restart",
                 dir.display()
             ),
         })
