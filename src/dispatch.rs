@@ -258,12 +258,12 @@ impl ReceiptLog {
                 }
                 batch.released += 1;
             }
+            // No wake-up: a source takes its receipts at its next round,
+            // and waking an idle source for them would cost a round of
+            // end-of-file checks per batch.
             let mut batch = self.batches.pop_front().expect("front exists");
             batch.receipts.clear();
             self.spare.push(batch.receipts);
-            for end in sources.iter() {
-                end.source.wake();
-            }
         }
     }
 }

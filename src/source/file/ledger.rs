@@ -80,6 +80,13 @@ impl Ledger {
         self.dirty = true;
     }
 
+    /// Drops a file's position (it was deleted).
+    pub fn forget(&mut self, key: FileKey) {
+        if self.entries.remove(&key).is_some() {
+            self.dirty = true;
+        }
+    }
+
     /// A new fingerprint once the file has more of its first bytes.
     pub fn refingerprint(&mut self, key: FileKey, identity: FileIdentity) {
         if let Some(position) = self.entries.get_mut(&key) {

@@ -401,6 +401,11 @@ impl FileSource {
             self.close(index);
             let file = self.files.swap_remove(index);
             self.index.remove(&file.key);
+            if file.deleted {
+                // Its inode may be reused by a new file: no stored position
+                // may claim it.
+                self.ledger.forget(file.key);
+            }
             if let Some(moved) = self.files.get(index) {
                 self.index.insert(moved.key, index);
             }
