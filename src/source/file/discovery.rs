@@ -89,11 +89,6 @@ impl Discovery {
         now >= self.next_scan
     }
 
-    /// Asks for a scan at once (a followed path now names another file).
-    pub fn scan_soon(&mut self) {
-        self.next_scan = Instant::now();
-    }
-
     /// Expands every pattern into `paths` (cleared first): existing regular
     /// files, sorted, without duplicates or excluded ones.
     pub fn scan(&mut self, paths: &mut Vec<PathBuf>) {

@@ -85,6 +85,16 @@ use ledger::{FileKey, Ledger};
 /// Chunks read from one file before the next file gets its turn.
 pub const READS_PER_FILE_MAX: usize = 8;
 
+/// A file whose poll brought fewer bytes than this is polled half as often
+/// next time, down to once per [`POLL_BACKOFF_MAX`] poll intervals; a poll
+/// that brings more polls at the full rate again. So a thousand slow files
+/// cost about what one busy file does, and a slow file's lines wait at
+/// most `POLL_BACKOFF_MAX × poll_interval_ms`.
+pub const POLL_SLOW_BYTES: u64 = 4096;
+
+/// The longest a file's polls are stretched, in poll intervals.
+pub const POLL_BACKOFF_MAX: u32 = 8;
+
 /// Where a file source starts in a file it has no position for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -163,6 +173,12 @@ struct FollowedFile {
     /// [`limits::CHUNK_BYTES`].
     read_bytes_next: usize,
     at_eof: bool,
+    /// When the file is read next, and how long it waits after a poll that
+    /// reached its end (see [`POLL_SLOW_BYTES`]).
+    next_poll: Instant,
+    poll_every: Duration,
+    /// Bytes read since the file's last end.
+    bytes_since_end: u64,
     /// Closed for the descriptor limit with bytes to read.
     wants_open: bool,
     /// Since when the file is no longer at a followed path.
@@ -178,6 +194,8 @@ struct FollowedFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadStep {
     Progress,
+    /// Lines, and the file is at its end.
+    ProgressToEnd,
     EndOfFile,
     /// No chunk could be had (stopping, or the dispatcher is gone).
     NoChunk,
@@ -267,8 +285,12 @@ impl FileSource {
             }
             self.open_waiting();
             let mut progressed = false;
+            let mut next_due = now + self.settings.poll_interval;
             for index in 0..self.files.len() {
-                progressed |= self.poll_file(index);
+                if self.files[index].next_poll <= now {
+                    progressed |= self.poll_file(index);
+                }
+                next_due = next_due.min(self.files[index].next_poll);
             }
             self.release_finished();
             if now >= self.next_write {
@@ -278,7 +300,7 @@ impl FileSource {
                 break;
             }
             if !progressed {
-                wake::park(self.settings.poll_interval);
+                wake::park(next_due.saturating_duration_since(Instant::now()));
             }
         }
         self.finish();

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use super::{FileSource, READS_PER_FILE_MAX, ReadStep};
+use super::{FileSource, POLL_BACKOFF_MAX, POLL_SLOW_BYTES, READS_PER_FILE_MAX, ReadStep};
 use crate::clock::now_ns;
 use crate::limits;
 use crate::source::{Receipt, SourceChunk};
@@ -24,8 +24,15 @@ impl FileSource {
                     file.last_read = Instant::now();
                     progressed = true;
                 }
+                Ok(ReadStep::ProgressToEnd) => {
+                    // The file grew: it was not truncated below the offset.
+                    self.files[index].last_read = Instant::now();
+                    progressed = true;
+                    self.reached_end(index);
+                    break;
+                }
                 Ok(ReadStep::EndOfFile) => {
-                    self.files[index].at_eof = true;
+                    self.reached_end(index);
                     self.check_moved(index);
                     break;
                 }
@@ -64,8 +71,8 @@ impl FileSource {
         chunk.reset(file.stream, &file.labels, &file.inline, now_ns());
         chunk.append(&file.pending);
         file.pending.clear();
-        let bytes = if read_nothing {
-            0
+        let (bytes, asked) = if read_nothing {
+            (0, 0)
         } else {
             let handle = file
                 .file
@@ -76,7 +83,7 @@ impl FileSource {
                 .len()
                 .min(file.read_bytes_next.max(limits::READ_BYTES_MIN));
             match handle.read(&mut spare[..read_bytes]) {
-                Ok(bytes) => bytes,
+                Ok(bytes) => (bytes, read_bytes),
                 Err(error) => {
                     file.pending.extend_from_slice(chunk.filled());
                     self.spare.push(chunk);
@@ -86,6 +93,10 @@ impl FileSource {
         };
         chunk.commit_read(bytes);
         file.offset += bytes as u64;
+        file.bytes_since_end += bytes as u64;
+        // A regular file that gives less than was asked is at its end now:
+        // no second read to learn it.
+        let short = bytes < asked;
         self.metrics.bytes_read.add(bytes as u64);
         let outcome = chunk.split(self.settings.max_line_bytes, false);
         file.pending.extend_from_slice(chunk.tail(outcome.consumed));
@@ -106,9 +117,27 @@ impl FileSource {
         self.hand_on(chunk);
         Ok(if bytes == 0 && !has_lines {
             ReadStep::EndOfFile
+        } else if short && !carries_spans(&self.files[index].pending, self.settings.max_line_bytes)
+        {
+            ReadStep::ProgressToEnd
         } else {
             ReadStep::Progress
         })
+    }
+
+    /// A file is read to its end: it is polled again after its interval,
+    /// stretched while its polls bring little (see `POLL_SLOW_BYTES`).
+    fn reached_end(&mut self, index: usize) {
+        let base = self.settings.poll_interval;
+        let file = &mut self.files[index];
+        file.at_eof = true;
+        file.poll_every = if file.bytes_since_end < POLL_SLOW_BYTES {
+            (file.poll_every * 2).min(base * POLL_BACKOFF_MAX)
+        } else {
+            base
+        };
+        file.bytes_since_end = 0;
+        file.next_poll = Instant::now() + file.poll_every;
     }
 
     /// Pushes a chunk with lines to the dispatcher, or keeps an empty one.

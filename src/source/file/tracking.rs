@@ -134,6 +134,9 @@ impl FileSource {
             pending: Vec::new(),
             read_bytes_next: limits::CHUNK_BYTES,
             at_eof: false,
+            next_poll: Instant::now(),
+            poll_every: self.settings.poll_interval,
+            bytes_since_end: 0,
             wants_open: true,
             gone_since: None,
             deleted: false,
@@ -217,6 +220,7 @@ impl FileSource {
         file.file = Some(handle);
         file.wants_open = false;
         file.at_eof = false;
+        file.next_poll = Instant::now();
         self.open_files += 1;
     }
 
@@ -336,17 +340,10 @@ impl FileSource {
         if metadata.nlink() == 0 && !file.deleted {
             file.deleted = true;
             file.gone_since.get_or_insert_with(Instant::now);
-            return;
         }
-        if file.gone_since.is_some() {
-            return;
-        }
-        let at_path = std::fs::metadata(&file.path)
-            .is_ok_and(|path_metadata| (path_metadata.dev(), path_metadata.ino()) == file.key);
-        if !at_path {
-            // Rotated: the scan marks it gone and finds the new file.
-            self.discovery.scan_soon();
-        }
+        // A rename is noticed by the scans (prompted by inotify when the
+        // new name or a new file appears in a watched directory): the file
+        // is read on either way, so only its release waits for it.
     }
 
     fn truncated(&mut self, index: usize, size: u64) {
@@ -362,6 +359,7 @@ impl FileSource {
         if rewound {
             self.restart_reading(index);
             self.files[index].at_eof = false;
+            self.files[index].next_poll = Instant::now();
         }
     }
 
