@@ -228,3 +228,56 @@ pub fn kafka_sink_table(bootstrap: &str, topic: &str, extra: &str) -> String {
         "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{topic}\"\n{extra}\n"
     )
 }
+
+/// Starts `run --config CONFIG` like [`Daemon::start`], and also returns the
+/// log lines written before `started` (where start-up warnings go: the
+/// sources start before the metrics endpoint).
+pub fn start_daemon_with_log(config: &Path) -> (Daemon, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = spawn_run(config);
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut daemon = Daemon {
+        child,
+        metrics: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        stderr: lines,
+    };
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.metrics.port() == 0 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = daemon
+            .stderr
+            .recv_timeout(remaining)
+            .unwrap_or_else(|_| panic!("daemon logs `started` with its metrics address: {log:#?}"));
+        if let Some(at) = line.find("metrics=") {
+            let address = line[at + 8..].split_whitespace().next().expect("address");
+            daemon.metrics = address.parse().expect("socket address");
+        }
+        log.push(line);
+    }
+    (daemon, log)
+}
+
+/// Where the open descriptors of process `pid` point (`/proc/PID/fd`
+/// links; a deleted file reads `PATH (deleted)`). Descriptors closed while
+/// the directory is read are left out.
+pub fn fd_targets(pid: u32) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .collect()
+}

@@ -24,8 +24,10 @@
 //! Rotation: when a followed file is no longer at a matching path (renamed
 //! away, as logrotate's `create` mode does, or deleted), it is still read:
 //! the writer may append to it until it reopens its log. It is released
-//! once read to its end and quiet for `rotate_wait_ms`, or at once when it
-//! is deleted and read to its end (its descriptor is then the last holder
+//! once read to its end and quiet for `rotate_wait_ms` (counted from when
+//! it was found gone at the earliest, so a file quiet before its rename
+//! still gets the writer's late lines), or at once when it is deleted and
+//! read to its end (its descriptor is then the last holder
 //! of its bytes). Unread bytes are never dropped by a timer. The new file at
 //! the path is found by the scan that the rename prompts and read from 0.
 //! A file found shorter than the read offset was truncated (copytruncate):
@@ -41,8 +43,11 @@
 //! it stays in the file, after the stored position, and is read whole after
 //! a restart.
 //!
-//! Limits: `max_files` descriptors at once; past it the file idle longest
-//! (at its end, at its path) is closed and reopened later at its offset.
+//! Limits: `max_files` descriptors at once, counting the one that looks at
+//! a newly found file; past it the file idle longest (at its end, at its
+//! path) is closed and reopened later at its offset. A file found while
+//! none is idle is followed unstarted: its position is looked up and its
+//! fingerprint taken when it gets a descriptor.
 //! The chunk pool (from `queue_capacity`) bounds what the source holds. A
 //! chunk's span table holds [`limits::CHUNK_LINES_MAX`] lines; what does
 //! not fit is carried into the next chunk, and no new bytes are read while
@@ -181,6 +186,9 @@ struct FollowedFile {
     bytes_since_end: u64,
     /// Closed for the descriptor limit with bytes to read.
     wants_open: bool,
+    /// Found while no descriptor was to spare: its position is looked up
+    /// and its fingerprint taken when it gets one.
+    unstarted: Option<Unstarted>,
     /// Since when the file is no longer at a followed path.
     gone_since: Option<Instant>,
     /// Its last link was removed.
@@ -188,6 +196,14 @@ struct FollowedFile {
     last_read: Instant,
     rotations: u64,
     truncations: u64,
+}
+
+/// A file followed before it had a descriptor.
+#[derive(Debug, Clone, Copy)]
+struct Unstarted {
+    /// Its size at the first scan, if it was found then: its end for
+    /// `start_at = "end"`.
+    startup_size: Option<u64>,
 }
 
 /// What one read produced.

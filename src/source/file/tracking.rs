@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{FileSource, FollowedFile, STREAM_NEXT, StartAt};
+use super::{FileSource, FollowedFile, STREAM_NEXT, StartAt, Unstarted};
 use crate::clock::now_ns;
 use crate::labels::{LabelSet, Symbol};
 use crate::limits;
@@ -69,8 +69,15 @@ impl FileSource {
     }
 
     /// Starts following the file at `path`: at its stored position if the
-    /// fingerprint matches, else at `start_at` (first scan) or at 0.
+    /// fingerprint matches, else at `start_at` (first scan) or at 0. Room is
+    /// made first, so that not even the descriptor that looks at the file
+    /// goes past `max_files`; with none to spare the file is followed
+    /// unstarted, and started when it gets one (see `reopen`).
     fn add_file(&mut self, path: PathBuf, startup: bool) {
+        if self.open_files >= self.settings.max_files && !self.close_idle() {
+            self.add_unstarted(path, startup);
+            return;
+        }
         let handle = match File::open(&path) {
             Ok(handle) => handle,
             Err(error) => {
@@ -86,17 +93,36 @@ impl FileSource {
         if self.index.contains_key(&key) {
             return;
         }
-        let (fingerprint, fingerprint_bytes) = positions::fingerprint(&handle).unwrap_or((0, 0));
-        let identity = FileIdentity {
-            device: key.0,
-            inode: key.1,
-            fingerprint,
-            fingerprint_bytes,
-        };
         let size = metadata.len();
-        let offset = self.start_offset(&handle, key, &path, size, startup);
-        let serial = self.serial_next;
-        self.serial_next += 1;
+        let index = self.push_file(path, key, size, None);
+        self.start(index, &handle, size, startup.then_some(size));
+        self.attach(index, handle);
+    }
+
+    /// Follows the file at `path` without a descriptor (none to spare): it
+    /// waits for one, and where it starts is decided then.
+    fn add_unstarted(&mut self, path: PathBuf, startup: bool) {
+        let Ok(metadata) = std::fs::metadata(&path) else {
+            return;
+        };
+        let key = (metadata.dev(), metadata.ino());
+        if self.index.contains_key(&key) {
+            return;
+        }
+        let size = metadata.len();
+        let startup_size = startup.then_some(size);
+        self.push_file(path, key, size, Some(Unstarted { startup_size }));
+    }
+
+    /// Adds a followed file, closed and waiting for a descriptor; returns
+    /// its index.
+    fn push_file(
+        &mut self,
+        path: PathBuf,
+        key: FileKey,
+        size: u64,
+        unstarted: Option<Unstarted>,
+    ) -> usize {
         let label: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
         let (labels, inline) = self.file_labels(&label);
         // A successor at a rotated file's path carries on its counts.
@@ -109,35 +135,31 @@ impl FileSource {
                 )
             },
         );
-        self.ledger.follow(
-            key,
-            Position {
-                serial,
-                identity,
-                path: path.clone(),
-                delivered: offset,
-                seen_at_ns: now_ns(),
-            },
-        );
         let file = FollowedFile {
             key,
-            identity,
-            serial,
+            identity: FileIdentity {
+                device: key.0,
+                inode: key.1,
+                fingerprint: 0,
+                fingerprint_bytes: 0,
+            },
+            serial: 0,
             path,
             label,
             stream: STREAM_NEXT.fetch_add(1, Ordering::Relaxed),
             labels,
             inline,
             file: None,
-            offset,
+            offset: 0,
             size,
             pending: Vec::new(),
             read_bytes_next: limits::CHUNK_BYTES,
-            at_eof: false,
+            at_eof: true,
             next_poll: Instant::now(),
             poll_every: self.settings.poll_interval,
             bytes_since_end: 0,
             wants_open: true,
+            unstarted,
             gone_since: None,
             deleted: false,
             last_read: Instant::now(),
@@ -146,12 +168,36 @@ impl FileSource {
         };
         self.index.insert(key, self.files.len());
         self.files.push(file);
-        let index = self.files.len() - 1;
-        if self.open_files < self.settings.max_files || self.close_idle() {
-            self.attach(index, handle);
-        } else {
-            self.files[index].at_eof = true;
-        }
+        self.files.len() - 1
+    }
+
+    /// Decides where reading starts in a file, from its first descriptor:
+    /// takes its fingerprint and its offset, under a new reading number.
+    /// `startup_size`: its size at the first scan, if it was found then.
+    fn start(&mut self, index: usize, handle: &File, size: u64, startup_size: Option<u64>) {
+        let (fingerprint, fingerprint_bytes) = positions::fingerprint(handle).unwrap_or((0, 0));
+        let key = self.files[index].key;
+        let path = self.files[index].path.clone();
+        let offset = self.start_offset(handle, key, &path, size, startup_size);
+        let serial = self.serial_next;
+        self.serial_next += 1;
+        let file = &mut self.files[index];
+        file.identity.fingerprint = fingerprint;
+        file.identity.fingerprint_bytes = fingerprint_bytes;
+        file.serial = serial;
+        file.offset = offset;
+        file.size = size;
+        file.unstarted = None;
+        self.ledger.follow(
+            key,
+            Position {
+                serial,
+                identity: file.identity,
+                path,
+                delivered: offset,
+                seen_at_ns: now_ns(),
+            },
+        );
     }
 
     /// Where reading starts in a newly found file.
@@ -161,7 +207,7 @@ impl FileSource {
         key: FileKey,
         path: &std::path::Path,
         size: u64,
-        startup: bool,
+        startup_size: Option<u64>,
     ) -> u64 {
         if let Some(stored) = self.ledger.get(key) {
             if positions::fingerprint_matches(handle, &stored.identity).unwrap_or(false) {
@@ -176,10 +222,10 @@ impl FileSource {
             tracing::info!(source = %self.settings.id, path = %path.display(), "stored position belongs to another file with this inode; reading from the start");
             return 0;
         }
-        if startup && self.settings.start_at == StartAt::End {
-            size
-        } else {
-            0
+        match startup_size {
+            // Its end at start-up: lines written since are read.
+            Some(startup_size) if self.settings.start_at == StartAt::End => startup_size.min(size),
+            _ => 0,
         }
     }
 
@@ -232,21 +278,36 @@ impl FileSource {
             self.files[index].wants_open = false;
             return false;
         };
-        let same = handle
-            .metadata()
+        let metadata = handle.metadata();
+        let same = metadata
+            .as_ref()
             .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == file.key);
-        let matches = positions::fingerprint_matches(&handle, &file.identity).unwrap_or(false);
-        if !same || !matches {
-            self.files[index].wants_open = false;
-            if same {
-                // The inode was reused while closed: a new file.
-                self.metrics.fingerprint_mismatches.add(1);
-                self.restart_reading(index);
-            } else {
+        if let Some(unstarted) = file.unstarted {
+            // Its first descriptor. Another file at the path leaves this
+            // one unread and gone, as a file renamed away while closed.
+            let Ok(metadata) = metadata.as_ref() else {
+                self.files[index].wants_open = false;
+                return false;
+            };
+            if !same {
+                self.files[index].wants_open = false;
                 return false;
             }
+            self.start(index, &handle, metadata.len(), unstarted.startup_size);
+            self.attach(index, handle);
+            return true;
         }
+        if !same {
+            self.files[index].wants_open = false;
+            return false;
+        }
+        let matches = positions::fingerprint_matches(&handle, &file.identity).unwrap_or(false);
         self.attach(index, handle);
+        if !matches {
+            // The inode was reused while closed: a new file.
+            self.metrics.fingerprint_mismatches.add(1);
+            self.restart_reading(index);
+        }
         true
     }
 
@@ -301,6 +362,10 @@ impl FileSource {
         file.serial = serial;
         file.offset = 0;
         file.pending.clear();
+        if let Some(handle) = file.file.as_mut() {
+            // Reading goes on from 0; a failed seek shows at the next read.
+            let _ = handle.seek(SeekFrom::Start(0));
+        }
         if let Some(handle) = file.file.as_ref()
             && let Ok((fingerprint, bytes)) = positions::fingerprint(handle)
         {
@@ -339,7 +404,14 @@ impl FileSource {
         let file = &mut self.files[index];
         if metadata.nlink() == 0 && !file.deleted {
             file.deleted = true;
-            file.gone_since.get_or_insert_with(Instant::now);
+            if file.gone_since.is_none() {
+                // Found deleted before a scan found it gone: counted here,
+                // as the scan would have (renamed or deleted).
+                file.gone_since = Some(Instant::now());
+                file.rotations += 1;
+                self.metrics.rotations.add(1);
+                tracing::info!(source = %self.settings.id, path = %file.path.display(), "file deleted; releasing it once read to its end");
+            }
         }
         // A rename is noticed by the scans (prompted by inotify when the
         // new name or a new file appears in a watched directory): the file
@@ -381,16 +453,21 @@ impl FileSource {
     }
 
     /// Releases gone files that are read to their end: deleted ones at
-    /// once, renamed ones after `rotate_wait_ms` without new bytes.
+    /// once, renamed ones after `rotate_wait_ms` without new bytes (counted
+    /// from the rotation at the earliest).
     pub(super) fn release_finished(&mut self) {
         let mut index = 0;
         while index < self.files.len() {
             let file = &self.files[index];
+            // Quiet since the last read, and since it was found gone: a
+            // file quiet for long before its rename still gets the writer's
+            // late lines.
+            let quiet = file.gone_since.is_some_and(|gone| {
+                gone.max(file.last_read).elapsed() >= self.settings.rotate_wait
+            });
             let done = file.gone_since.is_some()
                 && file.at_eof
-                && (file.deleted
-                    || file.file.is_none()
-                    || file.last_read.elapsed() >= self.settings.rotate_wait);
+                && (file.deleted || file.file.is_none() || quiet);
             if !done {
                 index += 1;
                 continue;
