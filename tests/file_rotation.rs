@@ -152,6 +152,17 @@ fn start(dir: &Path, input: &Path, source_keys: &str, output: &Path) -> Daemon {
     Daemon::start(&write_config(dir, input, source_keys, output))
 }
 
+/// Runs the daemon from the start of `input` until `lines` reached
+/// `output`, then stops it (SIGTERM), leaving its positions behind.
+fn run_until_delivered(dir: &Path, input: &Path, output: &Path, lines: std::ops::Range<u64>) {
+    let daemon = start(dir, input, "start_at = \"beginning\"", output);
+    let mut tally = Tally::new(output);
+    common::wait_until("the first run's lines", Duration::from_secs(10), || {
+        tally.update().has(lines.clone())
+    });
+    daemon.stop();
+}
+
 fn write_config(dir: &Path, input: &Path, source_keys: &str, output: &Path) -> PathBuf {
     let sinks = common::file_sink_table("out", output, "raw");
     common::write_file(
@@ -404,17 +415,7 @@ fn reused_inode_after_restart_is_read_from_its_start() {
     let input = dir.path().join("app.log");
     std::fs::write(&input, numbered_lines(0, 100)).expect("write A");
     let first_output = dir.path().join("out-1.log");
-    let daemon = start(
-        dir.path(),
-        &input,
-        "start_at = \"beginning\"",
-        &first_output,
-    );
-    let mut tally = Tally::new(&first_output);
-    common::wait_until("A delivered", Duration::from_secs(10), || {
-        tally.update().has(0..100)
-    });
-    daemon.stop();
+    run_until_delivered(dir.path(), &input, &first_output, 0..100);
 
     let inode = std::fs::metadata(&input).expect("stat A").ino();
     let b = numbered_lines(1000, 200);
@@ -833,17 +834,7 @@ fn damaged_position_files_fall_back_to_start_at() {
     let input = dir.path().join("app.log");
     std::fs::write(&input, numbered_lines(0, 100)).expect("write app.log");
     let first_output = dir.path().join("out-valid.log");
-    let daemon = start(
-        dir.path(),
-        &input,
-        "start_at = \"beginning\"",
-        &first_output,
-    );
-    let mut tally = Tally::new(&first_output);
-    common::wait_until("the first run's lines", Duration::from_secs(10), || {
-        tally.update().has(0..100)
-    });
-    daemon.stop();
+    run_until_delivered(dir.path(), &input, &first_output, 0..100);
 
     let positions = dir.path().join("data").join("positions").join("app");
     let valid = std::fs::read(&positions).expect("read the position file");

@@ -233,15 +233,7 @@ impl Config {
     /// counted as not stored), and a directory can be fixed while it runs.
     fn unusable_dlq_dir(&self, document: &Document<'_>) -> Option<ConfigWarning> {
         let dir = self.dlq_dir();
-        // The directory is created when needed: what matters is the nearest
-        // part of it that exists.
-        let existing = dir.ancestors().find(|ancestor| ancestor.exists())?;
-        let problem = if !existing.is_dir() {
-            format!("{} is not a directory", existing.display())
-        } else {
-            let error = writable(existing).err()?;
-            format!("directory {} is not writable: {error}", existing.display())
-        };
+        let problem = directory_problem(&dir)?;
         let key: &[&str] = if self.dlq.dir.is_some() {
             &["dlq", "dir"]
         } else {
@@ -267,13 +259,7 @@ impl Config {
             .daemon
             .data_dir
             .join(crate::source::positions::DIRECTORY_NAME);
-        let existing = dir.ancestors().find(|ancestor| ancestor.exists())?;
-        let problem = if !existing.is_dir() {
-            format!("{} is not a directory", existing.display())
-        } else {
-            let error = writable(existing).err()?;
-            format!("directory {} is not writable: {error}", existing.display())
-        };
+        let problem = directory_problem(&dir)?;
         let key = ["daemon", "data_dir"];
         Some(ConfigWarning {
             path: document.path().to_path_buf(),
@@ -558,6 +544,20 @@ fn check_output_path(path: &Path) -> Result<(), String> {
 
 /// access(2) with W_OK: asks the kernel, which knows about ACLs, read-only
 /// mounts and root, rather than guessing from permission bits.
+/// Why a directory the daemon creates when needed could not be used, if
+/// it could not: what matters is the nearest part of it that exists.
+fn directory_problem(dir: &Path) -> Option<String> {
+    let existing = dir.ancestors().find(|ancestor| ancestor.exists())?;
+    if !existing.is_dir() {
+        return Some(format!("{} is not a directory", existing.display()));
+    }
+    let error = writable(existing).err()?;
+    Some(format!(
+        "directory {} is not writable: {error}",
+        existing.display()
+    ))
+}
+
 fn writable(path: &Path) -> Result<(), std::io::Error> {
     let name = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;

@@ -111,40 +111,7 @@ impl Daemon {
     /// Starts `run --config CONFIG` and waits for the `started` log line
     /// that names the bound metrics address.
     pub fn start(config: &Path) -> Daemon {
-        use std::io::BufRead;
-        let mut child = spawn_run(config);
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Owned by the `Daemon` from here on, so that its `Drop` reaps the
-        // child even if this function panics.
-        let mut daemon = Daemon {
-            child,
-            metrics: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            stderr: lines,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while daemon.metrics.port() == 0 {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = daemon
-                .stderr
-                .recv_timeout(remaining)
-                .expect("daemon logs `started` with its metrics address");
-            if let Some(at) = line.find("metrics=") {
-                let address = line[at + 8..].split_whitespace().next().expect("address");
-                daemon.metrics = address.parse().expect("socket address");
-            }
-        }
-        daemon
+        start_daemon_with_log(config).0
     }
 
     /// One HTTP GET on the metrics endpoint: (status code, body).

@@ -206,6 +206,18 @@ struct Unstarted {
     startup_size: Option<u64>,
 }
 
+impl FollowedFile {
+    /// Where the lines read so far end: the offset before the carried tail.
+    fn receipt(&self) -> Receipt {
+        Receipt {
+            device: self.key.0,
+            inode: self.key.1,
+            serial: self.serial,
+            end_offset: self.offset - self.pending.len() as u64,
+        }
+    }
+}
+
 /// What one read produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadStep {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{FileSource, POLL_BACKOFF_MAX, POLL_SLOW_BYTES, READS_PER_FILE_MAX, ReadStep};
 use crate::clock::now_ns;
 use crate::limits;
-use crate::source::{Receipt, SourceChunk};
+use crate::source::SourceChunk;
 use crate::wake;
 
 impl FileSource {
@@ -106,12 +106,7 @@ impl FileSource {
             "carried tail {} bytes",
             file.pending.len()
         );
-        chunk.receipt = Some(Receipt {
-            device: file.key.0,
-            inode: file.key.1,
-            serial: file.serial,
-            end_offset: file.offset - file.pending.len() as u64,
-        });
+        chunk.receipt = Some(file.receipt());
         self.metrics.lines_split.add(outcome.pieces_split);
         let has_lines = !chunk.lines().is_empty();
         self.hand_on(chunk);
@@ -211,12 +206,7 @@ impl FileSource {
             file.pending.clear();
             let outcome = chunk.split(self.settings.max_line_bytes, true);
             file.pending.extend_from_slice(chunk.tail(outcome.consumed));
-            chunk.receipt = Some(Receipt {
-                device: file.key.0,
-                inode: file.key.1,
-                serial: file.serial,
-                end_offset: file.offset - file.pending.len() as u64,
-            });
+            chunk.receipt = Some(file.receipt());
             self.metrics.lines_split.add(outcome.pieces_split);
             self.hand_on(chunk);
         }
