@@ -628,3 +628,41 @@ fn unreadable_kafka_tls_files_are_rejected_with_key_and_line() {
         assert_accepted(dir.path(), &file_source_config(&input, "", &sinks));
     }
 }
+
+/// Goal: the durable file source's keys are checked before anything runs:
+/// an `exclude` that is not a glob, a `max_files` of 0 and a
+/// `label_symbols_max` past its limit are each rejected naming the key and
+/// its line; valid values are accepted. Method: one config per mistake.
+#[test]
+fn file_source_discovery_and_label_limits_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let sinks = "[sinks.out]\ntype = \"null\"\n";
+    let text = file_source_config(&input, "exclude = [\"[unclosed\"]", sinks);
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sources.app.exclude",
+        "exclude",
+        "is not a glob pattern",
+    );
+    let text = file_source_config(&input, "max_files = 0", sinks);
+    assert_rejected(dir.path(), &text, "sources.app.max_files", "max_files", "");
+    let text = file_source_config(&input, "", sinks).replace(
+        "pin_threads = false",
+        "pin_threads = false\nlabel_symbols_max = 99999999",
+    );
+    assert_rejected(
+        dir.path(),
+        &text,
+        "daemon.label_symbols_max",
+        "label_symbols_max",
+        "must be at most",
+    );
+    let keys = "exclude = [\"*.gz\"]\nmax_files = 8\nglob_interval_ms = 100\nrotate_wait_ms = 500";
+    let text = file_source_config(&input, keys, sinks).replace(
+        "pin_threads = false",
+        "pin_threads = false\nlabel_symbols_max = 1000\nlabel_bytes_max = 65536\npositions_interval_ms = 200\npositions_forget_after_ms = 60000",
+    );
+    assert_accepted(dir.path(), &text);
+}
