@@ -82,7 +82,12 @@ def flat(binary: str, files: int, lines: int) -> None:
         per_file = lines // files
         for index in range(files):
             with open(f"{work}/in/f{index:05}.log", "w") as out:
-                out.write("".join(f"seq={n:012} {PADDING}\n" for n in range(per_file)))
+                # In blocks, so that this process stays small: the daemon is
+                # forked from it, and a forked child's peak RSS counts the
+                # parent's pages until it execs.
+                for start in range(0, per_file, 50_000):
+                    end = min(start + 50_000, per_file)
+                    out.write("".join(f"seq={n:012} {PADDING}\n" for n in range(start, end)))
         with open(f"{work}/config.toml", "w") as out:
             out.write(config(work, files, True, 0))
         started = time.monotonic()

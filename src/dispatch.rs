@@ -413,15 +413,18 @@ impl Dispatcher {
             }
         }
         // Drop the rings before the wake-ups, so that each sink sees its ring
-        // abandoned at once instead of at its next park timeout.
-        let sinks: Vec<Waker> = self
+        // abandoned at once instead of at its next park timeout. The sources
+        // wait for their commit rings to be abandoned before they write
+        // their last positions.
+        let wakers: Vec<Waker> = self
             .sinks
             .iter()
             .map(|sink| sink.lane.sink.clone())
+            .chain(self.sources.iter().map(|source| source.source.clone()))
             .collect();
         drop(self);
-        for sink in sinks {
-            sink.wake();
+        for waker in wakers {
+            waker.wake();
         }
     }
 
