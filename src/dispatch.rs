@@ -405,7 +405,7 @@ impl Dispatcher {
                 }
                 // Every batch is delivered or in the DLQ now.
                 self.receipts.complete_all();
-                self.receipts.release(&mut self.sources);
+                self.release_last_receipts();
                 break;
             }
             if !progressed {
@@ -425,6 +425,43 @@ impl Dispatcher {
         drop(self);
         for waker in wakers {
             waker.wake();
+        }
+    }
+
+    /// Hands back every receipt still logged, at the end. One pass is not
+    /// enough: a commit ring holds [`COMMITS_RING_CAPACITY`] receipts, a
+    /// batch up to one per file it has lines of, and the batches completed
+    /// last (all of them at once when the drain timed out) can hold more
+    /// than the rings have room for at once. The sources take receipts
+    /// until this stage ends (each waits for its commit ring to be
+    /// abandoned), and `release` wakes a source whose ring is full, so
+    /// every pass makes room. Bounded by an eighth of `drain_timeout` (the
+    /// shutdown timeout leaves a quarter of it after the drain), in case a
+    /// source no longer takes them: what is left is then logged, and those
+    /// lines are read again after a restart.
+    ///
+    /// [`COMMITS_RING_CAPACITY`]: crate::source::COMMITS_RING_CAPACITY
+    fn release_last_receipts(&mut self) {
+        let deadline = Instant::now() + self.retry.drain_timeout / 8;
+        loop {
+            self.receipts.release(&mut self.sources);
+            if self.receipts.batches.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let receipts: usize = self
+                    .receipts
+                    .batches
+                    .iter()
+                    .map(|batch| batch.receipts.len() - batch.released)
+                    .sum();
+                tracing::warn!(
+                    receipts,
+                    "sources did not take the last positions in time; their lines will be read again after a restart"
+                );
+                return;
+            }
+            wake::park(Duration::from_millis(1));
         }
     }
 
