@@ -45,6 +45,8 @@ pub struct Ledger {
     entries: HashMap<FileKey, Position>,
     /// Something changed since the last write.
     dirty: bool,
+    /// A delivered offset moved since the last write.
+    moved: bool,
 }
 
 impl Ledger {
@@ -67,6 +69,7 @@ impl Ledger {
         Self {
             entries,
             dirty: false,
+            moved: false,
         }
     }
 
@@ -111,6 +114,7 @@ impl Ledger {
         }
         position.delivered = receipt.end_offset;
         self.dirty = true;
+        self.moved = true;
         Some(position.delivered)
     }
 
@@ -139,6 +143,7 @@ impl Ledger {
             return false;
         }
         self.dirty = false;
+        self.moved = false;
         records.clear();
         records.extend(self.entries.values().map(|position| PositionRecord {
             identity: position.identity,
@@ -147,6 +152,16 @@ impl Ledger {
             seen_at_ns: position.seen_at_ns,
         }));
         true
+    }
+
+    /// Whether a delivered offset moved since the last write.
+    pub fn has_moved(&self) -> bool {
+        self.moved
+    }
+
+    /// Whether something changed since the last write.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     /// Marks the ledger changed again (a write failed).

@@ -184,6 +184,9 @@ struct FollowedFile {
     poll_every: Duration,
     /// Bytes read since the file's last end.
     bytes_since_end: u64,
+    /// Its change time (seconds, nanoseconds) when it was closed for the
+    /// descriptor limit: a scan that sees another reopens it.
+    changed_at: (i64, i64),
     /// Closed for the descriptor limit with bytes to read.
     wants_open: bool,
     /// Found while no descriptor was to spare: its position is looked up
@@ -242,7 +245,10 @@ pub struct FileSource {
     ledger: Ledger,
     store: Option<PositionStore>,
     records: Vec<PositionRecord>,
+    /// When positions may be written next (when they changed).
     next_write: Instant,
+    /// When the file metrics are published and gone files forgotten next.
+    next_publish: Instant,
     discovery: Discovery,
     scanned: Vec<PathBuf>,
     /// Whether the first scan (which honours `start_at`) happened.
@@ -287,6 +293,7 @@ impl FileSource {
             store: None,
             records: Vec::new(),
             next_write: Instant::now(),
+            next_publish: Instant::now(),
             scanned: Vec::new(),
             scanned_once: false,
             links,
@@ -321,7 +328,10 @@ impl FileSource {
                 next_due = next_due.min(self.files[index].next_poll);
             }
             self.release_finished();
-            if now >= self.next_write {
+            if now >= self.next_publish {
+                self.publish();
+                self.write_positions();
+            } else if now >= self.next_write && self.ledger.has_moved() {
                 self.write_positions();
             }
             if self.settings.exit_on_eof && self.is_at_end() {
@@ -368,6 +378,7 @@ impl FileSource {
             wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
         }
         self.take_commits();
+        self.publish();
         self.write_positions();
         for index in 0..self.files.len() {
             self.close(index);
@@ -401,19 +412,33 @@ impl FileSource {
                 tracing::error!(source = %self.settings.id, error = %crate::error_chain::ErrorChain(&error), "positions cannot be stored; files start at start_at after a restart");
             }
         }
-        self.next_write = Instant::now() + self.settings.positions.interval;
+        // The first delivery is written at once: a daemon that crashes
+        // again and again within `positions_interval_ms` of its start must
+        // still store how far it got, or its duplicates would add up.
+        self.next_write = Instant::now();
+        self.next_publish = Instant::now() + self.settings.positions.interval;
     }
 
-    /// Writes the positions if something changed; publishes the file
-    /// metrics.
-    fn write_positions(&mut self) {
-        self.next_write = Instant::now() + self.settings.positions.interval;
+    /// Forgets long-gone files and publishes the file metrics, once per
+    /// `positions_interval_ms`.
+    fn publish(&mut self) {
+        self.next_publish = Instant::now() + self.settings.positions.interval;
         let index = &self.index;
         self.ledger
             .forget_gone(now_ns(), self.settings.positions.forget_after, |key| {
                 index.contains_key(&key)
             });
         self.publish_files();
+    }
+
+    /// Writes the positions if something changed. A delivery is written at
+    /// most once per `positions_interval_ms` (the first one at once);
+    /// other changes (files found, forgotten) with the next publication.
+    fn write_positions(&mut self) {
+        if !self.ledger.is_dirty() {
+            return;
+        }
+        self.next_write = Instant::now() + self.settings.positions.interval;
         let Some(store) = self.store.as_mut() else {
             return;
         };
@@ -437,7 +462,9 @@ impl FileSource {
         }
     }
 
-    /// Publishes the state of every followed file for the endpoint.
+    /// Publishes the state of every file with a descriptor for the
+    /// endpoint: at most `max_files` series per family, however many files
+    /// wait closed.
     fn publish_files(&self) {
         self.metrics.files_watched.set(self.files.len() as u64);
         self.metrics.files_open.set(self.open_files as u64);
@@ -447,7 +474,8 @@ impl FileSource {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         statuses.clear();
-        statuses.extend(self.files.iter().map(|file| {
+        let open = self.files.iter().filter(|file| file.file.is_some());
+        statuses.extend(open.map(|file| {
             let delivered = self
                 .ledger
                 .get(file.key)

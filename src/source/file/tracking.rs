@@ -36,7 +36,7 @@ impl FileSource {
             match self.index.get(&key) {
                 Some(&index) => {
                     present[index] = true;
-                    self.notice_growth(index, metadata.len());
+                    self.notice_change(index, &metadata);
                     if self.files[index].path != *path {
                         // Renamed to a name that is followed too: the same
                         // file, under its first name's label.
@@ -59,13 +59,16 @@ impl FileSource {
         self.scanned_once = true;
     }
 
-    /// A closed file that grew or shrank wants its descriptor back.
-    fn notice_growth(&mut self, index: usize, size: u64) {
+    /// A closed file that grew, shrank or changed (its inode may even hold
+    /// a new file now: it was deleted while closed and the inode reused)
+    /// wants its descriptor back; `reopen` tells which.
+    fn notice_change(&mut self, index: usize, metadata: &std::fs::Metadata) {
         let file = &mut self.files[index];
-        if file.file.is_none() && size != file.offset {
+        let changed = (metadata.ctime(), metadata.ctime_nsec()) != file.changed_at;
+        if file.file.is_none() && (metadata.len() != file.offset || changed) {
             file.wants_open = true;
         }
-        file.size = size;
+        file.size = metadata.len();
     }
 
     /// Starts following the file at `path`: at its stored position if the
@@ -74,7 +77,8 @@ impl FileSource {
     /// goes past `max_files`; with none to spare the file is followed
     /// unstarted, and started when it gets one (see `reopen`).
     fn add_file(&mut self, path: PathBuf, startup: bool) {
-        if self.open_files >= self.settings.max_files && !self.close_idle() {
+        if self.open_files >= self.settings.max_files {
+            // `open_waiting` makes room, for all waiting files at once.
             self.add_unstarted(path, startup);
             return;
         }
@@ -158,6 +162,7 @@ impl FileSource {
             next_poll: Instant::now(),
             poll_every: self.settings.poll_interval,
             bytes_since_end: 0,
+            changed_at: (0, 0),
             wants_open: true,
             unstarted,
             gone_since: None,
@@ -304,47 +309,79 @@ impl FileSource {
         let matches = positions::fingerprint_matches(&handle, &file.identity).unwrap_or(false);
         self.attach(index, handle);
         if !matches {
-            // The inode was reused while closed: a new file.
+            // The inode was reused while closed: a new file, perhaps at
+            // another path.
             self.metrics.fingerprint_mismatches.add(1);
+            if *self.files[index].label != *self.files[index].path.to_string_lossy() {
+                self.relabel(index);
+            }
             self.restart_reading(index);
         }
         true
     }
 
-    /// Opens files waiting for a descriptor, closing idle ones to make room.
+    /// A file found on a reused inode under another name is labelled by
+    /// its own path, as a new stream.
+    fn relabel(&mut self, index: usize) {
+        let label: Arc<str> = Arc::from(self.files[index].path.to_string_lossy().as_ref());
+        let (labels, inline) = self.file_labels(&label);
+        let file = &mut self.files[index];
+        file.label = label;
+        file.labels = labels;
+        file.inline = inline;
+        file.stream = STREAM_NEXT.fetch_add(1, Ordering::Relaxed);
+        file.rotations = 0;
+        file.truncations = 0;
+    }
+
+    /// Opens files waiting for a descriptor, closing idle ones (longest
+    /// idle first) to make room. One pass over the files to find the idle
+    /// ones, however many wait: a start with many files is not quadratic.
     pub(super) fn open_waiting(&mut self) {
+        let waiting = |file: &FollowedFile| {
+            file.wants_open && file.file.is_none() && file.gone_since.is_none()
+        };
+        if !self.files.iter().any(waiting) {
+            return;
+        }
+        let mut idle: Vec<usize> = (0..self.files.len())
+            .filter(|&index| self.is_idle(index))
+            .collect();
+        // Longest idle last, to be popped first.
+        idle.sort_unstable_by_key(|&index| std::cmp::Reverse(self.files[index].last_read));
         for index in 0..self.files.len() {
-            let file = &self.files[index];
-            if !file.wants_open || file.file.is_some() || file.gone_since.is_some() {
+            if !waiting(&self.files[index]) {
                 continue;
             }
-            if self.open_files >= self.settings.max_files && !self.close_idle() {
-                return;
+            if self.open_files >= self.settings.max_files {
+                let Some(victim) = idle.pop() else {
+                    return;
+                };
+                self.close_idle(victim);
             }
             self.reopen(index);
         }
     }
 
-    /// Closes the open file idle longest (at its end, at its path, nothing
-    /// carried). False if none is idle.
-    fn close_idle(&mut self) -> bool {
-        let idle = self
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(_, file)| file.file.is_some() && file.at_eof && file.gone_since.is_none())
-            .min_by_key(|(_, file)| file.last_read)
-            .map(|(index, _)| index);
-        let Some(index) = idle else {
-            return false;
-        };
+    /// Open, at its end, at its path, nothing carried that matters.
+    fn is_idle(&self, index: usize) -> bool {
+        let file = &self.files[index];
+        file.file.is_some() && file.at_eof && file.gone_since.is_none()
+    }
+
+    /// Closes an idle file for the descriptor limit; it is reopened at its
+    /// offset when it changes.
+    fn close_idle(&mut self, index: usize) {
+        debug_assert!(self.is_idle(index), "only idle files are closed");
         let file = &mut self.files[index];
+        if let Some(metadata) = file.file.as_ref().and_then(|handle| handle.metadata().ok()) {
+            file.changed_at = (metadata.ctime(), metadata.ctime_nsec());
+        }
         // The carried partial line is read again when the file reopens.
         file.offset -= file.pending.len() as u64;
         file.pending = Vec::new();
         self.close(index);
         self.metrics.files_closed_for_limit.add(1);
-        true
     }
 
     pub(super) fn close(&mut self, index: usize) {
