@@ -48,7 +48,7 @@
 //! DLQ of every sink that takes their source (reason `shutdown`), which
 //! lets the sources end.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -58,8 +58,8 @@ use rtrb::{Consumer, Producer};
 
 use crate::batch::{OpenBatch, SealedBatch, SourceIndex};
 use crate::clock::now_ns;
-use crate::dlq::DlqSink;
 use crate::dlq::record::{Reason, Record};
+use crate::dlq::{DlqSink, Stored};
 use crate::labels::SymbolTable;
 use crate::limits;
 use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics};
@@ -171,6 +171,9 @@ struct LoggedBatch {
     receipts: Vec<(usize, Receipt)>,
     /// Receipts already handed back (a full commit ring stops the rest).
     released: usize,
+    /// Some of its lines could not be written to a DLQ: its files'
+    /// positions stay where they are.
+    held: bool,
 }
 
 /// Sealed batches in sequence order with the receipts of their chunks.
@@ -183,6 +186,10 @@ struct ReceiptLog {
     /// Receipts of the open batch.
     open: Vec<(usize, Receipt)>,
     spare: Vec<Vec<(usize, Receipt)>>,
+    /// Readings of files (source, device, inode, serial) whose positions
+    /// no longer move in this run: a line of theirs was lost on the way to
+    /// a DLQ, so a restart must read it again. Grows only with such losses.
+    held_files: HashSet<(usize, u64, u64, u64)>,
 }
 
 impl ReceiptLog {
@@ -191,6 +198,7 @@ impl ReceiptLog {
             batches: VecDeque::with_capacity(batches + 1),
             open: Vec::new(),
             spare: Vec::with_capacity(batches + 1),
+            held_files: HashSet::new(),
         }
     }
 
@@ -222,7 +230,20 @@ impl ReceiptLog {
             complete: false,
             receipts,
             released: 0,
+            held: false,
         });
+    }
+
+    /// Lines of batch `sequence` could not be written to a DLQ.
+    fn hold(&mut self, sequence: u64) {
+        let front = self
+            .batches
+            .front()
+            .map_or(sequence, |batch| batch.sequence);
+        let index = sequence.checked_sub(front).map(|index| index as usize);
+        if let Some(batch) = index.and_then(|index| self.batches.get_mut(index)) {
+            batch.held = true;
+        }
     }
 
     fn complete(&mut self, sequence: u64) {
@@ -248,8 +269,22 @@ impl ReceiptLog {
             if !batch.complete {
                 return;
             }
+            if batch.held {
+                for &(source, receipt) in &batch.receipts {
+                    let file = (source, receipt.device, receipt.inode, receipt.serial);
+                    if self.held_files.insert(file) {
+                        tracing::warn!(source = %sources[source].metrics.id, inode = receipt.inode, offset = receipt.end_offset, "lines could not be stored in a DLQ; this file's position stays put until a restart reads them again");
+                    }
+                }
+                batch.released = batch.receipts.len();
+            }
             while batch.released < batch.receipts.len() {
                 let (source, receipt) = batch.receipts[batch.released];
+                let file = (source, receipt.device, receipt.inode, receipt.serial);
+                if self.held_files.contains(&file) {
+                    batch.released += 1;
+                    continue;
+                }
                 let end = &mut sources[source];
                 if end.commits.push(receipt).is_err() && !end.commits.is_abandoned() {
                     // Full: the source takes them at its next round.
@@ -535,6 +570,7 @@ impl Dispatcher {
                 .map(|(key, value)| (symbols.resolve(*key), &**value)),
         );
         labels.sort_by(|left, right| left.0.cmp(right.0));
+        let mut lost = false;
         for end in &mut self.sinks {
             if !end.inputs.takes(source as SourceIndex) {
                 continue;
@@ -549,7 +585,7 @@ impl Dispatcher {
                     labels,
                     message: chunk.line(span),
                 };
-                end.dlq.store(&record);
+                lost |= end.dlq.store(&record) == Stored::Lost;
                 labels = record.labels;
             }
             end.metrics.lines_failed.add(spans.len() as u64);
@@ -562,6 +598,9 @@ impl Dispatcher {
             self.seal_open();
             self.receipts.note(source, receipt);
             self.receipts.sealed(self.sequence_next);
+            if lost {
+                self.receipts.hold(self.sequence_next);
+            }
             self.receipts.complete(self.sequence_next);
             self.sequence_next += 1;
         }
@@ -744,6 +783,7 @@ impl Dispatcher {
         let mut labels = recycle_labels(std::mem::take(&mut self.dlq_labels));
         let end = &mut self.sinks[sink];
         let mut stored = 0u64;
+        let mut lost = false;
         for (index, entry) in batch.entries().iter().enumerate() {
             if !select(index) {
                 continue;
@@ -759,12 +799,15 @@ impl Dispatcher {
                 labels,
                 message: entry.line,
             };
-            end.dlq.store(&record);
+            lost |= end.dlq.store(&record) == Stored::Lost;
             labels = record.labels;
             end.failures.unmark(slot, index);
         }
         self.dlq_labels = recycle_labels(labels);
         end.metrics.lines_failed.add(stored);
+        if lost {
+            self.receipts.hold(batch.sequence());
+        }
     }
 
     /// A sink is done with a batch; complete the batch if all are.

@@ -1102,3 +1102,131 @@ fn sigterm_stores_every_position_of_many_files() {
         &behind[..behind.len().min(3)]
     );
 }
+
+/// Goal: a line that can be neither delivered nor written to the DLQ (its
+/// directory cannot be created: a full or broken disk) does not move its
+/// file's position, so a restart reads it again: counted as a DLQ write
+/// error, and not lost. Method: 1,000 lines delivered; the broker goes
+/// down; 5,000 more lines fail their attempts and cannot be stored (the
+/// DLQ directory lies under a regular file); the stored position must stay
+/// at the 1,000th line; SIGTERM; the DLQ directory is made usable, the
+/// broker comes up, the daemon restarts: the topic holds every number.
+#[test]
+fn lines_the_dlq_cannot_store_are_read_again_after_a_restart() {
+    const BEFORE: u64 = 1_000;
+    const DURING: u64 = 5_000;
+    let _one = one_at_a_time();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("nodlq", 4, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    std::fs::write(&input, "").expect("input");
+    let data_dir = dir.path().join("data");
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "a file where the DLQ directory should be").expect("blocker");
+    let config_text = |dlq_dir: &Path| {
+        format!(
+            r#"
+[daemon]
+pin_threads = false
+metrics_addr = "127.0.0.1:0"
+data_dir = "{data}"
+
+[dispatcher]
+batch_size = 500
+batch_timeout_ms = 20
+
+[retry]
+max_attempts = 1
+base_delay_ms = 10
+max_delay_ms = 10
+
+[dlq]
+dir = "{dlq}"
+
+[sources.app]
+type = "file"
+paths = ["{input}"]
+
+[sinks.kafka]
+type = "kafka"
+brokers = "{bootstrap}"
+topic = "nodlq"
+encoding = "raw"
+probe_interval_ms = 200
+"#,
+            data = data_dir.display(),
+            dlq = dlq_dir.display(),
+            input = input.display(),
+        )
+    };
+    let config = common::write_file(dir.path(), "nodlq.toml", &config_text(&blocker.join("dlq")));
+    let append = |first: u64, count: u64| {
+        let mut buffer = Vec::new();
+        common::write_numbered_lines(&mut buffer, first, count);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .expect("input");
+        file.write_all(&buffer).expect("append");
+    };
+    let daemon = common::Daemon::start(&config);
+    append(0, BEFORE);
+    common::wait_until("the first lines' position", Duration::from_secs(30), || {
+        stored_position(&data_dir, &input) == Some(BEFORE * LINE_BYTES)
+    });
+    cluster.broker_down(1).expect("broker down");
+    append(BEFORE, DURING);
+    common::wait_until(
+        "every line failed to store",
+        Duration::from_secs(60),
+        || {
+            let body = daemon.get("/metrics").1;
+            metric(
+                &body,
+                "log_capturer_dlq_write_errors_total",
+                &[("sink", "kafka")],
+            )
+            .is_some_and(|errors| errors >= DURING as f64)
+        },
+    );
+    // Two position intervals: the position must not have moved.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(
+        stored_position(&data_dir, &input),
+        Some(BEFORE * LINE_BYTES),
+        "the position stays before the lines the DLQ could not hold"
+    );
+    daemon.stop();
+    assert_eq!(
+        stored_position(&data_dir, &input),
+        Some(BEFORE * LINE_BYTES),
+        "nor does the shutdown move it"
+    );
+
+    let config = common::write_file(
+        dir.path(),
+        "nodlq.toml",
+        &config_text(&dir.path().join("dlq")),
+    );
+    cluster.broker_up(1).expect("broker up");
+    let daemon = common::Daemon::start(&config);
+    common::wait_until(
+        "the restart delivers the rest",
+        Duration::from_secs(60),
+        || stored_position(&data_dir, &input) == Some((BEFORE + DURING) * LINE_BYTES),
+    );
+    daemon.stop();
+    let tally = consume_topic(
+        &bootstrap,
+        "nodlq",
+        BEFORE + DURING,
+        Duration::from_secs(60),
+    );
+    tally.assert_none_lost();
+    println!(
+        "lines the DLQ could not store: none lost; duplicates {}",
+        tally.duplicates()
+    );
+}

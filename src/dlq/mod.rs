@@ -52,6 +52,20 @@ use crate::metrics::{Counter, Gauge};
 use record::{Reason, Record, encode_frame};
 use segment::{ReadableSegment, SegmentError, WritableSegment, list_segments};
 
+/// What became of a record handed to [`DlqSink::store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Stored {
+    /// In a segment (in the page cache: it survives a crash of the process).
+    Stored,
+    /// Dropped by the size policy (`drop_new`, or a record larger than a
+    /// segment), counted: what the operator chose.
+    Dropped,
+    /// Not written (an I/O error, no directory, no segment): counted and
+    /// logged, and not accounted for.
+    Lost,
+}
+
 /// Why an entry could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -516,11 +530,13 @@ impl DlqSink {
     }
 
     /// Stores one record; a failure is counted and logged (rate-limited).
-    /// A rejected record (reason codes 5 to 8) goes to `rejected/`.
-    pub fn store(&mut self, record: &Record<'_>) {
+    /// A rejected record (reason codes 5 to 8) goes to `rejected/`. Says
+    /// whether the record is accounted for: stored, or dropped by the
+    /// size policy (counted, as configured); `Lost` when it could not be
+    /// written, which must keep its file's position from moving past it.
+    pub fn store(&mut self, record: &Record<'_>) -> Stored {
         if record.reason.is_rejection() {
-            self.store_rejected(record);
-            return;
+            return self.store_rejected(record);
         }
         if self.writer.is_none() && Instant::now() >= self.reopen_at {
             self.try_open();
@@ -534,14 +550,14 @@ impl DlqSink {
                 };
                 self.log_error(&error);
             }
-            return;
+            return Stored::Lost;
         }
         let waiting = self.create_retry_at.is_some_and(|at| Instant::now() < at);
         // Without a segment, an append would only try to create one again.
         if waiting && !self.error_log_due_peek() {
             self.metrics.write_errors.add(1);
             self.unlogged += 1;
-            return;
+            return Stored::Lost;
         }
         let writer = self.writer.as_mut().expect("checked above");
         let result = writer.append(record);
@@ -552,31 +568,42 @@ impl DlqSink {
             }
             Err(_) => {}
         }
+        let stored = match &result {
+            Ok(()) => Stored::Stored,
+            Err(DlqError::Full { .. } | DlqError::TooLarge { .. }) => Stored::Dropped,
+            Err(_) => Stored::Lost,
+        };
         if let Err(error) = result {
             self.log_rate_limited(&error);
         }
+        stored
     }
 
-    fn store_rejected(&mut self, record: &Record<'_>) {
+    fn store_rejected(&mut self, record: &Record<'_>) -> Stored {
         if self.rejected.is_none() && !self.open_rejected() {
             self.metrics.write_errors.add(1);
-            return;
+            return Stored::Lost;
         }
         let writer = self.rejected.as_mut().expect("opened above");
         if let Err(error) = writer.append(record) {
+            let stored = match error {
+                DlqError::Full { .. } | DlqError::TooLarge { .. } => Stored::Dropped,
+                _ => Stored::Lost,
+            };
             self.log_rate_limited(&error);
-            return;
+            return stored;
         }
         let due = self
             .rejected_logged_at
             .is_none_or(|at| at.elapsed() >= DLQ_LOG_INTERVAL);
         if !due {
             self.rejected_unlogged += 1;
-            return;
+            return Stored::Stored;
         }
         tracing::warn!(sink = %self.sink, reason = record.reason.as_str(), bytes = record.message.len(), not_logged_since_last = self.rejected_unlogged, "entry refused for good by the sink; kept in the DLQ's rejected/ directory, not retried (counted)");
         self.rejected_logged_at = Some(Instant::now());
         self.rejected_unlogged = 0;
+        Stored::Stored
     }
 
     fn log_rate_limited(&mut self, error: &DlqError) {
@@ -773,7 +800,7 @@ mod tests {
         std::fs::write(&file, "x").expect("file");
         let mut dlq = DlqSink::open("k", &settings(&file, 2, DlqPolicy::DropNew));
         for _ in 0..1000 {
-            dlq.store(&record("lost"));
+            assert_eq!(dlq.store(&record("lost")), Stored::Lost);
         }
         assert!(dlq.writer.is_none());
         let metrics = dlq.metrics();
@@ -795,7 +822,7 @@ mod tests {
         let mut dlq = DlqSink::open("k", &settings);
         let sequence_first = dlq.writer.as_ref().expect("opened").sequence_next;
         for _ in 0..1000 {
-            dlq.store(&record("lost"));
+            assert_eq!(dlq.store(&record("lost")), Stored::Lost);
         }
         assert_eq!(
             dlq.writer.as_ref().expect("still open").sequence_next,
@@ -812,7 +839,7 @@ mod tests {
         writer.settings.segment_bytes = 64 * 1024;
         writer.settings.max_bytes = 2 * 64 * 1024;
         dlq.create_retry_at = Some(Instant::now());
-        dlq.store(&record("kept"));
+        assert_eq!(dlq.store(&record("kept")), Stored::Stored);
         assert_eq!(metrics.stored_total(), 1);
         assert_eq!(metrics.write_errors.get(), 1000);
         assert!(dlq.create_retry_at.is_none());
