@@ -717,11 +717,20 @@ impl PositionStore {
     /// Writes the buffer to the temporary file and makes it durable.
     /// `sync_data` suffices: it also writes the file size back, and no
     /// other metadata is needed to read the file.
+    /// Writes the buffer to a new temporary file. Whatever is at its path
+    /// (a leftover, or a symbolic link planted there) is removed first, and
+    /// the file is created exclusively without following a link, so that
+    /// the write can never land in another file.
     fn write_temporary(&self) -> Result<(), (&'static str, std::io::Error)> {
+        match std::fs::remove_file(&self.temporary_path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(("remove leftover temporary file", error)),
+        }
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o644)
             .open(&self.temporary_path)
             .map_err(|error| ("create temporary file", error))?;
@@ -1249,6 +1258,24 @@ mod tests {
         std::fs::write(temporary.path().join("positions/fresh.tmp"), b"junk").unwrap();
         let (_, decoded) = PositionStore::open(temporary.path(), "fresh").unwrap();
         assert_eq!(decoded, Decoded::default());
+    }
+
+    /// Goal: a symbolic link planted at the temporary file's path is not
+    /// followed: the file it names stays untouched, and the positions are
+    /// written. Method: `app.tmp` links to a victim file; write; compare.
+    #[test]
+    fn temporary_file_link_is_not_followed() {
+        let temporary = tempfile::tempdir().unwrap();
+        let records = three();
+        let (mut store, _) = PositionStore::open(temporary.path(), "app").unwrap();
+        let victim = temporary.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let link = temporary.path().join("positions/app.tmp");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        store.write(&records).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let (_, decoded) = PositionStore::open(temporary.path(), "app").unwrap();
+        assert_eq!(decoded.records, records);
     }
 
     /// Goal: ids that are not plain names stay one file inside
