@@ -945,3 +945,37 @@ fn final_unterminated_line_is_read_whole_after_restart() {
         "the line read whole, once, and nothing else"
     );
 }
+
+/// Goal: a SIGTERM right after a rename to a name no pattern matches
+/// (logrotate's `create` with `app.log.1`) still delivers the renamed
+/// file's unread lines: after the restart nobody would find them again.
+/// Method: the daemon follows `app.log`; 300,000 lines are appended to it,
+/// it is renamed to `app.log.1` and the daemon gets SIGTERM at once, well
+/// before it can have read them all at its pace; then a restart. Every
+/// number must have arrived, none twice.
+#[test]
+fn sigterm_right_after_a_rename_reads_the_renamed_file_to_its_end() {
+    const LINES: u64 = 300_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("app.log");
+    std::fs::write(&input, numbered_lines(0, 10)).expect("write app.log");
+    let output = dir.path().join("out.log");
+    let daemon = start(dir.path(), &input, "start_at = \"beginning\"", &output);
+    let mut tally = Tally::new(&output);
+    common::wait_until("the first lines", Duration::from_secs(10), || {
+        tally.update().has(0..10)
+    });
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .expect("open app.log");
+    file.write_all(&numbered_lines(10, LINES - 10))
+        .expect("append");
+    std::fs::rename(&input, dir.path().join("app.log.1")).expect("rename");
+    daemon.stop();
+    let daemon = start(dir.path(), &input, "start_at = \"beginning\"", &output);
+    daemon.stop();
+    tally.update();
+    assert_eq!(tally.missing(0..LINES), Vec::<u64>::new(), "lines lost");
+    assert_eq!(tally.duplicates(), 0, "lines twice");
+}

@@ -97,6 +97,10 @@ pub const READS_PER_FILE_MAX: usize = 8;
 /// most `POLL_BACKOFF_MAX × poll_interval_ms`.
 pub const POLL_SLOW_BYTES: u64 = 4096;
 
+/// Longest a stop spends reading rotated files (no longer at a followed
+/// path) to their end: after a restart they would not be found again.
+pub const STOP_DRAIN_MAX: Duration = Duration::from_secs(2);
+
 /// The longest a file's polls are stretched, in poll intervals.
 pub const POLL_BACKOFF_MAX: u32 = 8;
 
@@ -253,6 +257,8 @@ pub struct FileSource {
     scanned: Vec<PathBuf>,
     /// Whether the first scan (which honours `start_at`) happened.
     scanned_once: bool,
+    /// Stopping, and reading rotated files to their end.
+    finishing: bool,
     links: SourceLinks,
     /// Empty chunks this thread holds; at most `pool_size`.
     spare: Vec<SourceChunk>,
@@ -296,6 +302,7 @@ impl FileSource {
             next_publish: Instant::now(),
             scanned: Vec::new(),
             scanned_once: false,
+            finishing: false,
             links,
             pool_size: chunks.len(),
             spare: chunks,
@@ -357,6 +364,7 @@ impl FileSource {
     /// of all files with `exit_on_eof`), lets the dispatcher finish, takes
     /// its last receipts and writes the positions.
     fn finish(&mut self) {
+        self.drain_gone_files();
         for index in 0..self.files.len() {
             let file = &self.files[index];
             if file.at_eof && (self.settings.exit_on_eof || file.gone_since.is_some()) {
@@ -382,6 +390,32 @@ impl FileSource {
         self.write_positions();
         for index in 0..self.files.len() {
             self.close(index);
+        }
+    }
+
+    /// Reads rotated files on to their end, for at most [`STOP_DRAIN_MAX`]:
+    /// a file renamed to a name no pattern matches is not found again
+    /// after a restart, so its unread lines must be read now.
+    fn drain_gone_files(&mut self) {
+        self.finishing = true;
+        // A rename just before the stop may not have been scanned yet.
+        self.discover();
+        let deadline = Instant::now() + STOP_DRAIN_MAX;
+        for index in 0..self.files.len() {
+            let file = &self.files[index];
+            if file.gone_since.is_none() || file.file.is_none() {
+                continue;
+            }
+            while Instant::now() < deadline {
+                match self.read_once(index) {
+                    Ok(ReadStep::Progress) => {}
+                    Ok(ReadStep::ProgressToEnd | ReadStep::EndOfFile) => {
+                        self.files[index].at_eof = true;
+                        break;
+                    }
+                    Ok(ReadStep::NoChunk) | Err(_) => break,
+                }
+            }
         }
     }
 

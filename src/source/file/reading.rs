@@ -54,7 +54,7 @@ impl FileSource {
 
     /// One read into a fresh chunk after the carried-over tail. No read
     /// happens while the tail still holds a whole span.
-    fn read_once(&mut self, index: usize) -> std::io::Result<ReadStep> {
+    pub(super) fn read_once(&mut self, index: usize) -> std::io::Result<ReadStep> {
         let file = &self.files[index];
         // A carried tail that still holds a whole span is taken before
         // anything new is read, so that it cannot grow.
@@ -182,7 +182,8 @@ impl FileSource {
             if self.links.returns.is_abandoned() {
                 return None;
             }
-            if !while_stopping && self.stop.load(std::sync::atomic::Ordering::Acquire) {
+            let stopping = self.stop.load(std::sync::atomic::Ordering::Acquire);
+            if !while_stopping && !self.finishing && stopping {
                 return None;
             }
             // Receipts keep coming while the source waits for chunks.
