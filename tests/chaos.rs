@@ -16,9 +16,8 @@ use log_capturer::dlq::record::{Reason, Record};
 use log_capturer::dlq::{DlqSettings, DlqWriter};
 use log_capturer::pipeline::Pipeline;
 use log_capturer::pipeline::replay::replay;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -40,22 +39,7 @@ fn rss_bytes() -> u64 {
 
 /// Reads every message of a topic; returns how often each number was seen.
 fn consume_numbers(bootstrap: &str, topic: &str, count: usize, timeout: Duration) -> Vec<u32> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "chaos")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..metadata.topics()[0].partitions().len() as i32 {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .expect("offset");
-    }
-    consumer.assign(&assignment).expect("assign");
+    let consumer = common::topic_consumer(bootstrap, topic, "chaos");
     let mut seen = vec![0u32; count];
     let mut distinct = 0;
     let deadline = Instant::now() + timeout;

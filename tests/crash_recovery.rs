@@ -26,9 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log_capturer::source::positions;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -492,23 +491,7 @@ fn kill_nine_with_a_file_sink_loses_nothing() {
 /// often each number in `0..written` arrived. Stops once every number was
 /// seen and nothing more came for a second, or at `timeout`.
 fn consume_topic(bootstrap: &str, topic: &str, written: u64, timeout: Duration) -> Tally {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "crash-recovery")
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..metadata.topics()[0].partitions().len() as i32 {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .expect("offset");
-    }
-    consumer.assign(&assignment).expect("assign");
+    let consumer = common::topic_consumer(bootstrap, topic, "crash-recovery");
     let mut tally = Tally::new(written);
     let mut distinct = 0u64;
     let deadline = Instant::now() + timeout;

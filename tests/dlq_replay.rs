@@ -14,9 +14,8 @@ use log_capturer::dlq::record::{Reason, Record};
 use log_capturer::dlq::{DlqSettings, DlqWriter};
 use log_capturer::pipeline::Pipeline;
 use log_capturer::pipeline::replay::replay;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -40,23 +39,7 @@ impl TopicContents {
 /// Reads every partition of `topic` from the start until no message came
 /// for `quiet` (or `timeout` passed).
 fn consume(bootstrap: &str, topic: &str, count: usize, quiet: Duration) -> TopicContents {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "dlq-replay")
-        .set("enable.auto.commit", "false")
-        .set("fetch.message.max.bytes", "4194304")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..metadata.topics()[0].partitions().len() as i32 {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .expect("offset");
-    }
-    consumer.assign(&assignment).expect("assign");
+    let consumer = common::topic_consumer(bootstrap, topic, "dlq-replay");
     let mut contents = TopicContents {
         seen: vec![0; count],
         other_sizes: Vec::new(),

@@ -248,3 +248,32 @@ pub fn fd_targets(pid: u32) -> Vec<PathBuf> {
         .filter_map(|entry| std::fs::read_link(entry.path()).ok())
         .collect()
 }
+
+/// A consumer of every partition of `topic`, from the start (no group
+/// offsets are used or committed).
+pub fn topic_consumer(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("fetch.message.max.bytes", "4194304")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in 0..metadata.topics()[0].partitions().len() as i32 {
+        assignment
+            .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+            .expect("offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}

@@ -47,6 +47,8 @@ pub struct Ledger {
     dirty: bool,
     /// A delivered offset moved since the last write.
     moved: bool,
+    /// Bytes the delivered offsets moved since the last write.
+    moved_bytes: u64,
 }
 
 impl Ledger {
@@ -70,6 +72,7 @@ impl Ledger {
             entries,
             dirty: false,
             moved: false,
+            moved_bytes: 0,
         }
     }
 
@@ -112,6 +115,7 @@ impl Ledger {
         if position.serial != receipt.serial || receipt.end_offset <= position.delivered {
             return None;
         }
+        self.moved_bytes += receipt.end_offset - position.delivered;
         position.delivered = receipt.end_offset;
         self.dirty = true;
         self.moved = true;
@@ -144,6 +148,7 @@ impl Ledger {
         }
         self.dirty = false;
         self.moved = false;
+        self.moved_bytes = 0;
         records.clear();
         records.extend(self.entries.values().map(|position| PositionRecord {
             identity: position.identity,
@@ -157,6 +162,11 @@ impl Ledger {
     /// Whether a delivered offset moved since the last write.
     pub fn has_moved(&self) -> bool {
         self.moved
+    }
+
+    /// Bytes the delivered offsets moved since the last write.
+    pub fn moved_bytes(&self) -> u64 {
+        self.moved_bytes
     }
 
     /// Whether something changed since the last write.
