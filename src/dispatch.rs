@@ -236,25 +236,24 @@ impl ReceiptLog {
 
     /// Lines of batch `sequence` could not be written to a DLQ.
     fn hold(&mut self, sequence: u64) {
-        let front = self
-            .batches
-            .front()
-            .map_or(sequence, |batch| batch.sequence);
-        let index = sequence.checked_sub(front).map(|index| index as usize);
-        if let Some(batch) = index.and_then(|index| self.batches.get_mut(index)) {
+        if let Some(batch) = self.batch_mut(sequence) {
             batch.held = true;
         }
     }
 
-    fn complete(&mut self, sequence: u64) {
-        let front = self
-            .batches
-            .front()
-            .map_or(sequence, |batch| batch.sequence);
-        let index = (sequence - front) as usize;
-        let batch = &mut self.batches[index];
+    /// The logged batch `sequence`, if it is still in the log.
+    fn batch_mut(&mut self, sequence: u64) -> Option<&mut LoggedBatch> {
+        let front = self.batches.front()?.sequence;
+        let index = usize::try_from(sequence.checked_sub(front)?).ok()?;
+        let batch = self.batches.get_mut(index)?;
         assert_eq!(batch.sequence, sequence, "the log is contiguous");
-        batch.complete = true;
+        Some(batch)
+    }
+
+    fn complete(&mut self, sequence: u64) {
+        self.batch_mut(sequence)
+            .expect("a batch completes once, while logged")
+            .complete = true;
     }
 
     fn complete_all(&mut self) {

@@ -180,17 +180,26 @@ impl SymbolTable {
     }
 
     /// Builds a label set from string pairs, sorted by key string so that
-    /// encoders write keys in a stable order. `None` if a string could not
-    /// be interned.
-    pub fn label_set<'a>(
+    /// encoders write keys in a stable order (the first of equal keys
+    /// kept). A pair whose value the table has no room for is returned
+    /// apart, as (key symbol, value), for its lines to carry; a pair whose
+    /// key has no room is left out (keys are interned at start-up).
+    pub fn label_set_with_overflow<'a>(
         &self,
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Option<LabelSet> {
-        let pairs = sorted_pairs(pairs);
-        pairs
-            .into_iter()
-            .map(|(key, value)| Some((self.intern(key)?, self.intern(value)?)))
-            .collect()
+    ) -> (LabelSet, Vec<(Symbol, &'a str)>) {
+        let mut labels = LabelSet::new();
+        let mut overflow = Vec::new();
+        for (key, value) in sorted_pairs(pairs) {
+            let Some(key_symbol) = self.intern(key) else {
+                continue;
+            };
+            match self.intern(value) {
+                Some(value_symbol) => labels.push((key_symbol, value_symbol)),
+                None => overflow.push((key_symbol, value)),
+            }
+        }
+        (labels, overflow)
     }
 
     /// The symbol of a string, if it was interned.
@@ -309,14 +318,14 @@ impl SymbolTableBuilder {
             .expect("an unbounded table has room")
     }
 
-    /// See [`SymbolTable::label_set`].
+    /// See [`SymbolTable::label_set_with_overflow`].
     pub fn label_set<'a>(
         &mut self,
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> LabelSet {
-        self.table
-            .label_set(pairs)
-            .expect("an unbounded table has room")
+        let (labels, overflow) = self.table.label_set_with_overflow(pairs);
+        assert!(overflow.is_empty(), "an unbounded table has room");
+        labels
     }
 
     /// Ends interning; the table can now be shared by every thread.

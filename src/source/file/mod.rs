@@ -220,6 +220,14 @@ struct Unstarted {
 }
 
 impl FollowedFile {
+    /// Gives the carried tail back to the file: the offset moves back over
+    /// it and its buffer is freed, so a closed file holds none. It is read
+    /// again when the file is read next.
+    fn unread_carried(&mut self) {
+        self.offset -= self.pending.len() as u64;
+        self.pending = Vec::new();
+    }
+
     /// Where the lines read so far end: the offset before the carried tail.
     fn receipt(&self) -> Receipt {
         Receipt {

@@ -41,8 +41,7 @@ impl FileSource {
                     self.metrics.read_errors.add(1);
                     let file = &mut self.files[index];
                     tracing::warn!(source = %self.settings.id, path = %file.path.display(), %error, "read failed; reopening");
-                    file.offset -= file.pending.len() as u64;
-                    file.pending.clear();
+                    file.unread_carried();
                     file.wants_open = true;
                     self.close(index);
                     break;

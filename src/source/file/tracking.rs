@@ -237,28 +237,23 @@ impl FileSource {
     /// The labels of a file's lines: interned, or, for values the table
     /// has no room for, carried as strings (keys are interned at start-up).
     fn file_labels(&self, label: &Arc<str>) -> (LabelSet, Vec<(Symbol, Arc<str>)>) {
-        let mut labels = LabelSet::new();
-        let mut inline = Vec::new();
         let statics = self.settings.labels.iter();
         let pairs = statics
             .map(|(key, value)| (key.as_str(), value.as_str()))
-            .chain([("source_id", self.settings.id.as_str())]);
-        for (key, value) in pairs.chain([("file", &**label)]) {
-            let Some(key_symbol) = self.symbols.intern(key) else {
-                continue;
-            };
-            match self.symbols.intern(value) {
-                Some(value_symbol) => labels.push((key_symbol, value_symbol)),
-                None if value == &**label => inline.push((key_symbol, Arc::clone(label))),
-                None => inline.push((key_symbol, Arc::from(value))),
-            }
-        }
-        labels.sort_by(|left, right| {
-            self.symbols
-                .resolve(left.0)
-                .cmp(self.symbols.resolve(right.0))
-        });
-        labels.dedup_by(|later, earlier| later.0 == earlier.0);
+            .chain([("source_id", self.settings.id.as_str()), ("file", &**label)]);
+        let (labels, overflow) = self.symbols.label_set_with_overflow(pairs);
+        let inline = overflow
+            .into_iter()
+            .map(|(key, value)| {
+                // The path is shared with the file's label, not copied.
+                let value = if value == &**label {
+                    Arc::clone(label)
+                } else {
+                    Arc::from(value)
+                };
+                (key, value)
+            })
+            .collect();
         (labels, inline)
     }
 
@@ -377,9 +372,7 @@ impl FileSource {
         if let Some(metadata) = file.file.as_ref().and_then(|handle| handle.metadata().ok()) {
             file.changed_at = (metadata.ctime(), metadata.ctime_nsec());
         }
-        // The carried partial line is read again when the file reopens.
-        file.offset -= file.pending.len() as u64;
-        file.pending = Vec::new();
+        file.unread_carried();
         self.close(index);
         self.metrics.files_closed_for_limit.add(1);
     }
@@ -421,8 +414,8 @@ impl FileSource {
         );
     }
 
-    /// At end of file: truncated below the offset, deleted, or no longer at
-    /// its path? Also extends a short fingerprint.
+    /// At end of file: truncated below the offset, or deleted? Also extends
+    /// a short fingerprint. (A rename is left to the scans.)
     pub(super) fn check_moved(&mut self, index: usize) {
         let file = &self.files[index];
         let Some(handle) = file.file.as_ref() else {
