@@ -612,15 +612,7 @@ probe_interval_ms = 200
         input = input.display(),
     );
     let config = common::write_file(dir.path(), "outage.toml", &text);
-    let append = |first: u64, count: u64| {
-        let mut buffer = Vec::new();
-        common::write_numbered_lines(&mut buffer, first, count);
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&input)
-            .expect("input");
-        file.write_all(&buffer).expect("append");
-    };
+    let append = |first, count| common::append_numbered_lines(&input, first, count);
     let sink = [("sink", "kafka")];
     let success = [("sink", "kafka"), ("status", "success")];
 
@@ -1145,15 +1137,7 @@ probe_interval_ms = 200
         )
     };
     let config = common::write_file(dir.path(), "nodlq.toml", &config_text(&blocker.join("dlq")));
-    let append = |first: u64, count: u64| {
-        let mut buffer = Vec::new();
-        common::write_numbered_lines(&mut buffer, first, count);
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&input)
-            .expect("input");
-        file.write_all(&buffer).expect("append");
-    };
+    let append = |first, count| common::append_numbered_lines(&input, first, count);
     let daemon = common::Daemon::start(&config);
     append(0, BEFORE);
     common::wait_until("the first lines' position", Duration::from_secs(30), || {

@@ -153,8 +153,7 @@ fn write_config(
 /// Starts `run --config CONFIG` as `common::Daemon::start` does, with
 /// `LOG_CAPTURER_LOG` set to `log_filter`.
 fn start_daemon_logging(config: &Path, log_filter: &str) -> common::Daemon {
-    use std::io::BufRead;
-    let mut child = Command::new(common::binary())
+    let child = Command::new(common::binary())
         .args(["run", "--config"])
         .arg(config)
         .env("LOG_CAPTURER_LOG", log_filter)
@@ -162,36 +161,7 @@ fn start_daemon_logging(config: &Path, log_filter: &str) -> common::Daemon {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start log-capturer");
-    let stderr = child.stderr.take().expect("stderr");
-    let (sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut daemon = common::Daemon {
-        child,
-        metrics: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        stderr: lines,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while daemon.metrics.port() == 0 {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let line = daemon
-            .stderr
-            .recv_timeout(remaining)
-            .expect("daemon logs `started` with its metrics address");
-        if let Some(at) = line.find("metrics=") {
-            let address = line[at + 8..].split_whitespace().next().expect("address");
-            daemon.metrics = address.parse().expect("socket address");
-        }
-    }
-    daemon
+    common::await_started(child).0
 }
 
 /// Waits for a daemon started with `exit_on_eof` to exit 0, and returns

@@ -24,16 +24,6 @@ fn file_to_file_config(
     (input, output, config)
 }
 
-fn append_lines(input: &std::path::Path, first: u64, count: u64) {
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(input)
-        .expect("open input");
-    let mut buffer = Vec::new();
-    write_numbered_lines(&mut buffer, first, count);
-    file.write_all(&buffer).expect("append");
-}
-
 /// Goal: the exposition is valid Prometheus text. Method: ship lines, then
 /// pipe `/metrics` through `promtool check metrics`; also `/health` is 200
 /// JSON naming every stage and unknown paths are 404.
@@ -41,7 +31,7 @@ fn append_lines(input: &std::path::Path, first: u64, count: u64) {
 fn exposition_passes_promtool_and_health_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, _, config) = file_to_file_config(dir.path());
-    append_lines(&input, 0, 5_000);
+    append_numbered_lines(&input, 0, 5_000);
     let daemon = Daemon::start(&config);
     wait_until("lines processed", Duration::from_secs(20), || {
         sample(
@@ -71,7 +61,7 @@ fn exposition_passes_promtool_and_health_answers() {
     // `quantile` label).
     let mut body = String::new();
     wait_until("a closed latency window", Duration::from_secs(30), || {
-        append_lines(&input, 0, 10);
+        append_numbered_lines(&input, 0, 10);
         body = daemon.get("/metrics").1;
         body.contains("log_capturer_latency_seconds{")
     });
@@ -133,9 +123,9 @@ fn counters_equal_lines_shipped_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, output, config) = file_to_file_config(dir.path());
     let daemon = Daemon::start(&config);
-    append_lines(&input, 0, 50_000);
-    append_lines(&input, 50_000, 50_000);
-    append_lines(&input, 100_000, LINES - 100_000);
+    append_numbered_lines(&input, 0, 50_000);
+    append_numbered_lines(&input, 50_000, 50_000);
+    append_numbered_lines(&input, 100_000, LINES - 100_000);
     let processed = "log_capturer_logs_processed_total{source_type=\"file\",source_id=\"app\",pipeline=\"default\"}";
     let sent_file =
         "log_capturer_sink_logs_total{sink=\"archive\",sink_type=\"file\",status=\"success\"}";
@@ -186,7 +176,7 @@ fn thousand_idle_connections_do_not_stall_the_data_path() {
     // Warm-up long enough to touch every pooled chunk and live arena, so
     // that the RSS measured next is the steady state.
     for step in 0..3 {
-        append_lines(&input, step * 100_000, 100_000);
+        append_numbered_lines(&input, step * 100_000, 100_000);
         wait_until("warm-up lines", Duration::from_secs(20), || {
             std::fs::metadata(&output)
                 .map(|meta| meta.len())
@@ -203,7 +193,7 @@ fn thousand_idle_connections_do_not_stall_the_data_path() {
         }
     }
     assert!(idle.len() >= 900, "opened {} connections", idle.len());
-    append_lines(&input, 300_000, 100_000);
+    append_numbered_lines(&input, 300_000, 100_000);
     let started = Instant::now();
     wait_until(
         "lines flow past idle connections",
@@ -289,9 +279,9 @@ fn prometheus_server_scrapes_growing_counter() {
         .spawn()
         .expect("prometheus is installed (apt package prometheus)");
 
-    append_lines(&input, 0, 1_000);
+    append_numbered_lines(&input, 0, 1_000);
     let first = wait_for_query_value(prometheus_port, |value| value >= 1000.0);
-    append_lines(&input, 1_000, 4_000);
+    append_numbered_lines(&input, 1_000, 4_000);
     let second = wait_for_query_value(prometheus_port, |value| value >= 5000.0);
     prometheus.kill().ok();
     prometheus.wait().ok();
@@ -375,7 +365,7 @@ fn two_kafka_sinks_on_one_topic_export_distinct_series() {
         &file_source_config(&input, "", &sinks),
     );
     let daemon = Daemon::start(&config);
-    append_lines(&input, 0, LINES);
+    append_numbered_lines(&input, 0, LINES);
     for id in ["alpha", "beta"] {
         let delivered = format!(
             "log_capturer_sink_logs_total{{sink=\"{id}\",sink_type=\"kafka\",status=\"success\"}}"
@@ -496,7 +486,7 @@ fn lines_that_end_in_the_dlq_count_once_as_errors() {
         &file_source_config(&input, "", &sinks),
     );
     let daemon = Daemon::start(&config);
-    append_lines(&input, 0, LINES);
+    append_numbered_lines(&input, 0, LINES);
     for id in ["alpha", "beta"] {
         let stored = format!("log_capturer_dlq_entries_total{{sink=\"{id}\"}}");
         wait_until("every line in the DLQ", Duration::from_secs(60), || {
@@ -551,7 +541,7 @@ fn lines_delivered_after_retries_count_once_as_success() {
         &file_source_config(&input, "", &sinks),
     );
     let daemon = Daemon::start(&config);
-    append_lines(&input, 0, LINES);
+    append_numbered_lines(&input, 0, LINES);
     let lines = LINES as f64;
     // Five batches per sink, two sinks: forty retries mean batches went
     // round the wheel several times.
@@ -594,7 +584,7 @@ fn process_metrics_are_consistent_and_standard() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, output, config) = file_to_file_config(dir.path());
     let daemon = Daemon::start(&config);
-    append_lines(&input, 0, 100_000);
+    append_numbered_lines(&input, 0, 100_000);
     wait_until("lines written", Duration::from_secs(30), || {
         std::fs::metadata(&output).map_or(0, |meta| meta.len()) == 100_000 * 120
     });

@@ -89,6 +89,20 @@ fn numbers_of(text: &str, prefix: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Asserts that every line starts with `prefix` (the lines of one source),
+/// naming the first few that do not.
+fn assert_all_from(lines: &[String], prefix: &str, what: &str) {
+    let foreign: Vec<&String> = lines
+        .iter()
+        .filter(|line| !line.starts_with(prefix))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "{what}: {:?}",
+        &foreign[..foreign.len().min(3)]
+    );
+}
+
 /// The messages in the DLQ of sink `id` (none when it has no directory).
 fn dlq_messages(dir: &Path, id: &str) -> Vec<String> {
     let sink_dir = dir.join("data").join("dlq").join(id);
@@ -221,24 +235,8 @@ fn shutdown_stores_only_a_sinks_inputs_in_its_dlq() {
         !stuck_dlq.is_empty(),
         "the stuck sink's batches are in its DLQ"
     );
-    let foreign: Vec<&String> = stuck_dlq
-        .iter()
-        .filter(|line| !line.starts_with("a-"))
-        .collect();
-    assert!(
-        foreign.is_empty(),
-        "stuck DLQ holds lines of b: {:?}",
-        &foreign[..foreign.len().min(3)]
-    );
-    let foreign: Vec<&String> = file_dlq
-        .iter()
-        .filter(|line| !line.starts_with("b-"))
-        .collect();
-    assert!(
-        foreign.is_empty(),
-        "only_b DLQ holds lines of a: {:?}",
-        &foreign[..foreign.len().min(3)]
-    );
+    assert_all_from(&stuck_dlq, "a-", "stuck DLQ holds lines of b");
+    assert_all_from(&file_dlq, "b-", "only_b DLQ holds lines of a");
     let written = std::fs::read_to_string(&output).expect("file output");
     assert!(
         written.lines().all(|line| line.starts_with("b-")),

@@ -100,6 +100,17 @@ pub fn write_numbered_lines(out: &mut impl Write, first: u64, count: u64) {
     }
 }
 
+/// Appends numbered lines `first..first + count` to the file at `input`.
+pub fn append_numbered_lines(input: &Path, first: u64, count: u64) {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(input)
+        .expect("open input");
+    let mut buffer = Vec::new();
+    write_numbered_lines(&mut buffer, first, count);
+    file.write_all(&buffer).expect("append");
+}
+
 /// A daemon started with its stderr followed, and its metrics address.
 pub struct Daemon {
     pub child: Child,
@@ -200,8 +211,13 @@ pub fn kafka_sink_table(bootstrap: &str, topic: &str, extra: &str) -> String {
 /// log lines written before `started` (where start-up warnings go: the
 /// sources start before the metrics endpoint).
 pub fn start_daemon_with_log(config: &Path) -> (Daemon, Vec<String>) {
+    await_started(spawn_run(config))
+}
+
+/// Takes a started `run` whose standard error is piped and waits for its
+/// `started` line; returns the daemon and the log lines up to that one.
+pub fn await_started(mut child: Child) -> (Daemon, Vec<String>) {
     use std::io::BufRead;
-    let mut child = spawn_run(config);
     let stderr = child.stderr.take().expect("stderr");
     let (sender, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
