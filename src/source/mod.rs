@@ -18,6 +18,7 @@
 
 pub mod file;
 pub mod positions;
+pub mod syslog;
 pub mod split;
 
 pub use split::{LineSpan, SplitOptions, SplitOutcome, split_lines};

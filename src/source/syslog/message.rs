@@ -1,0 +1,1 @@
+//! Syslog message parsing (RFC 5424 and RFC 3164).

@@ -1,0 +1,3 @@
+//! The syslog source (placeholder while it is built).
+
+pub mod message;
