@@ -29,7 +29,7 @@ fn bench_batch(criterion: &mut Criterion) {
                 std::sync::Arc::clone(&symbols),
             );
             for _ in 0..LINES {
-                batch.push(black_box(&line), (0, &labels), 0, 1, true);
+                batch.push(black_box(&line), &labels, 0, 1, true);
             }
             let sealed = batch.seal(0, 0);
             black_box(sealed.entries().len());

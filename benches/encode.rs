@@ -23,13 +23,7 @@ fn bench_encode(criterion: &mut Criterion) {
     let mut batch = OpenBatch::new(Bump::new(), LINES, std::sync::Arc::clone(&symbols));
     for number in 0..LINES {
         let line = format!("seq={number:012} {}", "x".repeat(102));
-        batch.push(
-            line.as_bytes(),
-            (0, &labels),
-            0,
-            1_795_737_599_123_456_789,
-            true,
-        );
+        batch.push(line.as_bytes(), &labels, 0, 1_795_737_599_123_456_789, true);
     }
     let batch = batch.seal(0, 0);
     let mut buffer = Vec::with_capacity(1 << 20);

@@ -30,7 +30,9 @@ use self_cell::self_cell;
 
 use std::sync::Arc;
 
-use crate::labels::{Label, LabelSet, SymbolTable};
+use std::collections::HashMap;
+
+use crate::labels::{Label, LabelSet, Symbol, SymbolTable};
 
 /// Index of a stream (one file of one source) in the pipeline's stream
 /// table, which holds its label set.
@@ -68,12 +70,12 @@ pub struct Entry<'arena> {
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Entry<'static>>() == 48);
 
-/// The entry table of a batch and the label slice of the last stream seen,
-/// reused while consecutive entries come from the same stream.
+/// The entry table of a batch and the label slice of the last entry,
+/// reused while consecutive entries carry the same labels.
 #[derive(Debug)]
 pub struct BatchEntries<'arena> {
     entries: ArenaVec<'arena, Entry<'arena>>,
-    last_labels: Option<(StreamId, &'arena [Label])>,
+    last_labels: Option<&'arena [Label]>,
 }
 
 self_cell!(
@@ -106,8 +108,11 @@ pub struct OpenBatch {
     entries_max: usize,
     /// The table the entries' label symbols come from.
     symbols: Arc<SymbolTable>,
-    /// Label values of this batch that the table had no room for.
+    /// Label values of this batch that the table had no room for, and
+    /// where each one is in that list: a flood of distinct values (one
+    /// host name per message) costs a lookup each, not a scan.
     inline: Vec<Box<str>>,
+    inline_index: HashMap<Box<str>, usize>,
     bytes: usize,
     opened_at: Instant,
     /// Earliest read time of an entry, nanoseconds since the epoch.
@@ -129,6 +134,7 @@ impl OpenBatch {
             entries_max,
             symbols,
             inline: Vec::new(),
+            inline_index: HashMap::new(),
             bytes: 0,
             opened_at: Instant::now(),
             read_ns_oldest: u64::MAX,
@@ -141,7 +147,7 @@ impl OpenBatch {
     pub fn push(
         &mut self,
         line: &[u8],
-        stream: (StreamId, &LabelSet),
+        labels: &[Label],
         source: SourceIndex,
         timestamp_ns: u64,
         terminated: bool,
@@ -156,12 +162,15 @@ impl OpenBatch {
             self.opened_at = Instant::now();
         }
         self.cell.with_dependent_mut(|arena, batch| {
+            // Comparing a handful of symbol pairs costs less than the copy
+            // it saves; a file's lines and a syslog sender's run of
+            // messages share one slice.
             let labels = match batch.last_labels {
-                Some((last_stream, labels)) if last_stream == stream.0 => labels,
+                Some(last) if last == labels => last,
                 _ => {
-                    let labels: &[Label] = arena.alloc_slice_copy(stream.1);
-                    batch.last_labels = Some((stream.0, labels));
-                    labels
+                    let copied: &[Label] = arena.alloc_slice_copy(labels);
+                    batch.last_labels = Some(copied);
+                    copied
                 }
             };
             let line = arena.alloc_slice_copy(line);
@@ -204,21 +213,23 @@ impl OpenBatch {
     /// interned keys) added as symbols of this batch's own table, sorted by
     /// key. Only lines whose values the shared table had no room for come
     /// here.
-    pub fn labels_with_inline(
+    pub fn labels_with_inline<'value>(
         &mut self,
-        labels: &LabelSet,
-        inline: &[(crate::labels::Symbol, Arc<str>)],
+        labels: &[Label],
+        inline: impl IntoIterator<Item = (Symbol, &'value str)>,
     ) -> LabelSet {
-        let mut set = labels.clone();
+        let mut set = LabelSet::from_slice(labels);
         for (key, value) in inline {
-            let index = match self.inline.iter().position(|known| **known == **value) {
-                Some(index) => index,
+            let index = match self.inline_index.get(value) {
+                Some(&index) => index,
                 None => {
-                    self.inline.push(Box::from(&**value));
+                    self.inline.push(Box::from(value));
+                    self.inline_index
+                        .insert(Box::from(value), self.inline.len() - 1);
                     self.inline.len() - 1
                 }
             };
-            set.push((*key, SymbolTable::inline_symbol(index)));
+            set.push((key, SymbolTable::inline_symbol(index)));
         }
         let symbols = &self.symbols;
         set.sort_by(|left, right| symbols.resolve(left.0).cmp(symbols.resolve(right.0)));
@@ -341,11 +352,11 @@ mod tests {
             4,
             SymbolTableBuilder::new().freeze(),
         );
-        batch.push(b"one", (0, &first), 0, 1, true);
-        batch.push(b"", (0, &first), 0, 2, true);
-        batch.push(b"\xff\xfe", (1, &second), 1, 3, false);
+        batch.push(b"one", &first, 0, 1, true);
+        batch.push(b"", &first, 0, 2, true);
+        batch.push(b"\xff\xfe", &second, 1, 3, false);
         assert!(!batch.is_full(1024));
-        batch.push(b"four", (0, &first), SOURCE_REPLAYED, 4, true);
+        batch.push(b"four", &first, SOURCE_REPLAYED, 4, true);
         assert!(batch.is_full(1024));
         let sealed = batch.seal(7, 9);
         let entries = sealed.entries();
@@ -368,9 +379,9 @@ mod tests {
     fn bytes_bound_seals() {
         let labels = LabelSet::new();
         let mut batch = OpenBatch::new(Bump::new(), 100, SymbolTableBuilder::new().freeze());
-        batch.push(&[b'x'; 10], (0, &labels), 0, 0, true);
+        batch.push(&[b'x'; 10], &labels, 0, 0, true);
         assert!(!batch.is_full(11));
-        batch.push(&[b'x'; 1], (0, &labels), 0, 0, true);
+        batch.push(&[b'x'; 1], &labels, 0, 0, true);
         assert!(batch.is_full(11));
     }
 
@@ -389,7 +400,7 @@ mod tests {
         for index in 0..1000u32 {
             batch.push(
                 index.to_string().as_bytes(),
-                (0, &labels),
+                &labels,
                 0,
                 u64::from(index),
                 true,
@@ -419,7 +430,7 @@ mod tests {
         let sealed = Arc::try_unwrap(shared).expect("readers are done");
         let arena = sealed.into_arena();
         let mut again = OpenBatch::new(arena, 2, SymbolTableBuilder::new().freeze());
-        again.push(b"reused", (0, &labels), 0, 0, true);
+        again.push(b"reused", &labels, 0, 0, true);
         assert_eq!(again.seal(0, 1).entries()[0].line, b"reused");
     }
 }

@@ -57,10 +57,14 @@ pub use crate::source::file::StartAt;
 
 mod document;
 mod host;
+mod sources;
 
 pub use document::KeyLine;
 use document::{ComponentFields, Document};
 pub use host::{ConfigWarning, Loaded};
+pub use sources::{
+    MESSAGE_BYTES_LIMIT, SYSLOG_LABELS, StdinSourceConfig, StructuredData, SyslogSourceConfig,
+};
 
 /// Why a configuration could not be used. Each message names the file
 /// once; [`ConfigError::Read`] leaves the operating system's reason to its
@@ -309,15 +313,66 @@ impl Config {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     File(FileSourceConfig),
+    Syslog(SyslogSourceConfig),
+    Stdin(StdinSourceConfig),
+}
+
+impl SourceConfig {
+    /// The source's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::File(_) => "file",
+            SourceConfig::Syslog(_) => "syslog",
+            SourceConfig::Stdin(_) => "stdin",
+        }
+    }
+
+    /// Its static labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        match self {
+            SourceConfig::File(file) => &file.labels,
+            SourceConfig::Syslog(syslog) => &syslog.labels,
+            SourceConfig::Stdin(stdin) => &stdin.labels,
+        }
+    }
+
+    /// The longest line it produces whole.
+    pub fn max_line_bytes(&self) -> usize {
+        match self {
+            SourceConfig::File(file) => file.max_line_bytes,
+            SourceConfig::Syslog(syslog) => syslog.max_message_bytes,
+            SourceConfig::Stdin(stdin) => stdin.max_line_bytes,
+        }
+    }
+
+    /// The labels the source sets itself (a static label may not take
+    /// their names).
+    pub fn reserved_labels(&self) -> &'static [&'static str] {
+        match self {
+            SourceConfig::File(_) => &RESERVED_LABELS,
+            SourceConfig::Syslog(_) => &SYSLOG_LABELS,
+            SourceConfig::Stdin(_) => &RESERVED_LABELS[..1],
+        }
+    }
+
+    /// The file source's table, for a file source.
+    pub fn as_file(&self) -> Option<&FileSourceConfig> {
+        match self {
+            SourceConfig::File(file) => Some(file),
+            _ => None,
+        }
+    }
 }
 
 /// The values of a source's `type`.
-const SOURCE_TYPES: &[&str] = &["file"];
+const SOURCE_TYPES: &[&str] = &["file", "syslog", "stdin"];
 
 fn build_source(kind: &str, fields: ComponentFields<'_>) -> Result<SourceConfig, toml::de::Error> {
     let fields = fields.into_deserializer();
     match kind {
         "file" => FileSourceConfig::deserialize(fields).map(SourceConfig::File),
+        "syslog" => SyslogSourceConfig::deserialize(fields).map(SourceConfig::Syslog),
+        "stdin" => StdinSourceConfig::deserialize(fields).map(SourceConfig::Stdin),
         _ => unreachable!("source type {kind:?} is not in SOURCE_TYPES"),
     }
 }
@@ -378,7 +433,7 @@ fn default_start_at() -> StartAt {
     StartAt::Beginning
 }
 
-fn default_max_line_bytes() -> usize {
+pub(crate) fn default_max_line_bytes() -> usize {
     1024 * 1024
 }
 
@@ -399,7 +454,7 @@ fn non_empty_paths<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Str
     Ok(paths)
 }
 
-fn line_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+pub(crate) fn line_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
     let bytes = usize::deserialize(deserializer)?;
     if bytes == 0 || bytes > limits::LINE_BYTES_LIMIT {
         return Err(serde::de::Error::custom(format!(
@@ -411,6 +466,48 @@ fn line_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Er
 }
 
 impl Config {
+    /// At most one stdin source (there is one standard input), and no two
+    /// syslog sources on one address or socket path (the second could not
+    /// bind it).
+    fn validate_message_sources(&self, document: &Document<'_>) -> Result<(), ConfigError> {
+        let stdin: Vec<&String> = self
+            .sources
+            .iter()
+            .filter(|(_, source)| matches!(source, SourceConfig::Stdin(_)))
+            .map(|(id, _)| id)
+            .collect();
+        if let [first, second, ..] = stdin[..] {
+            return Err(document.invalid(
+                &["sources", second, "type"],
+                format!("sources.{first} reads standard input already; there is one"),
+            ));
+        }
+        let mut bound: Vec<(String, &str, &str)> = Vec::new();
+        for (id, source) in &self.sources {
+            let SourceConfig::Syslog(syslog) = source else {
+                continue;
+            };
+            let endpoints = [
+                syslog.udp.map(|address| (format!("udp {address}"), "udp")),
+                syslog.tcp.map(|address| (format!("tcp {address}"), "tcp")),
+                syslog
+                    .unix
+                    .as_ref()
+                    .map(|path| (format!("unix {}", path.display()), "unix")),
+            ];
+            for (endpoint, key) in endpoints.into_iter().flatten() {
+                if let Some((_, other, _)) = bound.iter().find(|(known, _, _)| *known == endpoint) {
+                    return Err(document.invalid(
+                        &["sources", id, key],
+                        format!("{endpoint} is taken by sources.{other} already"),
+                    ));
+                }
+                bound.push((endpoint, id, key));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and validates a config file, without looking at the host.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = read_text(path)?;
@@ -474,10 +571,16 @@ impl Config {
             }
         }
         for (id, source) in &self.sources {
-            let SourceConfig::File(file) = source;
-            validate_patterns(document, id, file)?;
-            validate_static_labels(document, id, file)?;
+            validate_static_labels(document, id, source)?;
+            match source {
+                SourceConfig::File(file) => validate_patterns(document, id, file)?,
+                SourceConfig::Syslog(syslog) => syslog
+                    .check()
+                    .map_err(|(key, reason)| document.invalid(&["sources", id, key], reason))?,
+                SourceConfig::Stdin(_) => {}
+            }
         }
+        self.validate_message_sources(document)?;
         if self.sources.len() > limits::SOURCES_MAX {
             return Err(document.invalid(
                 &["sources"],
@@ -593,7 +696,9 @@ impl Config {
             ));
         }
         for (id, source) in &self.sources {
-            let SourceConfig::File(file) = source;
+            let Some(file) = source.as_file() else {
+                continue;
+            };
             for (index, pattern) in file.exclude.iter().enumerate() {
                 if let Err(error) = glob::Pattern::new(pattern) {
                     return Err(document.invalid(
@@ -645,11 +750,12 @@ const RESERVED_LABELS: [&str; 2] = ["source_id", "file"];
 fn validate_static_labels(
     document: &Document<'_>,
     id: &str,
-    file: &FileSourceConfig,
+    source: &SourceConfig,
 ) -> Result<(), ConfigError> {
-    match RESERVED_LABELS
+    match source
+        .reserved_labels()
         .iter()
-        .find(|reserved| file.labels.contains_key(**reserved))
+        .find(|reserved| source.labels().contains_key(**reserved))
     {
         Some(reserved) => Err(document.invalid(
             &["sources", id, "labels", reserved],
@@ -695,7 +801,7 @@ type = "null"
         assert_eq!(config.dispatcher.queue_capacity.get(), 65_536);
         assert_eq!(config.daemon.metrics_addr.to_string(), "127.0.0.1:8401");
         assert!(config.daemon.pin_threads);
-        let SourceConfig::File(file) = &config.sources["app"];
+        let file = config.sources["app"].as_file().expect("a file source");
         assert_eq!(file.start_at, StartAt::Beginning);
         assert_eq!(file.max_line_bytes, 1024 * 1024);
     }

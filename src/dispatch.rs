@@ -561,22 +561,22 @@ impl Dispatcher {
         let spans = &chunk.lines()[first_line..];
         let symbols = Arc::clone(&self.symbols);
         let mut labels = recycle_labels(std::mem::take(&mut self.dlq_labels));
-        symbols.resolve_labels_into(&chunk.labels, &mut labels);
-        labels.extend(
-            chunk
-                .inline
-                .iter()
-                .map(|(key, value)| (symbols.resolve(*key), &**value)),
-        );
-        labels.sort_by(|left, right| left.0.cmp(right.0));
         let mut lost = false;
         for end in &mut self.sinks {
             if !end.inputs.takes(source as SourceIndex) {
                 continue;
             }
-            for &span in spans {
+            for (offset, &span) in spans.iter().enumerate() {
+                let line = chunk.line_labels(first_line + offset);
+                symbols.resolve_labels_into(line.labels, &mut labels);
+                labels.extend(
+                    line.inline
+                        .iter()
+                        .map(|(key, value)| (symbols.resolve(key), value)),
+                );
+                labels.sort_by(|left, right| left.0.cmp(right.0));
                 let record = Record {
-                    timestamp_ns: chunk.read_at_ns,
+                    timestamp_ns: line.timestamp_ns,
                     attempts: 0,
                     reason: Reason::Shutdown,
                     terminated: span.terminated,
@@ -867,18 +867,19 @@ impl Dispatcher {
             }
             let open = self.open.as_mut().expect("ensure_open opened a batch");
             let span = lines[next_line];
+            let line = chunk.line_labels(next_line);
             let with_inline;
-            let labels = if chunk.inline.is_empty() {
-                &chunk.labels
+            let labels = if line.inline.is_empty() {
+                line.labels
             } else {
-                with_inline = open.labels_with_inline(&chunk.labels, &chunk.inline);
+                with_inline = open.labels_with_inline(line.labels, line.inline.iter());
                 &with_inline
             };
             open.push(
                 chunk.line(span),
-                (chunk.stream, labels),
+                labels,
                 index as SourceIndex,
-                chunk.read_at_ns,
+                line.timestamp_ns,
                 span.terminated,
             );
             next_line += 1;

@@ -98,6 +98,30 @@ pub struct SourceMetrics {
     pub position_write_errors: Counter,
     /// Parts of position files that could not be used.
     pub positions_corrupt: Counter,
+    /// A syslog source's own counts (zero for other sources).
+    pub syslog: SyslogCounters,
+}
+
+/// What a syslog source counts besides lines and bytes.
+#[derive(Debug, Default)]
+pub struct SyslogCounters {
+    /// Messages delivered raw with `parse_error = "true"`.
+    pub parse_errors: Counter,
+    /// Messages cut at `max_message_bytes`.
+    pub truncated: Counter,
+    /// TCP frames whose octet count was malformed (read to the next `LF`).
+    pub framing_errors: Counter,
+    /// Datagrams dropped because no chunk was free (the dispatcher is
+    /// behind): UDP and Unix senders cannot be held back.
+    pub queue_full: Counter,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: Counter,
+    /// Connections closed after `idle_timeout_ms` without a byte.
+    pub connections_idle_closed: Counter,
+    pub connections_active: Gauge,
+    /// Datagrams the kernel dropped on the UDP socket (its receive buffer
+    /// was full), from `/proc/net/udp`.
+    pub kernel_drops: Gauge,
 }
 
 /// Counters of the dispatcher.

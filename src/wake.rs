@@ -8,6 +8,11 @@
 //! No wake-up is lost: a consumer checks its rings, then parks; a push that
 //! lands between the check and the park leaves an unpark token, and the park
 //! returns at once.
+//!
+//! A stage that waits in `epoll` (the syslog source, on its sockets)
+//! registers a `mio::Waker` instead of its thread: a wake then ends its
+//! poll, and a wake before the poll makes the poll return at once, as the
+//! unpark token does.
 
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
@@ -17,7 +22,14 @@ use std::time::Duration;
 /// feeds that stage; the stage registers itself when it starts.
 #[derive(Debug, Clone, Default)]
 pub struct Waker {
-    thread: Arc<OnceLock<Thread>>,
+    target: Arc<OnceLock<Target>>,
+}
+
+/// What a wake reaches.
+#[derive(Debug)]
+enum Target {
+    Thread(Thread),
+    Poll(mio::Waker),
 }
 
 impl Waker {
@@ -29,13 +41,26 @@ impl Waker {
     /// the stage thread; a wake before that is harmless because the stage
     /// looks at its rings before it first parks.
     pub fn register_current(&self) {
-        let registered = self.thread.set(std::thread::current());
+        let registered = self.target.set(Target::Thread(std::thread::current()));
+        assert!(registered.is_ok(), "a waker is bound to one thread only");
+    }
+
+    /// Binds this waker to a `mio` poll: a wake ends the poll's wait.
+    pub fn register_poll(&self, waker: mio::Waker) {
+        let registered = self.target.set(Target::Poll(waker));
         assert!(registered.is_ok(), "a waker is bound to one thread only");
     }
 
     pub fn wake(&self) {
-        if let Some(thread) = self.thread.get() {
-            thread.unpark();
+        match self.target.get() {
+            Some(Target::Thread(thread)) => thread.unpark(),
+            Some(Target::Poll(waker)) => {
+                // It fails only if the eventfd cannot be written, which a
+                // full counter (2^64 - 2 wakes not yet seen) would cause;
+                // the poll then has wakes pending anyway.
+                let _ = waker.wake();
+            }
+            None => {}
         }
     }
 }

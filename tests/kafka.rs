@@ -292,7 +292,7 @@ impl SinkHarness {
         timeout: Duration,
         source_of: impl Fn(usize) -> SourceIndex,
     ) -> Outcome {
-        let labels = Default::default();
+        let labels = log_capturer::labels::LabelSet::new();
         let mut batch = OpenBatch::new(
             Bump::new(),
             HARNESS_BATCH,
@@ -303,7 +303,7 @@ impl SinkHarness {
                 "seq={:012} harness",
                 self.sequence * HARNESS_BATCH as u64 + index as u64
             );
-            batch.push(line.as_bytes(), (0, &labels), source_of(index), 0, true);
+            batch.push(line.as_bytes(), &labels, source_of(index), 0, true);
         }
         self.sequence += 1;
         let lane = self.lane.as_mut().expect("running");

@@ -15,6 +15,12 @@
 //!   such a line, if it cannot be delivered, is counted as not stored.
 //! * A source glob that matches no file is a warning, not an error: files
 //!   may appear later, but an operator should know the pattern is empty now.
+//! * A syslog Unix socket needs a directory that exists or can be created
+//!   and no file other than a stale socket at its path (errors); a UDP or
+//!   TCP address that cannot be bound now is a warning (a running daemon
+//!   may hold it).
+//! * A stdin source beside other sources is a warning: under a service
+//!   manager standard input is `/dev/null`.
 //! * A DLQ directory that cannot be created or written is a warning: the
 //!   daemon runs without it, counting what it could not store.
 //! * So is a positions directory (`<data_dir>/positions`): the daemon runs,
@@ -89,7 +95,9 @@ impl Config {
                 return Err(document.invalid(&key, reason));
             }
             for (source_id, source) in &self.sources {
-                let SourceConfig::File(source) = source;
+                let Some(source) = source.as_file() else {
+                    continue;
+                };
                 let followed = followed_by(source, &file.path, &normalised)
                     .or_else(|| followed_as_same_inode(source, &file.path));
                 if let Some(pattern) = followed {
@@ -111,6 +119,8 @@ impl Config {
         warnings.extend(self.lines_too_long_for_dlq(document));
         warnings.extend(self.kafka_keys_never_set(document));
         warnings.extend(self.sources_no_sink_takes(document));
+        warnings.extend(self.stdin_beside_other_sources(document));
+        warnings.extend(self.syslog_endpoints(document)?);
         warnings.extend(self.check_memory(document)?);
         Ok(warnings)
     }
@@ -284,7 +294,7 @@ impl Config {
         let (id, longest) = self
             .sources
             .iter()
-            .map(|(id, SourceConfig::File(source))| (id, source.max_line_bytes))
+            .map(|(id, source)| (id, source.max_line_bytes()))
             .max_by_key(|(_, bytes)| *bytes)?;
         if longest <= record_room_bytes {
             return None;
@@ -308,7 +318,10 @@ impl Config {
     /// inode, so that links and overlapping globs are caught too).
     fn files_followed_twice(&self, document: &Document<'_>) -> Result<(), ConfigError> {
         let mut followed: Vec<((u64, u64), &str, PathBuf)> = Vec::new();
-        for (id, SourceConfig::File(source)) in &self.sources {
+        for (id, source) in &self.sources {
+            let Some(source) = source.as_file() else {
+                continue;
+            };
             for pattern in &source.paths {
                 let Ok(paths) = glob::glob(pattern) else {
                     continue;
@@ -341,15 +354,75 @@ impl Config {
         Ok(())
     }
 
+    /// A stdin source beside other sources: under a service manager its
+    /// input is `/dev/null`, so it ends at once while the others go on.
+    fn stdin_beside_other_sources(&self, document: &Document<'_>) -> Option<ConfigWarning> {
+        let (id, _) = self
+            .sources
+            .iter()
+            .find(|(_, source)| matches!(source, SourceConfig::Stdin(_)))?;
+        if self.sources.len() == 1 {
+            return None;
+        }
+        let key = ["sources", id.as_str(), "type"];
+        Some(ConfigWarning {
+            path: document.path().to_path_buf(),
+            key: key.join("."),
+            line: document.key_line(&key),
+            message: format!(
+                "a stdin source beside {} other source(s): a daemon started by a service \
+                 manager has /dev/null as standard input, so this source ends at once and \
+                 the others go on; pipe into the daemon to use it",
+                self.sources.len() - 1
+            ),
+        })
+    }
+
+    /// The directory of a syslog Unix socket must exist or be creatable
+    /// (an error: `run` could not bind it); a UDP or TCP address that
+    /// cannot be bound now is a warning (a running daemon holds it, or
+    /// `run` would fail).
+    fn syslog_endpoints(&self, document: &Document<'_>) -> Result<Vec<ConfigWarning>, ConfigError> {
+        let mut warnings = Vec::new();
+        for (id, source) in &self.sources {
+            let SourceConfig::Syslog(syslog) = source else {
+                continue;
+            };
+            if let Some(path) = &syslog.unix {
+                if let Some(problem) = unix_socket_problem(path) {
+                    return Err(document.invalid(&["sources", id, "unix"], problem));
+                }
+            }
+            let mut warn = |key: &str, message: String| {
+                let key = ["sources", id.as_str(), key];
+                warnings.push(ConfigWarning {
+                    path: document.path().to_path_buf(),
+                    key: key.join("."),
+                    line: document.key_line(&key),
+                    message,
+                });
+            };
+            if let Some(address) = syslog.udp
+                && let Err(error) = std::net::UdpSocket::bind(address)
+            {
+                warn("udp", format!("UDP {address} cannot be bound now: {error}"));
+            }
+            if let Some(address) = syslog.tcp
+                && let Err(error) = std::net::TcpListener::bind(address)
+            {
+                warn("tcp", format!("TCP {address} cannot be bound now: {error}"));
+            }
+        }
+        Ok(warnings)
+    }
+
     /// A warning for each Kafka `key` that names a label no source sets:
     /// every message would then go without a key.
     fn kafka_keys_never_set(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
         let set_by_some_source = |label: &str| {
-            ["file", "source_id"].contains(&label)
-                || self
-                    .sources
-                    .values()
-                    .any(|SourceConfig::File(source)| source.labels.contains_key(label))
+            self.sources.values().any(|source| {
+                source.reserved_labels().contains(&label) || source.labels().contains_key(label)
+            })
         };
         self.sinks
             .iter()
@@ -405,7 +478,9 @@ impl Config {
     fn empty_globs(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
         let mut warnings = Vec::new();
         for (id, source) in &self.sources {
-            let SourceConfig::File(file) = source;
+            let Some(file) = source.as_file() else {
+                continue;
+            };
             for (index, pattern) in file.paths.iter().enumerate() {
                 if !is_glob(pattern) || glob_matches_a_file(pattern) {
                     continue;
@@ -506,6 +581,25 @@ fn followed_as_same_inode<'source>(
             })
         })
         .map(String::as_str)
+}
+
+/// Why a Unix socket could not be created at `path`, if it could not: its
+/// directory (created when missing) must be writable, and what is at the
+/// path already must be a socket (a stale one is replaced).
+fn unix_socket_problem(path: &Path) -> Option<String> {
+    let metadata = std::fs::symlink_metadata(path);
+    if let Ok(metadata) = &metadata
+        && !metadata.file_type().is_socket()
+    {
+        return Some(format!(
+            "{} exists and is not a socket; the daemon replaces only a stale socket",
+            path.display()
+        ));
+    }
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())?;
+    directory_problem(directory)
 }
 
 /// Why a file sink could not open `path` for appending, if it could not.

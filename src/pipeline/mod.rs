@@ -46,6 +46,8 @@ pub use crate::telemetry::PipelineMetrics;
 pub enum PipelineError {
     #[error(transparent)]
     Sink(#[from] SinkBuildError),
+    #[error(transparent)]
+    Syslog(#[from] crate::source::syslog::SyslogError),
     #[error("cannot start thread {name}")]
     Spawn {
         name: String,
@@ -153,7 +155,7 @@ impl Pipeline {
             let stage = sinks::start(id, sink, config, slots, &symbols, &mut wiring)?;
             sink_stages.push(stage);
         }
-        let mut source_stages = sources::build(config, &symbols, &wiring);
+        let mut source_stages = sources::build(config, &symbols, &wiring)?;
         let dispatcher_metrics = dispatcher::start(
             config,
             &mut sink_stages,

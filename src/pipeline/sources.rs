@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use rtrb::RingBuffer;
 
-use crate::config::{Config, FileSourceConfig, SourceConfig};
+use crate::config::{
+    Config, FileSourceConfig, SourceConfig, StdinSourceConfig, SyslogSourceConfig,
+};
 use crate::dispatch::SourceEnd;
 use crate::labels::{SymbolLimits, SymbolTable};
 use crate::metrics::SourceMetrics;
 use crate::pipeline::{PipelineError, Wiring};
-use crate::source::file::{FileSource, FileSourceSettings, PositionSettings, SourceLinks};
-use crate::source::{COMMITS_RING_CAPACITY, SourceChunk};
+use crate::source::file::{FileSource, FileSourceSettings, PositionSettings};
+use crate::source::stdin::{StdinSettings, StdinSource};
+use crate::source::syslog::{SyslogSettings, SyslogSource};
+use crate::source::{COMMITS_RING_CAPACITY, SourceChunk, SourceLinks};
 use crate::wake::Waker;
 
 /// The table every label is interned into, bounded by `[daemon]`.
@@ -24,13 +28,12 @@ pub(super) fn symbol_table(config: &Config) -> Arc<SymbolTable> {
     // Label keys are few and known now; interning them first keeps them
     // within the bounds whatever values arrive later.
     for source in config.sources.values() {
-        let SourceConfig::File(file) = source;
-        for key in file.labels.keys() {
+        for key in source.labels().keys().map(String::as_str) {
             let _ = table.intern(key);
         }
-    }
-    for key in ["source_id", "file"] {
-        let _ = table.intern(key);
+        for key in source.reserved_labels() {
+            let _ = table.intern(key);
+        }
     }
     Arc::new(table)
 }
@@ -42,43 +45,60 @@ pub(super) struct SourceStage {
     /// The dispatcher's end of the rings; taken when the dispatcher is built.
     pub end: Option<SourceEnd>,
     /// The thread's body; taken when the thread starts.
-    pub source: Option<FileSource>,
+    pub source: Option<SourceThread>,
     pub metrics: Arc<SourceMetrics>,
     pub waker: Waker,
 }
 
+/// The body of a source thread, of its kind.
+#[derive(Debug)]
+pub(super) enum SourceThread {
+    File(FileSource),
+    Syslog(Box<SyslogSource>),
+    Stdin(StdinSource),
+}
+
+impl SourceThread {
+    fn run(self) {
+        match self {
+            SourceThread::File(source) => source.run(),
+            SourceThread::Syslog(source) => source.run(),
+            SourceThread::Stdin(source) => source.run(),
+        }
+    }
+}
+
 /// Builds every source, in the order of `Config::sources`: a source's
-/// position is the index its entries carry.
+/// position is the index its entries carry. A syslog source binds its
+/// sockets here, so that an address in use stops the start.
 pub(super) fn build(
     config: &Config,
     symbols: &Arc<SymbolTable>,
     wiring: &Wiring,
-) -> Vec<SourceStage> {
+) -> Result<Vec<SourceStage>, PipelineError> {
     let chunk_count = config.dispatcher.source_chunks();
     config
         .sources
         .iter()
-        .map(|(id, source)| {
-            let SourceConfig::File(file) = source;
-            let settings = file_settings(id, file, config);
-            build_one(settings, chunk_count, symbols, wiring)
-        })
+        .map(|(id, source)| build_one(id, source, config, chunk_count, symbols, wiring))
         .collect()
 }
 
 fn build_one(
-    settings: FileSourceSettings,
+    id: &str,
+    config: &SourceConfig,
+    whole: &Config,
     chunk_count: usize,
     symbols: &Arc<SymbolTable>,
     wiring: &Wiring,
-) -> SourceStage {
+) -> Result<SourceStage, PipelineError> {
     let (chunks_producer, chunks_consumer) = RingBuffer::new(chunk_count);
     let (returns_producer, returns_consumer) = RingBuffer::new(chunk_count);
     let (commits_producer, commits_consumer) = RingBuffer::new(COMMITS_RING_CAPACITY);
     let waker = Waker::new();
     let metrics = Arc::new(SourceMetrics {
-        id: settings.id.clone(),
-        source_type: "file",
+        id: id.to_string(),
+        source_type: config.type_name(),
         ..SourceMetrics::default()
     });
     let end = SourceEnd::new(
@@ -96,22 +116,41 @@ fn build_one(
         own: waker.clone(),
     };
     let pool = (0..chunk_count).map(|_| SourceChunk::new()).collect();
-    let id = settings.id.clone();
-    let source = FileSource::new(
-        settings,
-        Arc::clone(symbols),
-        links,
-        pool,
-        Arc::clone(&wiring.stop),
-        Arc::clone(&metrics),
-    );
-    SourceStage {
-        id,
+    let stop = Arc::clone(&wiring.stop);
+    let source_metrics = Arc::clone(&metrics);
+    let source = match config {
+        SourceConfig::File(file) => SourceThread::File(FileSource::new(
+            file_settings(id, file, whole),
+            Arc::clone(symbols),
+            links,
+            pool,
+            stop,
+            source_metrics,
+        )),
+        SourceConfig::Syslog(syslog) => SourceThread::Syslog(Box::new(SyslogSource::bind(
+            syslog_settings(id, syslog),
+            Arc::clone(symbols),
+            links,
+            pool,
+            stop,
+            source_metrics,
+        )?)),
+        SourceConfig::Stdin(stdin) => SourceThread::Stdin(StdinSource::new(
+            stdin_settings(id, stdin),
+            symbols,
+            links,
+            pool,
+            stop,
+            source_metrics,
+        )),
+    };
+    Ok(SourceStage {
+        id: id.to_string(),
         end: Some(end),
         source: Some(source),
         metrics,
         waker,
-    }
+    })
 }
 
 /// Starts every source thread.
@@ -125,16 +164,44 @@ pub(super) fn start(stages: &mut [SourceStage], wiring: &mut Wiring) -> Result<(
     Ok(())
 }
 
+fn static_labels(labels: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+fn syslog_settings(id: &str, config: &SyslogSourceConfig) -> SyslogSettings {
+    SyslogSettings {
+        id: id.to_string(),
+        udp: config.udp,
+        tcp: config.tcp,
+        unix: config.unix.clone(),
+        unix_mode: config.unix_mode,
+        max_message_bytes: config.max_message_bytes,
+        max_connections: config.max_connections.get(),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms.get()),
+        recv_buffer_bytes: config.recv_buffer_bytes.map(std::num::NonZeroUsize::get),
+        structured_data: config.structured_data,
+        timezone: config.timezone.clone(),
+        labels: static_labels(&config.labels),
+    }
+}
+
+fn stdin_settings(id: &str, config: &StdinSourceConfig) -> StdinSettings {
+    StdinSettings {
+        id: id.to_string(),
+        labels: static_labels(&config.labels),
+        max_line_bytes: config.max_line_bytes,
+    }
+}
+
 fn file_settings(id: &str, config: &FileSourceConfig, whole: &Config) -> FileSourceSettings {
     FileSourceSettings {
         id: id.to_string(),
         paths: config.paths.clone(),
         exclude: config.exclude.clone(),
-        labels: config
-            .labels
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect(),
+        labels: static_labels(&config.labels),
         start_at: config.start_at,
         max_line_bytes: config.max_line_bytes,
         poll_interval: Duration::from_millis(config.poll_interval_ms.get()),

@@ -450,7 +450,7 @@ impl Replayer {
             // Addressed to this sink already, whatever its `inputs`.
             batch.push(
                 record.message,
-                (stream, &streams[stream as usize]),
+                &streams[stream as usize],
                 SOURCE_REPLAYED,
                 record.timestamp_ns,
                 record.terminated,

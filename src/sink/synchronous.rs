@@ -330,7 +330,7 @@ mod tests {
         let labels = LabelSet::new();
         let mut open = OpenBatch::new(Bump::new(), 8, SymbolTableBuilder::new().freeze());
         for (line, source) in lines {
-            open.push(line.as_bytes(), (0, &labels), *source, 0, true);
+            open.push(line.as_bytes(), &labels, *source, 0, true);
         }
         Arc::new(open.seal(slot, 0))
     }

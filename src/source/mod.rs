@@ -15,17 +15,25 @@
 //! batch is complete (every sink delivered it or holds it in its DLQ) and
 //! every batch sealed before it is complete too; then it hands them back on
 //! the source's commit ring, and the source may store that position.
+//!
+//! A file chunk's lines share one label set and one read time. A syslog
+//! chunk's messages each have their own (host, app, severity, their own
+//! timestamp): such a chunk carries a [`LineMeta`] per line, its label
+//! pairs in one vector and the values the symbol table had no room for in
+//! one string, all reused with the chunk, so that a message costs no
+//! allocation once the vectors have grown to their working size.
 
 pub mod file;
 pub mod positions;
-pub mod syslog;
 pub mod split;
+pub mod stdin;
+pub mod syslog;
 
 pub use split::{LineSpan, SplitOptions, SplitOutcome, split_lines};
 
 use std::sync::Arc;
 
-use crate::labels::{LabelSet, Symbol};
+use crate::labels::{Label, LabelSet, Symbol};
 use crate::limits;
 
 pub use crate::batch::StreamId;
@@ -46,6 +54,86 @@ pub struct Receipt {
 /// Receipts waiting on one source's commit ring; the dispatcher holds back
 /// the rest when the ring is full.
 pub const COMMITS_RING_CAPACITY: usize = 1024;
+
+/// The labels and time of one line of a chunk whose lines differ: ranges
+/// into the chunk's `meta_labels` and `meta_inline`.
+#[derive(Debug, Clone, Copy)]
+struct LineMeta {
+    labels_start: u32,
+    labels_len: u16,
+    inline_start: u32,
+    inline_len: u16,
+    timestamp_ns: u64,
+}
+
+/// A label value carried as a string: key, and where the value lies in the
+/// chunk's `meta_text`.
+#[derive(Debug, Clone, Copy)]
+pub struct InlineValue {
+    key: Symbol,
+    start: u32,
+    len: u32,
+}
+
+/// What one line of a chunk is labelled with.
+#[derive(Debug, Clone, Copy)]
+pub struct LineLabels<'chunk> {
+    /// Interned labels, sorted by key.
+    pub labels: &'chunk [Label],
+    /// Values the symbol table had no room for.
+    pub inline: InlineLabels<'chunk>,
+    /// The line's time, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+}
+
+/// Label values carried as strings, by key.
+#[derive(Debug, Clone, Copy)]
+pub enum InlineLabels<'chunk> {
+    /// The chunk's own, shared by all its lines (a file chunk).
+    Shared(&'chunk [(Symbol, Arc<str>)]),
+    /// One line's (a syslog chunk).
+    Line {
+        values: &'chunk [InlineValue],
+        text: &'chunk str,
+    },
+}
+
+impl<'chunk> InlineLabels<'chunk> {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            InlineLabels::Shared(values) => values.is_empty(),
+            InlineLabels::Line { values, .. } => values.is_empty(),
+        }
+    }
+
+    /// The (key, value) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (Symbol, &'chunk str)> + 'chunk {
+        let (shared, line, text): (&[(Symbol, Arc<str>)], &[InlineValue], &str) = match *self {
+            InlineLabels::Shared(values) => (values, &[], ""),
+            InlineLabels::Line { values, text } => (&[], values, text),
+        };
+        shared
+            .iter()
+            .map(|(key, value)| (*key, &**value))
+            .chain(line.iter().map(move |value| {
+                let start = value.start as usize;
+                (value.key, &text[start..start + value.len as usize])
+            }))
+    }
+}
+
+/// The rings and wake-ups of one source thread.
+#[derive(Debug)]
+pub struct SourceLinks {
+    /// Filled chunks to the dispatcher; dropped when the source ends.
+    pub chunks: Option<rtrb::Producer<SourceChunk>>,
+    /// Empty chunks back from the dispatcher.
+    pub returns: rtrb::Consumer<SourceChunk>,
+    /// Receipts of complete batches from the dispatcher.
+    pub commits: rtrb::Consumer<Receipt>,
+    pub dispatcher: crate::wake::Waker,
+    pub own: crate::wake::Waker,
+}
 
 /// A block of input bytes and the lines found in it.
 ///
@@ -70,6 +158,13 @@ pub struct SourceChunk {
     pub receipt: Option<Receipt>,
     /// When the bytes were read, nanoseconds since the Unix epoch.
     pub read_at_ns: u64,
+    /// One entry per line when the lines differ in labels or time (a
+    /// syslog chunk); empty otherwise. Grown on first use, kept with the
+    /// chunk.
+    metas: Vec<LineMeta>,
+    meta_labels: Vec<Label>,
+    meta_inline: Vec<InlineValue>,
+    meta_text: String,
 }
 
 impl SourceChunk {
@@ -84,6 +179,10 @@ impl SourceChunk {
             inline: Vec::new(),
             receipt: None,
             read_at_ns: 0,
+            metas: Vec::new(),
+            meta_labels: Vec::new(),
+            meta_inline: Vec::new(),
+            meta_text: String::new(),
         }
     }
 
@@ -105,6 +204,10 @@ impl SourceChunk {
         self.inline.extend_from_slice(inline);
         self.receipt = None;
         self.read_at_ns = read_at_ns;
+        self.metas.clear();
+        self.meta_labels.clear();
+        self.meta_inline.clear();
+        self.meta_text.clear();
         if self.data.len() > 2 * limits::CHUNK_BYTES {
             self.data.truncate(limits::CHUNK_BYTES);
             self.data.shrink_to_fit();
@@ -166,6 +269,122 @@ impl SourceChunk {
             flush_tail,
         };
         split_lines(&self.data[..self.filled], &mut self.lines, options)
+    }
+
+    /// The labels and time of line `index`.
+    pub fn line_labels(&self, index: usize) -> LineLabels<'_> {
+        match self.metas.get(index) {
+            None => {
+                debug_assert!(
+                    self.metas.is_empty(),
+                    "every line of a message chunk has its meta"
+                );
+                LineLabels {
+                    labels: &self.labels,
+                    inline: InlineLabels::Shared(&self.inline),
+                    timestamp_ns: self.read_at_ns,
+                }
+            }
+            Some(meta) => {
+                let labels = meta.labels_start as usize;
+                let inline = meta.inline_start as usize;
+                LineLabels {
+                    labels: &self.meta_labels[labels..labels + usize::from(meta.labels_len)],
+                    inline: InlineLabels::Line {
+                        values: &self.meta_inline[inline..inline + usize::from(meta.inline_len)],
+                        text: &self.meta_text,
+                    },
+                    timestamp_ns: meta.timestamp_ns,
+                }
+            }
+        }
+    }
+
+    /// True when a message of `bytes` does not fit: the span table is full,
+    /// or the bytes would not fit without growing a chunk that holds lines
+    /// already. An empty chunk takes any message (it grows, as for a long
+    /// line).
+    pub fn is_full_for(&self, bytes: usize) -> bool {
+        self.lines.len() >= limits::CHUNK_LINES_MAX
+            || (!self.lines.is_empty() && self.filled + bytes > self.data.len())
+    }
+
+    /// Room for a message of at most `bytes`, to receive into; then
+    /// [`received`](Self::received) and [`commit_message`](Self::commit_message).
+    pub fn message_room(&mut self, bytes: usize) -> &mut [u8] {
+        self.spare_mut(bytes)
+    }
+
+    /// The `bytes` received into the room.
+    pub fn received(&self, bytes: usize) -> &[u8] {
+        &self.data[self.filled..self.filled + bytes]
+    }
+
+    /// Keeps `line_bytes` of the `received_bytes` just received as one
+    /// message line with its own labels and time.
+    pub fn commit_message<'inline>(
+        &mut self,
+        received_bytes: usize,
+        line_bytes: usize,
+        labels: &[Label],
+        inline: impl IntoIterator<Item = (Symbol, &'inline str)>,
+        timestamp_ns: u64,
+    ) {
+        assert!(
+            line_bytes <= received_bytes,
+            "a line lies within what was received"
+        );
+        assert!(
+            self.lines.len() < limits::CHUNK_LINES_MAX,
+            "the span table has room"
+        );
+        assert!(
+            self.metas.len() == self.lines.len(),
+            "a chunk holds message lines only"
+        );
+        let start = self.filled;
+        self.commit_read(received_bytes);
+        self.lines.push(LineSpan {
+            start: u32::try_from(start).expect("a chunk is smaller than 4 GiB"),
+            len: u32::try_from(line_bytes).expect("a line is smaller than 4 GiB"),
+            terminated: true,
+        });
+        let inline_start = self.meta_inline.len();
+        let labels_start = self.meta_labels.len();
+        for (key, value) in inline {
+            self.meta_inline.push(InlineValue {
+                key,
+                start: u32::try_from(self.meta_text.len()).expect("inline text is bounded"),
+                len: u32::try_from(value.len()).expect("a label value is bounded"),
+            });
+            self.meta_text.push_str(value);
+        }
+        self.metas.push(LineMeta {
+            labels_start: u32::try_from(labels_start).expect("labels are bounded"),
+            labels_len: u16::try_from(labels.len()).expect("a line has few labels"),
+            inline_start: u32::try_from(inline_start).expect("inline values are bounded"),
+            inline_len: u16::try_from(self.meta_inline.len() - inline_start)
+                .expect("a line has few labels"),
+            timestamp_ns,
+        });
+        self.meta_labels.extend_from_slice(labels);
+    }
+
+    /// Copies `message` in as one line with its own labels and time.
+    pub fn push_message<'inline>(
+        &mut self,
+        message: &[u8],
+        labels: &[Label],
+        inline: impl IntoIterator<Item = (Symbol, &'inline str)>,
+        timestamp_ns: u64,
+    ) {
+        self.message_room(message.len())[..message.len()].copy_from_slice(message);
+        self.commit_message(message.len(), message.len(), labels, inline, timestamp_ns);
+    }
+
+    /// Lines in the chunk.
+    pub fn line_count(&self) -> usize {
+        self.lines.len()
     }
 
     /// Bytes from `offset` to the end of what was read.

@@ -72,16 +72,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rtrb::{Consumer, Producer};
 use serde::Deserialize;
 
 use crate::clock::now_ns;
 use crate::labels::{LabelSet, Symbol, SymbolTable};
 use crate::limits;
 use crate::metrics::{FileStatus, SourceMetrics};
+pub use crate::source::SourceLinks;
 use crate::source::positions::{FileIdentity, PositionRecord, PositionStore};
 use crate::source::{Receipt, SourceChunk, StreamId};
-use crate::wake::{self, Waker};
+use crate::wake;
 
 use discovery::Discovery;
 pub use discovery::is_glob;
@@ -142,19 +142,6 @@ pub struct FileSourceSettings {
     pub rotate_wait: Duration,
     pub exit_on_eof: bool,
     pub positions: PositionSettings,
-}
-
-/// The rings and wake-ups of one source thread.
-#[derive(Debug)]
-pub struct SourceLinks {
-    /// Filled chunks to the dispatcher; dropped when the source ends.
-    pub chunks: Option<Producer<SourceChunk>>,
-    /// Empty chunks back from the dispatcher.
-    pub returns: Consumer<SourceChunk>,
-    /// Receipts of complete batches from the dispatcher.
-    pub commits: Consumer<Receipt>,
-    pub dispatcher: Waker,
-    pub own: Waker,
 }
 
 /// Stream numbers, unique in the process: a batch reuses a label slice

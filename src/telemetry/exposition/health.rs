@@ -16,13 +16,39 @@ pub static COMPONENT_HEALTH: Family = Family::gauge(
     "1 when a component is healthy (thread running, breaker closed).",
 );
 
-/// Read errors per source, failed batch attempts per sink.
+/// Read errors per source, failed batch attempts per sink, and what a
+/// syslog source counts (`component="syslog"`, by `source_id`): datagrams
+/// dropped with no chunk free (`queue_full`), messages delivered raw
+/// (`parse_error`), cut at `max_message_bytes` (`truncated`), TCP frames
+/// with a malformed octet count (`framing`), connections refused past
+/// `max_connections`, and the kernel's UDP drops (`kernel_drop`).
 pub fn render_errors(out: &mut Exposition, metrics: &PipelineMetrics) {
     ERRORS.header(out);
     for source in &metrics.sources {
         let component = format!("source:{}", source.id);
         let labels = [("component", component.as_str()), ("error_type", "read")];
         ERRORS.sample(out, &labels, source.read_errors.get());
+    }
+    for source in &metrics.sources {
+        if source.source_type != "syslog" {
+            continue;
+        }
+        let counts = &source.syslog;
+        for (error_type, value) in [
+            ("queue_full", counts.queue_full.get()),
+            ("parse_error", counts.parse_errors.get()),
+            ("truncated", counts.truncated.get()),
+            ("framing", counts.framing_errors.get()),
+            ("connection_refused", counts.connections_refused.get()),
+            ("kernel_drop", counts.kernel_drops.get()),
+        ] {
+            let labels = [
+                ("component", "syslog"),
+                ("error_type", error_type),
+                ("source_id", source.id.as_str()),
+            ];
+            ERRORS.sample(out, &labels, value);
+        }
     }
     for sink in &metrics.sinks {
         let component = format!("sink:{}", sink.id);

@@ -79,6 +79,15 @@ pub static POSITIONS_CORRUPT: Family = Family::counter(
     "Parts of position files that could not be used at start-up.",
 );
 
+pub static SYSLOG_CONNECTIONS: Family = Family::gauge(
+    "log_capturer_syslog_connections_active",
+    "TCP connections a syslog source holds (at most max_connections).",
+);
+pub static SYSLOG_IDLE_CLOSED: Family = Family::counter(
+    "log_capturer_syslog_connections_idle_closed_total",
+    "TCP connections a syslog source closed after idle_timeout_ms without a byte.",
+);
+
 pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
     LOGS_PROCESSED.header(out);
     for source in sources {
@@ -123,6 +132,17 @@ pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
     });
     per_source(out, &POSITIONS_CORRUPT, sources, |source| {
         source.positions_corrupt.get()
+    });
+    let syslog: Vec<Arc<SourceMetrics>> = sources
+        .iter()
+        .filter(|source| source.source_type == "syslog")
+        .cloned()
+        .collect();
+    per_source(out, &SYSLOG_CONNECTIONS, &syslog, |source| {
+        source.syslog.connections_active.get()
+    });
+    per_source(out, &SYSLOG_IDLE_CLOSED, &syslog, |source| {
+        source.syslog.connections_idle_closed.get()
     });
     render_files(out, sources);
 }
