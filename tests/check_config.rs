@@ -666,3 +666,79 @@ fn file_source_discovery_and_label_limits_are_checked() {
     );
     assert_accepted(dir.path(), &text);
 }
+
+/// Goal: a syslog or stdin source that `run` could not use is refused by
+/// `check-config` too, naming the key and its line. Method: one broken
+/// table per case.
+#[test]
+fn unusable_syslog_and_stdin_sources_are_rejected_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = "[sinks.out]\ntype = \"null\"\n";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "[sources.sys]\ntype = \"syslog\"\nlabels = { a = \"b\" }\n",
+            "sources.sys.type",
+            "type = \"syslog\"",
+            "at least one of `udp`, `tcp` and `unix`",
+        ),
+        (
+            "[sources.sys]\ntype = \"syslog\"\nudp = \"127.0.0.1:5514\"\nunix_mode = 666\n",
+            "sources.sys.unix_mode",
+            "unix_mode",
+            "write it in octal",
+        ),
+        (
+            "[sources.sys]\ntype = \"syslog\"\nudp = \"127.0.0.1:99999\"\n",
+            "sources.sys.udp",
+            "udp =",
+            "invalid socket address",
+        ),
+        (
+            "[sources.sys]\ntype = \"syslog\"\nudp = \"127.0.0.1:5514\"\nmax_message_bytes = 100\n",
+            "sources.sys.max_message_bytes",
+            "max_message_bytes",
+            "out of range",
+        ),
+        (
+            "[sources.sys]\ntype = \"syslog\"\nudp = \"127.0.0.1:5514\"\ntimezone = \"Mars/Olympus\"\n",
+            "sources.sys.timezone",
+            "timezone",
+            "not a known time zone",
+        ),
+        (
+            "[sources.sys]\ntype = \"syslog\"\nudp = \"127.0.0.1:5514\"\nlabels = { host = \"x\" }\n",
+            "sources.sys.labels.host",
+            "labels",
+            "set by the daemon",
+        ),
+        (
+            "[sources.a]\ntype = \"syslog\"\ntcp = \"127.0.0.1:5514\"\n[sources.b]\ntype = \"syslog\"\ntcp=\"127.0.0.1:5514\"\n",
+            "sources.b.tcp",
+            "tcp=",
+            "taken by sources.a",
+        ),
+        (
+            "[sources.a]\ntype = \"stdin\"\n[sources.b]\ntype=\"stdin\"\n",
+            "sources.b.type",
+            "type=",
+            "reads standard input already",
+        ),
+    ];
+    for (source, key, line_needle, reason) in cases {
+        let text = format!("{source}{sink}");
+        assert_rejected(dir.path(), &text, key, line_needle, reason);
+    }
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "not a socket").expect("file");
+    let text = format!(
+        "[sources.sys]\ntype = \"syslog\"\nunix = \"{}\"\n{sink}",
+        file.display()
+    );
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sources.sys.unix",
+        "unix =",
+        "is not a socket",
+    );
+}
