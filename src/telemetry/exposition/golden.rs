@@ -107,7 +107,35 @@ fn sources(figures: &mut Figures) -> Vec<Arc<SourceMetrics>> {
     vec![
         source(figures, "app", app_files),
         source(figures, "audit", audit_files),
+        syslog_source(figures),
     ]
+}
+
+/// A syslog source: no files, its own counters.
+fn syslog_source(figures: &mut Figures) -> Arc<SourceMetrics> {
+    let source = SourceMetrics {
+        id: "sys".to_string(),
+        source_type: "syslog",
+        ..SourceMetrics::default()
+    };
+    let dispatched = figures.next();
+    source.lines_dispatched.add(dispatched);
+    source.lines_read.add(dispatched + figures.next());
+    source.bytes_read.add(figures.next() * 100);
+    let counts = &source.syslog;
+    for counter in [
+        &counts.parse_errors,
+        &counts.truncated,
+        &counts.framing_errors,
+        &counts.queue_full,
+        &counts.connections_refused,
+        &counts.connections_idle_closed,
+    ] {
+        counter.add(figures.next());
+    }
+    counts.connections_active.set(figures.next());
+    counts.kernel_drops.set(figures.next());
+    Arc::new(source)
 }
 
 fn sink(figures: &mut Figures, id: &str, sink_type: &'static str) -> Arc<SinkMetrics> {

@@ -103,34 +103,41 @@ pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
     per_source(out, &LINES_SPLIT, sources, |source| {
         source.lines_split.get()
     });
-    per_source(out, &FILES_WATCHED, sources, |source| {
+    // The file families only for file sources: the others have no files
+    // and no positions.
+    let files: Vec<Arc<SourceMetrics>> = sources
+        .iter()
+        .filter(|source| source.source_type == "file")
+        .cloned()
+        .collect();
+    per_source(out, &FILES_WATCHED, &files, |source| {
         source.files_watched.get()
     });
-    per_source(out, &FILES_OPEN, sources, |source| source.files_open.get());
-    per_source(out, &SOURCE_ROTATIONS, sources, |source| {
+    per_source(out, &FILES_OPEN, &files, |source| source.files_open.get());
+    per_source(out, &SOURCE_ROTATIONS, &files, |source| {
         source.rotations.get()
     });
-    per_source(out, &SOURCE_TRUNCATIONS, sources, |source| {
+    per_source(out, &SOURCE_TRUNCATIONS, &files, |source| {
         source.truncations.get()
     });
-    per_source(out, &FINGERPRINT_MISMATCHES, sources, |source| {
+    per_source(out, &FINGERPRINT_MISMATCHES, &files, |source| {
         source.fingerprint_mismatches.get()
     });
-    per_source(out, &FILES_CLOSED_FOR_LIMIT, sources, |source| {
+    per_source(out, &FILES_CLOSED_FOR_LIMIT, &files, |source| {
         source.files_closed_for_limit.get()
     });
-    per_source(out, &POSITION_WRITES, sources, |source| {
+    per_source(out, &POSITION_WRITES, &files, |source| {
         source.position_writes.get()
     });
     POSITION_WRITE_SECONDS.header(out);
-    for source in sources {
+    for source in &files {
         let seconds = source.position_write_ns.get() as f64 / 1e9;
         POSITION_WRITE_SECONDS.sample(out, &[("source_id", &source.id)], seconds);
     }
-    per_source(out, &POSITION_WRITE_ERRORS, sources, |source| {
+    per_source(out, &POSITION_WRITE_ERRORS, &files, |source| {
         source.position_write_errors.get()
     });
-    per_source(out, &POSITIONS_CORRUPT, sources, |source| {
+    per_source(out, &POSITIONS_CORRUPT, &files, |source| {
         source.positions_corrupt.get()
     });
     let syslog: Vec<Arc<SourceMetrics>> = sources
