@@ -8,8 +8,8 @@
 //! ```
 //!
 //! An [`OpenBatch`] owns a [`Bump`]. Each pushed line is copied into the
-//! arena once; its label set is copied once per run of entries from the same
-//! stream; the entry table itself is an arena vector allocated at open with
+//! arena once; its label set is copied once per run of entries with equal
+//! labels (a file's lines, a syslog sender's messages); the entry table itself is an arena vector allocated at open with
 //! room for `batch_size` entries. Sealing freezes the batch: a
 //! [`SealedBatch`] hands out only shared slices and never the arena, so every
 //! sink can read it through one `Arc` at the same time. When the last sink
@@ -373,6 +373,50 @@ mod tests {
             (sealed.slot(), sealed.sequence(), sealed.bytes()),
             (7, 9, 9)
         );
+    }
+
+    /// Goal: entries share a label slice while their labels are equal,
+    /// whatever source they came from (a syslog sender's run of messages),
+    /// and get their own when they differ. Method: runs of equal and
+    /// different sets, then pointer comparisons.
+    #[test]
+    fn equal_labels_share_one_slice() {
+        let mut symbols = SymbolTableBuilder::new();
+        let one = symbols.label_set([("host", "a")]);
+        let same = symbols.label_set([("host", "a")]);
+        let other = symbols.label_set([("host", "b")]);
+        let mut batch = OpenBatch::new(Bump::new(), 8, symbols.freeze());
+        for labels in [&one, &same, &other, &one] {
+            batch.push(b"line", labels, 0, 0, true);
+        }
+        let sealed = batch.seal(0, 0);
+        let entries = sealed.entries();
+        assert!(std::ptr::eq(entries[0].labels, entries[1].labels));
+        assert!(!std::ptr::eq(entries[1].labels, entries[2].labels));
+        assert!(!std::ptr::eq(entries[2].labels, entries[3].labels));
+        assert_eq!(entries[3].labels, &one[..]);
+    }
+
+    /// Goal: values carried as strings get one batch symbol each, however
+    /// many entries carry them, and resolve through the sealed batch.
+    #[test]
+    fn carried_values_are_kept_once_per_batch() {
+        let mut symbols = SymbolTableBuilder::new();
+        let key = symbols.intern("host");
+        let table = symbols.freeze();
+        let mut batch = OpenBatch::new(Bump::new(), 8, Arc::clone(&table));
+        for value in ["x", "y", "x"] {
+            let labels = batch.labels_with_inline(&[], [(key, value)]);
+            batch.push(b"line", &labels, 0, 0, true);
+        }
+        let sealed = batch.seal(0, 0);
+        let entries = sealed.entries();
+        assert_eq!(entries[0].labels, entries[2].labels);
+        let resolved: Vec<&str> = entries
+            .iter()
+            .map(|entry| sealed.symbols().resolve(entry.labels[0].1))
+            .collect();
+        assert_eq!(resolved, ["x", "y", "x"]);
     }
 
     #[test]

@@ -398,3 +398,65 @@ impl Default for SourceChunk {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::{SymbolLimits, SymbolTable};
+
+    /// Goal: a message chunk keeps each line's labels, carried values and
+    /// time apart, and a reset forgets them all. Method: three messages
+    /// with different label sets, one with a value carried as a string.
+    #[test]
+    fn message_lines_keep_their_own_labels_and_times() {
+        let table = SymbolTable::new(SymbolLimits::default());
+        let symbol = |text: &str| table.intern(text).expect("room");
+        let (host, app) = (symbol("host"), symbol("app"));
+        let first = [(app, symbol("cron")), (host, symbol("a"))];
+        let second = [(host, symbol("b"))];
+        let mut chunk = SourceChunk::new();
+        chunk.reset(0, &LabelSet::new(), &[], 5);
+        chunk.push_message(b"one", &first, [], 10);
+        chunk.push_message(b"two", &second, [(app, "carried")], 20);
+        let room = chunk.message_room(8);
+        room[..6].copy_from_slice(b"three\n");
+        assert_eq!(chunk.received(6), b"three\n");
+        chunk.commit_message(6, 5, &[], [], 30);
+        assert_eq!(chunk.line_count(), 3);
+        let lines: Vec<&[u8]> = chunk.lines().iter().map(|span| chunk.line(*span)).collect();
+        assert_eq!(lines, [&b"one"[..], b"two", b"three"]);
+        let labels: Vec<_> = (0..3).map(|index| chunk.line_labels(index)).collect();
+        assert_eq!(labels[0].labels, &first);
+        assert!(labels[0].inline.is_empty());
+        assert_eq!(labels[1].labels, &second);
+        assert_eq!(
+            labels[1].inline.iter().collect::<Vec<_>>(),
+            [(app, "carried")]
+        );
+        assert!(labels[2].labels.is_empty());
+        let times: Vec<u64> = labels.iter().map(|line| line.timestamp_ns).collect();
+        assert_eq!(times, [10, 20, 30]);
+        chunk.reset(0, &LabelSet::from_slice(&second), &[], 7);
+        assert_eq!(chunk.line_count(), 0);
+        chunk.append(b"file line\n");
+        chunk.split(100, false);
+        let line = chunk.line_labels(0);
+        assert_eq!((line.labels, line.timestamp_ns), (&second[..], 7));
+    }
+
+    /// Goal: a chunk that holds messages takes no message it has no room
+    /// for, while an empty one takes any (it grows, as for a long line).
+    #[test]
+    fn full_chunk_refuses_and_empty_chunk_grows() {
+        let mut chunk = SourceChunk::new();
+        assert!(!chunk.is_full_for(4 * limits::CHUNK_BYTES));
+        chunk.push_message(&vec![b'x'; limits::CHUNK_BYTES - 10], &[], [], 0);
+        assert!(chunk.is_full_for(11));
+        assert!(!chunk.is_full_for(10));
+        let mut lines = SourceChunk::new();
+        for _ in 0..limits::CHUNK_LINES_MAX {
+            lines.push_message(b"m", &[], [], 0);
+        }
+        assert!(lines.is_full_for(1));
+    }
+}
