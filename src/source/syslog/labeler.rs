@@ -305,7 +305,7 @@ impl Labeler {
             };
             self.sd_key.clear();
             self.sd_key.push_str("sd_");
-            push_label_name(&mut self.sd_key, param.id);
+            push_label_name(&mut self.sd_key, param.sd_id);
             self.sd_key.push('_');
             push_label_name(&mut self.sd_key, param.name);
             let Some(key) = self.symbol_for_key() else {

@@ -480,6 +480,13 @@ impl SyslogSource {
     /// Receives datagrams from one socket until it would block (false) or
     /// the turn's share is used up (true: more may wait).
     fn receive_datagrams(&mut self, token: Token) -> bool {
+        let bound = match token {
+            UDP => self.sockets.udp.is_some(),
+            _ => self.sockets.unix.is_some(),
+        };
+        if !bound {
+            return false;
+        }
         for _ in 0..DATAGRAMS_PER_TURN_MAX {
             match self.receive_datagram(token) {
                 Ok(()) => {}
