@@ -13,15 +13,15 @@ the last message taken (the daemon's `log_capturer_logs_processed_total`,
 rsyslog's output line count), messages/s, and the receiver's CPU seconds
 per million messages (from /proc/PID/stat, start-up excluded).
 
-UDP: the same messages as datagrams from two sender processes into the
-daemon's syslog source (udp) -> null sink; prints messages/s taken and what
+UDP: the same messages as datagrams, sent with sendmmsg(2) by
+perf/udp_flood.c (built with gcc), into the daemon's syslog source (udp)
+-> null sink; prints messages/s taken and what
 was dropped, by the daemon (`queue_full`) and by the kernel
 (`kernel_drop`), which with the taken ones must add up to what was sent.
 
 The daemon binary is target/release/log-capturer (built if missing), or
 LOG_CAPTURER_BINARY. Needs rsyslogd for the TCP comparison.
 """
-import multiprocessing
 import os
 import re
 import shutil
@@ -202,19 +202,10 @@ action(type="omfile" file="{output}" template="raw" asyncWriting="on" ioBufferSi
         child.wait()
 
 
-def udp_sender(port: int, first: int, count: int, sent) -> None:
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.connect(("127.0.0.1", port))
-    datagrams = [message(number) for number in range(first, first + count)]
-    send = sender.send
-    done = 0
-    for datagram in datagrams:
-        try:
-            send(datagram)
-            done += 1
-        except OSError:
-            pass
-    sent.put(done)
+def udp_flood(work: str) -> str:
+    binary_path = os.path.join(work, "udp_flood")
+    subprocess.run(["gcc", "-O2", "-o", binary_path, os.path.join(ROOT, "perf/udp_flood.c")], check=True)
+    return binary_path
 
 
 def udp(count: int) -> None:
@@ -224,17 +215,11 @@ def udp(count: int) -> None:
         child, address = start_daemon(
             work, f'udp = "127.0.0.1:{port}"\nrecv_buffer_bytes = 4194304')
         try:
+            flood = udp_flood(work)
             cpu_before = cpu_seconds(child.pid)
-            results = multiprocessing.Queue()
-            half = count // 2
-            senders = [multiprocessing.Process(target=udp_sender, args=(port, first, half, results))
-                       for first in (0, half)]
             started = time.monotonic()
-            for sender in senders:
-                sender.start()
-            sent = sum(results.get() for _ in senders)
-            for sender in senders:
-                sender.join()
+            sent = int(subprocess.run([flood, str(port), "0", str(count)], check=True,
+                                      capture_output=True, text=True).stdout)
             send_wall = time.monotonic() - started
             last = None
             while True:
@@ -248,7 +233,7 @@ def udp(count: int) -> None:
                 last = now
             took, queue_full, kernel = last
             cpu = cpu_seconds(child.pid) - cpu_before
-            print(f"machine: {os.cpu_count()} cores; UDP, 2 senders")
+            print(f"machine: {os.cpu_count()} cores; UDP, one sendmmsg sender")
             print(f"sent {sent:,} in {send_wall:.3f} s ({sent / send_wall:,.0f}/s); taken {took:,.0f} "
                   f"({took / send_wall:,.0f}/s); dropped by the daemon {queue_full:,.0f}, by the kernel "
                   f"{kernel:,.0f}; unaccounted {sent - took - queue_full - kernel:,.0f}; "

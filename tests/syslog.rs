@@ -555,8 +555,7 @@ fn message_that_does_not_parse_is_delivered_raw_and_counted() {
         .expect("send");
     let found = wait_for_entries(&setup.output, 1);
     assert_eq!(found[0]["message"], "<999>not a priority");
-    // Without `<PRI>` it is RFC 3164 text: delivered, not a parse error.
-    assert_eq!(label(&found[0], "parse_error"), None);
+    assert_eq!(label(&found[0], "parse_error"), Some("true"));
     assert_eq!(label(&found[0], "host"), Some("127.0.0.1"));
     assert_eq!(syslog_error(&daemon, "parse_error"), 1.0);
     daemon.stop();
