@@ -388,10 +388,10 @@ impl Config {
             let SourceConfig::Syslog(syslog) = source else {
                 continue;
             };
-            if let Some(path) = &syslog.unix {
-                if let Some(problem) = unix_socket_problem(path) {
-                    return Err(document.invalid(&["sources", id, "unix"], problem));
-                }
+            if let Some(path) = &syslog.unix
+                && let Some(problem) = unix_socket_problem(path)
+            {
+                return Err(document.invalid(&["sources", id, "unix"], problem));
             }
             let mut warn = |key: &str, message: String| {
                 let key = ["sources", id.as_str(), key];

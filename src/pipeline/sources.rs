@@ -53,9 +53,9 @@ pub(super) struct SourceStage {
 /// The body of a source thread, of its kind.
 #[derive(Debug)]
 pub(super) enum SourceThread {
-    File(FileSource),
+    File(Box<FileSource>),
     Syslog(Box<SyslogSource>),
-    Stdin(StdinSource),
+    Stdin(Box<StdinSource>),
 }
 
 impl SourceThread {
@@ -119,14 +119,14 @@ fn build_one(
     let stop = Arc::clone(&wiring.stop);
     let source_metrics = Arc::clone(&metrics);
     let source = match config {
-        SourceConfig::File(file) => SourceThread::File(FileSource::new(
+        SourceConfig::File(file) => SourceThread::File(Box::new(FileSource::new(
             file_settings(id, file, whole),
             Arc::clone(symbols),
             links,
             pool,
             stop,
             source_metrics,
-        )),
+        ))),
         SourceConfig::Syslog(syslog) => SourceThread::Syslog(Box::new(SyslogSource::bind(
             syslog_settings(id, syslog),
             Arc::clone(symbols),
@@ -135,14 +135,14 @@ fn build_one(
             stop,
             source_metrics,
         )?)),
-        SourceConfig::Stdin(stdin) => SourceThread::Stdin(StdinSource::new(
+        SourceConfig::Stdin(stdin) => SourceThread::Stdin(Box::new(StdinSource::new(
             stdin_settings(id, stdin),
             symbols,
             links,
             pool,
             stop,
             source_metrics,
-        )),
+        ))),
     };
     Ok(SourceStage {
         id: id.to_string(),

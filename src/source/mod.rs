@@ -108,9 +108,9 @@ impl<'chunk> InlineLabels<'chunk> {
 
     /// The (key, value) pairs.
     pub fn iter(&self) -> impl Iterator<Item = (Symbol, &'chunk str)> + 'chunk {
-        let (shared, line, text): (&[(Symbol, Arc<str>)], &[InlineValue], &str) = match *self {
-            InlineLabels::Shared(values) => (values, &[], ""),
-            InlineLabels::Line { values, text } => (&[], values, text),
+        let (shared, line, text) = match *self {
+            InlineLabels::Shared(values) => (values, &[][..], ""),
+            InlineLabels::Line { values, text } => (&[][..], values, text),
         };
         shared
             .iter()
