@@ -999,9 +999,42 @@ path = "/tmp/out.log"
             }
         }
         for kind in SOURCE_TYPES {
-            let text = MINIMAL.replace("type = \"file\"", &format!("type = \"{kind}\""));
+            let table = match *kind {
+                "file" => "type = \"file\"\npaths = [\"/tmp/a.log\"]",
+                "syslog" => "type = \"syslog\"\nudp = \"127.0.0.1:5514\"",
+                other => &format!("type = \"{other}\""),
+            };
+            let text = MINIMAL.replace("type = \"file\"\npaths = [\"/tmp/a.log\"]", table);
             parse(&text).expect(kind);
         }
+    }
+
+    /// Goal: a syslog source gets the documented defaults, and its file
+    /// mode is read in octal however it is written.
+    #[test]
+    fn syslog_source_defaults_and_octal_modes() {
+        let syslog = |keys: &str| {
+            let table = format!("type = \"syslog\"\nunix = \"/tmp/s.sock\"\n{keys}");
+            let text = MINIMAL.replace("type = \"file\"\npaths = [\"/tmp/a.log\"]", &table);
+            let config = parse(&text).expect("valid");
+            let SourceConfig::Syslog(syslog) = config.sources["app"].clone() else {
+                panic!("a syslog source");
+            };
+            syslog
+        };
+        let defaults = syslog("");
+        assert_eq!(defaults.max_message_bytes, 65536);
+        assert_eq!(defaults.max_connections.get(), 256);
+        assert_eq!(defaults.idle_timeout_ms.get(), 300_000);
+        assert_eq!(defaults.unix_mode, 0o666);
+        assert_eq!(defaults.structured_data, StructuredData::Message);
+        assert_eq!(defaults.recv_buffer_bytes, None);
+        assert_eq!(syslog("unix_mode = \"0660\"").unix_mode, 0o660);
+        assert_eq!(syslog("unix_mode = 0o600").unix_mode, 0o600);
+        assert_eq!(
+            syslog("structured_data = \"labels\"").structured_data,
+            StructuredData::Labels
+        );
     }
 
     const TWO_SOURCES: &str = r#"
