@@ -541,7 +541,10 @@ fn a_million_unique_hostnames_keep_memory_bounded() {
     assert!(symbols <= 65_536.0, "label_symbols_max holds: {symbols}");
     // The stated bound (README, syslog source): the chunk pool, the symbol
     // table's 4 MiB of strings (twice), the batches, and the binary.
-    eprintln!("peak RSS {} MiB, {not_interned} values carried inline", rss_max >> 20);
+    eprintln!(
+        "peak RSS {} MiB, {not_interned} values carried inline",
+        rss_max >> 20
+    );
     assert!(rss_max < 80 << 20, "RSS {} MiB", rss_max >> 20);
     daemon.stop();
 }

@@ -5,6 +5,12 @@
 //! A [`TimeContext`] belongs to one thread (it caches, so parsing takes it
 //! `&mut`).
 //!
+//! Limits: the RFC 5424 field lengths below ([`HOSTNAME_BYTES_MAX`] and
+//! the others), a tag NAME of [`TAG_NAME_BYTES_MAX`], fractions of 9
+//! digits. A message itself has no limit here: the caller's framing bounds
+//! it. Every loop advances through the input, so parsing is linear in the
+//! input's length.
+//!
 //! Allocations: none. [`parse`] and its two halves borrow every field from
 //! the input; [`ParseError`] is `Copy`. [`unescape_param_value`] appends to
 //! the caller's buffer. [`TimeContext::named`] reads the zone once.

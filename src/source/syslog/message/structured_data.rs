@@ -198,25 +198,35 @@ impl<'a> StructuredDataParams<'a> {
             return Err(self.fail(problem, self.position));
         }
         let start = self.position + 2;
-        let end = self.value_end(start)?;
+        let (end, is_ascii) = self.value_end(start)?;
         let value = &self.input[start..end];
-        if std::str::from_utf8(value).is_err() {
+        if !is_ascii && std::str::from_utf8(value).is_err() {
             return Err(self.fail(StructuredDataProblem::ValueNotUtf8, start));
         }
         self.position = end + 1;
         Ok(SdParam { sd_id, name, value })
     }
 
-    /// The offset of the `"` that closes a value starting at `start`.
-    fn value_end(&mut self, start: usize) -> Result<usize, ParseError> {
+    /// The offset of the `"` that closes a value starting at `start`, and
+    /// whether the value is all ASCII (then it needs no UTF-8 check).
+    /// Values are short (a few to tens of bytes): a plain loop beats
+    /// `memchr` setting up for each.
+    fn value_end(&mut self, start: usize) -> Result<(usize, bool), ParseError> {
+        let mut high_bits = 0u8;
         let mut position = start;
-        while let Some(found) = memchr::memchr2(b'"', b'\\', &self.input[position..]) {
-            let at = position + found;
-            if self.input[at] == b'"' {
-                return Ok(at);
+        while let Some(&byte) = self.input.get(position) {
+            match byte {
+                b'"' => return Ok((position, high_bits < 0x80)),
+                // A backslash hides the byte after it (RFC 5424 §6.3.3).
+                b'\\' => {
+                    high_bits |= self.input.get(position + 1).copied().unwrap_or(0);
+                    position += 2;
+                }
+                _ => {
+                    high_bits |= byte;
+                    position += 1;
+                }
             }
-            // A backslash hides the byte after it (RFC 5424 §6.3.3).
-            position = (at + 2).min(self.input.len());
         }
         Err(self.fail(StructuredDataProblem::ValueNotClosed, start))
     }
