@@ -11,7 +11,8 @@
 //! as truncated, and the rest of it skipped: the remaining `MSG-LEN` bytes,
 //! or up to the next delimiter. So a connection resynchronises on the next
 //! frame and the framer never holds more than `max_message_bytes` plus the
-//! header. Octet counting that goes wrong (a length that is not a number,
+//! header. A trailing `LF` (or `CR LF`, `NUL`) counted into a frame is
+//! not part of the message. Octet counting that goes wrong (a length that is not a number,
 //! or has more than [`LENGTH_DIGITS_MAX`] digits) is reported as a framing
 //! error and that frame is read up to the next `LF` instead; the `LF`,
 //! `CR` or `NUL` some senders put between counted frames is skipped.
@@ -213,7 +214,7 @@ impl Framer {
         }
         Step::Frame {
             start,
-            len: kept,
+            len: message_length(&buffer[start..start + kept]),
             consumed: start + kept,
             end: if rest > 0 {
                 FrameEnd::Truncated
@@ -267,6 +268,21 @@ impl Framer {
             }
         }
     }
+}
+
+/// The length of a message without the trailing `LF`, `CR LF` or `NUL`s
+/// some senders put in a counted frame (rsyslog's
+/// `RSYSLOG_SyslogProtocol23Format` ends with `LF`) or a datagram: a
+/// delimiter, not part of the message.
+pub fn message_length(frame: &[u8]) -> usize {
+    let mut length = frame.len();
+    while length > 0 && matches!(frame[length - 1], b'\n' | 0) {
+        length -= 1;
+        if length > 0 && frame[length - 1] == b'\r' {
+            length -= 1;
+        }
+    }
+    length
 }
 
 #[cfg(test)]
@@ -383,6 +399,12 @@ mod tests {
         assert_eq!(found[1], (b"<13>a".to_vec(), FrameEnd::Complete));
         let found = frames(b"99999999999 x\n", 4, 1024);
         assert_eq!(found[0].1, FrameEnd::Malformed);
+    }
+
+    #[test]
+    fn newline_counted_into_a_frame_is_not_part_of_the_message() {
+        let found = frames(b"6 <13>a\n7 <13>b\r\n4 <1>c", 1, 1024);
+        assert_eq!(texts(&found), vec!["<13>a", "<13>b", "<1>c"]);
     }
 
     #[test]

@@ -541,7 +541,7 @@ impl SyslogSource {
         if received > max {
             self.metrics.syslog.truncated.add(1);
         }
-        let line = datagram_line(chunk.received(kept));
+        let line = framing::message_length(chunk.received(kept));
         self.metrics.bytes_read.add(received as u64);
         if line == 0 {
             return Ok(());
@@ -768,19 +768,6 @@ fn recv(sockets: &Sockets, token: Token, buffer: &mut [u8]) -> std::io::Result<(
     }
 }
 
-/// The length of a datagram's message: without the trailing `LF`, `CR LF`
-/// or `NUL`s some senders add.
-fn datagram_line(datagram: &[u8]) -> usize {
-    let mut length = datagram.len();
-    while length > 0 && matches!(datagram[length - 1], b'\n' | 0) {
-        length -= 1;
-        if length > 0 && datagram[length - 1] == b'\r' {
-            length -= 1;
-        }
-    }
-    length
-}
-
 fn bind_sockets(settings: &SyslogSettings, poll: &Poll) -> Result<Sockets, SyslogError> {
     let id = &settings.id;
     let mut sockets = Sockets {
@@ -925,12 +912,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn datagram_line_drops_trailing_newlines_and_nuls_only() {
-        assert_eq!(datagram_line(b"<13>a\n"), 5);
-        assert_eq!(datagram_line(b"<13>a\r\n"), 5);
-        assert_eq!(datagram_line(b"<13>a\0\0"), 5);
-        assert_eq!(datagram_line(b"<13>a b\n c"), 10);
-        assert_eq!(datagram_line(b"\n"), 0);
+    fn message_length_drops_trailing_newlines_and_nuls_only() {
+        assert_eq!(framing::message_length(b"<13>a\n"), 5);
+        assert_eq!(framing::message_length(b"<13>a\r\n"), 5);
+        assert_eq!(framing::message_length(b"<13>a\0\0"), 5);
+        assert_eq!(framing::message_length(b"<13>a b\n c"), 10);
+        assert_eq!(framing::message_length(b"\n"), 0);
     }
 
     #[test]
