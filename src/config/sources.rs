@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer};
 
 use crate::limits;
+pub use crate::source::syslog::StructuredData;
 
 /// Labels a syslog source sets on every message from the message itself;
 /// a static label of the same name would hide them.
@@ -30,17 +31,6 @@ pub const MESSAGE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 /// Smallest `max_message_bytes`: RFC 5424 §6.1 requires receivers to take
 /// messages of 480 bytes; a smaller bound would cut ordinary messages.
 pub const MESSAGE_BYTES_MIN: usize = 480;
-
-/// What becomes of RFC 5424 structured data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum StructuredData {
-    /// Kept in the message as sent, and nowhere else.
-    #[default]
-    Message,
-    /// Also flattened into labels `sd_<id>_<param>` (see README).
-    Labels,
-}
 
 /// `type = "syslog"`: receive syslog messages over UDP, TCP and a local
 /// datagram socket.

@@ -28,10 +28,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::StructuredData;
 use crate::labels::{Label, Symbol, SymbolTable};
 use crate::metrics::SourceMetrics;
 
+use super::StructuredData;
 use super::message::{self, Message, Priority, TimeContext};
 
 /// Slots of the value cache: a power of two.

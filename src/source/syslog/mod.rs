@@ -42,6 +42,8 @@ pub mod message;
 pub use framing::{FrameEnd, Framer, Framing, Step};
 pub use labeler::{Labeler, Peer};
 
+use serde::Deserialize;
+
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -54,7 +56,6 @@ use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::now_ns;
-use crate::config::StructuredData;
 use crate::labels::SymbolTable;
 use crate::metrics::SourceMetrics;
 use crate::source::{SourceChunk, SourceLinks};
@@ -90,6 +91,17 @@ const UNIX: Token = Token(2);
 const LISTENER: Token = Token(3);
 /// Connection `n` has token `CONNECTION_FIRST + n`.
 const CONNECTION_FIRST: usize = 16;
+
+/// What becomes of RFC 5424 structured data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StructuredData {
+    /// Kept in the message as sent, and nowhere else.
+    #[default]
+    Message,
+    /// Also flattened into labels `sd_<id>_<param>` (see README).
+    Labels,
+}
 
 /// Settings of one syslog source, from its config table.
 #[derive(Debug, Clone)]
