@@ -482,27 +482,28 @@ impl Config {
                 format!("sources.{first} reads standard input already; there is one"),
             ));
         }
-        let mut bound: Vec<(String, &str, &str)> = Vec::new();
+        let mut bound: Vec<(Endpoint, &str)> = Vec::new();
         for (id, source) in &self.sources {
             let SourceConfig::Syslog(syslog) = source else {
                 continue;
             };
             let endpoints = [
-                syslog.udp.map(|address| (format!("udp {address}"), "udp")),
-                syslog.tcp.map(|address| (format!("tcp {address}"), "tcp")),
+                syslog.udp.map(|address| ("udp", Endpoint::Udp(address))),
+                syslog.tcp.map(|address| ("tcp", Endpoint::Tcp(address))),
                 syslog
                     .unix
                     .as_ref()
-                    .map(|path| (format!("unix {}", path.display()), "unix")),
+                    .map(|path| ("unix", Endpoint::Unix(lexically_normal(path)))),
             ];
-            for (endpoint, key) in endpoints.into_iter().flatten() {
-                if let Some((_, other, _)) = bound.iter().find(|(known, _, _)| *known == endpoint) {
+            for (key, endpoint) in endpoints.into_iter().flatten() {
+                if let Some((_, other)) = bound.iter().find(|(known, _)| known.overlaps(&endpoint))
+                {
                     return Err(document.invalid(
                         &["sources", id, key],
                         format!("{endpoint} is taken by sources.{other} already"),
                     ));
                 }
-                bound.push((endpoint, id, key));
+                bound.push((endpoint, id));
             }
         }
         Ok(())
@@ -710,6 +711,60 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What a syslog source binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    Udp(SocketAddr),
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// Whether binding both would fail: the same path, or the same
+    /// protocol and port on the same address or on the unspecified one
+    /// (`0.0.0.0`, `::`), which takes the port on every address.
+    fn overlaps(&self, other: &Endpoint) -> bool {
+        let ports_overlap = |left: &SocketAddr, right: &SocketAddr| {
+            left.port() == right.port()
+                && (left.ip() == right.ip()
+                    || left.ip().is_unspecified()
+                    || right.ip().is_unspecified())
+        };
+        match (self, other) {
+            (Endpoint::Udp(left), Endpoint::Udp(right))
+            | (Endpoint::Tcp(left), Endpoint::Tcp(right)) => ports_overlap(left, right),
+            (Endpoint::Unix(left), Endpoint::Unix(right)) => left == right,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Udp(address) => write!(formatter, "UDP {address}"),
+            Endpoint::Tcp(address) => write!(formatter, "TCP {address}"),
+            Endpoint::Unix(path) => write!(formatter, "Unix socket {}", path.display()),
+        }
+    }
+}
+
+/// `path` with `.` dropped and `..` taken back, without asking the file
+/// system: two spellings of one socket path compare equal.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 /// Smallest DLQ segment: room for the header and a useful number of records.

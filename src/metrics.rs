@@ -119,6 +119,11 @@ pub struct SyslogCounters {
     /// Connections closed after `idle_timeout_ms` without a byte.
     pub connections_idle_closed: Counter,
     pub connections_active: Gauge,
+    /// Empty datagrams (nothing to deliver).
+    pub empty: Counter,
+    /// TCP bytes received by the kernel but not read when the source
+    /// stopped (the dispatcher had no chunk free): discarded.
+    pub unread_at_stop_bytes: Counter,
     /// Datagrams the kernel dropped on the UDP socket (its receive buffer
     /// was full), from `/proc/net/udp`.
     pub kernel_drops: Gauge,

@@ -588,13 +588,19 @@ fn followed_as_same_inode<'source>(
 /// path already must be a socket (a stale one is replaced).
 fn unix_socket_problem(path: &Path) -> Option<String> {
     let metadata = std::fs::symlink_metadata(path);
-    if let Ok(metadata) = &metadata
-        && !metadata.file_type().is_socket()
-    {
-        return Some(format!(
-            "{} exists and is not a socket; the daemon replaces only a stale socket",
-            path.display()
-        ));
+    if let Ok(metadata) = &metadata {
+        if !metadata.file_type().is_socket() {
+            return Some(format!(
+                "{} exists and is not a socket; the daemon replaces only a stale socket",
+                path.display()
+            ));
+        }
+        if crate::source::syslog::socket_in_use(path) {
+            return Some(format!(
+                "socket {} is in use by another process",
+                path.display()
+            ));
+        }
     }
     let directory = path
         .parent()

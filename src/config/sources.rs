@@ -146,6 +146,16 @@ fn file_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error
 impl SyslogSourceConfig {
     /// Why the table cannot be used, as (key, reason), if it cannot.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, address) in [("udp", self.udp), ("tcp", self.tcp)] {
+            if let Some(address) = address
+                && address.port() == 0
+            {
+                return Err((
+                    key,
+                    format!("{address}: port 0 would be a random port no sender knows"),
+                ));
+            }
+        }
         if self.udp.is_none() && self.tcp.is_none() && self.unix.is_none() {
             return Err((
                 "type",

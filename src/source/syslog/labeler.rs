@@ -11,7 +11,7 @@
 //! delivered as received. With `structured_data = "labels"` every SD
 //! parameter also becomes a label `sd_<SD-ID>_<PARAM-NAME>`, each name
 //! reduced to `[A-Za-z0-9_]` (other bytes become `_`), so that it is a
-//! valid label name for any sink.
+//! valid label name for any sink; at most [`SD_LABELS_MAX`] per message.
 //!
 //! Values come from outside: each goes through the bounded symbol table.
 //! A direct-mapped cache of recent values avoids the table's lock for the
@@ -33,6 +33,10 @@ use crate::metrics::SourceMetrics;
 
 use super::StructuredData;
 use super::message::{self, Message, Priority, TimeContext};
+
+/// Most labels one message's structured data adds (`structured_data =
+/// "labels"`); later parameters stay in the message only.
+pub const SD_LABELS_MAX: usize = 32;
 
 /// Slots of the value cache: a power of two.
 const CACHE_SLOTS: usize = 1024;
@@ -299,10 +303,16 @@ impl Labeler {
     /// its first value; malformed structured data adds nothing.
     fn push_structured_data(&mut self, data: &[u8]) {
         let fixed = self.labels.len();
+        let mut added = 0;
         for param in message::structured_data_params(data) {
             let Ok(param) = param else {
                 break;
             };
+            // A sender decides how many parameters come; labels are few.
+            if added == SD_LABELS_MAX {
+                break;
+            }
+            added += 1;
             self.sd_key.clear();
             self.sd_key.push_str("sd_");
             push_label_name(&mut self.sd_key, param.sd_id);

@@ -81,6 +81,9 @@ pub const STOP_DRAIN_MAX: Duration = Duration::from_secs(1);
 /// per second, for a millisecond of latency.
 pub const HANDOVER_AFTER: Duration = Duration::from_millis(1);
 
+/// How long accepting waits after it failed (out of descriptors).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// How often idle connections are looked for and the kernel's drop count
 /// is read.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -149,6 +152,8 @@ pub enum SyslogError {
     },
     #[error("syslog source {id}: {} exists and is not a socket", path.display())]
     NotASocket { id: String, path: PathBuf },
+    #[error("syslog source {id}: socket {} is in use by another process", path.display())]
+    SocketInUse { id: String, path: PathBuf },
     #[error("syslog source {id}: cannot set up its event poll")]
     Poll {
         id: String,
@@ -211,6 +216,12 @@ pub struct SyslogSource {
     udp_ready: bool,
     unix_ready: bool,
     accept_ready: bool,
+    /// When accepting is tried again after a failure.
+    accept_retry_at: Option<Instant>,
+    /// Accepting failed and was logged; cleared by the next success.
+    accept_failing: bool,
+    /// Stopping: a frame cut off by the stop is counted as truncated.
+    stopping: bool,
     /// The UDP socket's inode, to find its drop count in `/proc/net/udp`.
     udp_inode: Option<u64>,
     links: SourceLinks,
@@ -273,6 +284,9 @@ impl SyslogSource {
             udp_ready: true,
             unix_ready: true,
             accept_ready: true,
+            accept_retry_at: None,
+            accept_failing: false,
+            stopping: false,
             udp_inode,
             poll,
             sockets,
@@ -298,10 +312,15 @@ impl SyslogSource {
             let timeout = if self.has_work() {
                 Duration::ZERO
             } else {
-                let wake_at = match self.current_since {
-                    Some(since) => self.next_sweep.min(since + HANDOVER_AFTER),
-                    None => self.next_sweep,
-                };
+                let wake_at = [
+                    Some(self.next_sweep),
+                    self.current_since.map(|since| since + HANDOVER_AFTER),
+                    self.accept_retry_at,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("the sweep is always due");
                 wake_at.saturating_duration_since(Instant::now())
             };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout))
@@ -313,6 +332,13 @@ impl SyslogSource {
                 continue;
             }
             self.note_events(&events);
+            if self
+                .accept_retry_at
+                .is_some_and(|retry_at| Instant::now() >= retry_at)
+            {
+                self.accept_retry_at = None;
+                self.accept_ready = true;
+            }
             self.turn(false);
             if self
                 .current_since
@@ -442,6 +468,10 @@ impl SyslogSource {
             let listener = self.sockets.listener.as_ref().expect("checked above");
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    if self.accept_failing {
+                        self.accept_failing = false;
+                        tracing::info!(source = %self.settings.id, "syslog source: accepting connections again");
+                    }
                     if self.connections_open >= self.settings.max_connections {
                         self.metrics.syslog.connections_refused.add(1);
                         drop(stream);
@@ -455,10 +485,17 @@ impl SyslogSource {
                 }
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => {
-                    // Out of descriptors, say: try again at the next turn
-                    // rather than spin on it now.
-                    tracing::warn!(source = %self.settings.id, %error, "syslog source: accept failed");
+                    // Out of descriptors (EMFILE), say: the connection
+                    // waits in the backlog, and is tried again after
+                    // ACCEPT_RETRY instead of at once (which would spin).
+                    // Logged once until an accept succeeds.
+                    if !self.accept_failing {
+                        self.accept_failing = true;
+                        tracing::warn!(source = %self.settings.id, %error, "syslog source: cannot accept connections; retrying every 100 ms");
+                    }
                     self.metrics.read_errors.add(1);
+                    self.accept_ready = false;
+                    self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -556,6 +593,7 @@ impl SyslogSource {
         let line = framing::message_length(chunk.received(kept));
         self.metrics.bytes_read.add(received as u64);
         if line == 0 {
+            self.metrics.syslog.empty.add(1);
             return Ok(());
         }
         let timestamp_ns =
@@ -662,6 +700,10 @@ impl SyslogSource {
                     match end {
                         FrameEnd::Truncated => self.metrics.syslog.truncated.add(1),
                         FrameEnd::Malformed => self.metrics.syslog.framing_errors.add(1),
+                        // Cut off by the stop, not ended by its sender.
+                        FrameEnd::Unterminated if self.stopping => {
+                            self.metrics.syslog.truncated.add(1);
+                        }
                         FrameEnd::Complete | FrameEnd::Unterminated => {}
                     }
                     start += consumed;
@@ -734,6 +776,7 @@ impl SyslogSource {
     /// [`STOP_DRAIN_MAX`], hands over the last chunk and lets the
     /// dispatcher see the ring abandoned.
     fn finish(&mut self) {
+        self.stopping = true;
         let deadline = Instant::now() + STOP_DRAIN_MAX;
         loop {
             self.take_returns();
@@ -749,6 +792,16 @@ impl SyslogSource {
         self.take_returns();
         self.turn(true);
         self.hand_over();
+        let mut unread_bytes = 0;
+        for connection in self.connections.iter().flatten() {
+            unread_bytes += connection.pending.len() as u64 + unread(&connection.stream);
+        }
+        if unread_bytes > 0 {
+            // Received by the kernel, not read before the stop (the
+            // dispatcher had no chunk free): the senders think it sent.
+            self.metrics.syslog.unread_at_stop_bytes.add(unread_bytes);
+            tracing::warn!(source = %self.settings.id, bytes = unread_bytes, "syslog source: TCP bytes received but not read by the stop are discarded");
+        }
         for index in 0..self.connections.len() {
             self.close(index);
         }
@@ -795,7 +848,7 @@ fn bind_sockets(settings: &SyslogSettings, poll: &Poll) -> Result<Sockets, Syslo
         };
         let mut socket = UdpSocket::bind(address).map_err(udp_error)?;
         if let Some(bytes) = settings.recv_buffer_bytes {
-            set_recv_buffer(&socket, bytes).map_err(udp_error)?;
+            request_recv_buffer(id, &socket, bytes).map_err(udp_error)?;
         }
         poll.registry()
             .register(&mut socket, UDP, Interest::READABLE)
@@ -836,6 +889,12 @@ fn bind_unix(
     };
     match std::fs::symlink_metadata(path) {
         Ok(metadata) if metadata.file_type().is_socket() => {
+            if socket_in_use(path) {
+                return Err(SyslogError::SocketInUse {
+                    id: settings.id.clone(),
+                    path: path.to_path_buf(),
+                });
+            }
             std::fs::remove_file(path).map_err(unix_error)?;
         }
         Ok(_) => {
@@ -857,7 +916,7 @@ fn bind_unix(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.unix_mode))
         .map_err(unix_error)?;
     if let Some(bytes) = settings.recv_buffer_bytes {
-        set_recv_buffer(&socket, bytes).map_err(unix_error)?;
+        request_recv_buffer(&settings.id, &socket, bytes).map_err(unix_error)?;
     }
     poll.registry()
         .register(&mut socket, UNIX, Interest::READABLE)
@@ -865,8 +924,49 @@ fn bind_unix(
     Ok((socket, guard))
 }
 
-/// Asks for a receive buffer of `bytes` (`SO_RCVBUF`; the kernel doubles
-/// it for its bookkeeping and caps it at `net.core.rmem_max`).
+/// Whether a process receives on the datagram socket at `path`: a
+/// connect to a socket nobody holds (left by a daemon that was killed)
+/// is refused.
+pub fn socket_in_use(path: &std::path::Path) -> bool {
+    std::os::unix::net::UnixDatagram::unbound().is_ok_and(|probe| probe.connect(path).is_ok())
+}
+
+/// Asks for a receive buffer of `bytes` (`SO_RCVBUF`) and warns when the
+/// kernel grants less: it caps the request at `net.core.rmem_max`.
+fn request_recv_buffer(id: &str, socket: &impl AsRawFd, bytes: usize) -> std::io::Result<()> {
+    set_recv_buffer(socket, bytes)?;
+    // The kernel reports twice what it grants (the other half is for its
+    // bookkeeping).
+    let granted = recv_buffer(socket)? / 2;
+    if granted < bytes {
+        tracing::warn!(source = %id, asked = bytes, granted, "syslog source: the kernel granted a smaller receive buffer than recv_buffer_bytes (raise net.core.rmem_max)");
+    }
+    Ok(())
+}
+
+/// The receive buffer the kernel reports for `socket` (`SO_RCVBUF`).
+fn recv_buffer(socket: &impl AsRawFd) -> std::io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the descriptor is open (owned by `socket`, borrowed for the
+    // call); the kernel writes at most `length` bytes into `value`, a
+    // c_int on the stack, and the new length into `length`.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut value).cast(),
+            &raw mut length,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(usize::try_from(value).unwrap_or(0))
+}
+
+/// Sets `SO_RCVBUF` to `bytes`.
 fn set_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> std::io::Result<()> {
     let value = libc::c_int::try_from(bytes).map_err(|_| ErrorKind::InvalidInput)?;
     // SAFETY: the descriptor is open (owned by `socket`, borrowed for the
@@ -885,6 +985,19 @@ fn set_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Bytes the kernel holds for `stream` that were not read (FIONREAD).
+fn unread(stream: &TcpStream) -> u64 {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: the descriptor is open (owned by `stream`, borrowed for the
+    // call); FIONREAD writes one c_int, which lives on the stack.
+    let result = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &raw mut bytes) };
+    if result == 0 {
+        u64::try_from(bytes).unwrap_or(0)
+    } else {
+        0
     }
 }
 
@@ -940,26 +1053,45 @@ mod tests {
         assert_eq!(udp_drops_in(text, 1), None);
     }
 
-    /// Goal: the `unsafe` setsockopt call. Method: ask for a buffer and
-    /// read back what the kernel set (it doubles the request).
+    /// Goal: the `unsafe` setsockopt and getsockopt calls. Method: ask
+    /// for a buffer and read back what the kernel set (twice the request,
+    /// below `net.core.rmem_max`).
     #[test]
-    fn receive_buffer_is_set() {
+    fn receive_buffer_is_set_and_read_back() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        set_recv_buffer(&socket, 200_000).expect("setsockopt");
-        let mut value: libc::c_int = 0;
-        let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: as in set_recv_buffer, with a value the kernel writes
-        // and its length.
-        let result = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&raw mut value).cast(),
-                &raw mut length,
-            )
-        };
-        assert_eq!(result, 0);
-        assert!(value >= 200_000 || value > 0, "kernel set {value}");
+        set_recv_buffer(&socket, 100_000).expect("setsockopt");
+        assert_eq!(recv_buffer(&socket).expect("getsockopt"), 200_000);
+        request_recv_buffer("test", &socket, 1 << 30).expect("a capped request is no error");
+        assert!(recv_buffer(&socket).expect("getsockopt") < 1 << 31);
+    }
+
+    /// Goal: the `unsafe` FIONREAD call. Method: bytes written to a
+    /// connection and not read are reported.
+    #[test]
+    fn unread_bytes_are_reported() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        let stream = TcpStream::from_std(accepted);
+        std::io::Write::write_all(&mut client, b"0123456789").expect("write");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while unread(&stream) < 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(unread(&stream), 10);
+    }
+
+    /// Goal: a socket another process receives on is in use; one left by
+    /// a process that ended is not.
+    #[test]
+    fn live_and_stale_sockets_are_told_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        let live = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+        assert!(socket_in_use(&path));
+        drop(live);
+        assert!(path.exists(), "the file stays after its socket closed");
+        assert!(!socket_in_use(&path));
     }
 }

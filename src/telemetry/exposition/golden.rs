@@ -130,6 +130,8 @@ fn syslog_source(figures: &mut Figures) -> Arc<SourceMetrics> {
         &counts.queue_full,
         &counts.connections_refused,
         &counts.connections_idle_closed,
+        &counts.empty,
+        &counts.unread_at_stop_bytes,
     ] {
         counter.add(figures.next());
     }

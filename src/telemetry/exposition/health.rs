@@ -21,7 +21,9 @@ pub static COMPONENT_HEALTH: Family = Family::gauge(
 /// dropped with no chunk free (`queue_full`), messages delivered raw
 /// (`parse_error`), cut at `max_message_bytes` (`truncated`), TCP frames
 /// with a malformed octet count (`framing`), connections refused past
-/// `max_connections`, and the kernel's UDP drops (`kernel_drop`).
+/// `max_connections`, the kernel's UDP drops (`kernel_drop`), empty
+/// datagrams (`empty`), and TCP bytes discarded unread at a stop
+/// (`unread_bytes_at_stop`, in bytes).
 pub fn render_errors(out: &mut Exposition, metrics: &PipelineMetrics) {
     ERRORS.header(out);
     for source in &metrics.sources {
@@ -41,6 +43,8 @@ pub fn render_errors(out: &mut Exposition, metrics: &PipelineMetrics) {
             ("framing", counts.framing_errors.get()),
             ("connection_refused", counts.connections_refused.get()),
             ("kernel_drop", counts.kernel_drops.get()),
+            ("empty", counts.empty.get()),
+            ("unread_bytes_at_stop", counts.unread_at_stop_bytes.get()),
         ] {
             let labels = [
                 ("component", "syslog"),

@@ -53,9 +53,10 @@
 //!    `Mmm dd hh:mm:ss` with the day space-padded, unpadded or 2 digits,
 //!    a fraction of 1 to 9 digits, and a year before the time or after
 //!    it and a zone after the time (`UTC`, `GMT`, `Z`, `±hhmm`, `±hh:mm`;
-//!    a common abbreviation followed by more text, such as `CET` or `EST`,
-//!    is skipped and the context's zone applies; an upper-case host name
-//!    such as `NAS` is not taken for one). A missing
+//!    a common abbreviation followed by more text, such as `CET` or `PST`,
+//!    gives its offset; an ambiguous one such as `CST` or `IST` is skipped
+//!    and the context's zone applies; an upper-case host name such as
+//!    `NAS` is not taken for one). A missing
 //!    year is the receive time's year in the context's zone, the year
 //!    before for a date more than 31 days ahead of the receive date, the
 //!    year after for one more than 334 days behind. A timestamp must end

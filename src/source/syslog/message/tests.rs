@@ -518,7 +518,10 @@ fn rfc3164_years_zones_and_fractions() {
         (b"<13>Nov 27 2025 12:00:00 +0100 myhost su: hi", at(11, 0)),
         (b"<13>Nov 27 2025 12:00:00 +01:00 myhost su: hi", at(11, 0)),
         (b"<13>Nov 27 2025 12:00:00 -05:00 myhost su: hi", at(17, 0)),
-        (b"<13>Nov 27 2025 12:00:00 CET myhost su: hi", at(12, 0)),
+        (b"<13>Nov 27 2025 12:00:00 CET myhost su: hi", at(11, 0)),
+        (b"<13>Nov 27 2025 12:00:00 PST myhost su: hi", at(20, 0)),
+        // Ambiguous (US Central or China): the context's zone, UTC here.
+        (b"<13>Nov 27 2025 12:00:00 CST myhost su: hi", at(12, 0)),
         (
             b"<13>Nov 27 2025 12:00:00.25 -0500 myhost su: hi",
             at(17, 250_000_000),

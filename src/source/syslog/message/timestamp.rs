@@ -467,19 +467,57 @@ fn month_number(name: &[u8]) -> Option<u32> {
 enum WrittenZone {
     /// A fixed offset, in seconds east of UTC.
     Offset(i32),
-    /// An abbreviation such as `CET` that names no offset unambiguously:
+    /// An abbreviation such as `CST` that names no offset unambiguously:
     /// the context's zone applies.
     Abbreviation,
 }
 
-/// Zone abbreviations skipped after a BSD time. A list, not a shape: an
-/// upper-case host name of a few letters (`NAS`, `FW`) comes in the same
-/// place and must stay the host.
-const ZONE_ABBREVIATIONS: &[&[u8]] = &[
-    b"UT", b"WET", b"WEST", b"BST", b"IST", b"CET", b"CEST", b"MET", b"MEST", b"EET", b"EEST",
-    b"MSK", b"EST", b"EDT", b"CST", b"CDT", b"MST", b"MDT", b"PST", b"PDT", b"AKST", b"AKDT",
-    b"HST", b"AST", b"ADT", b"NST", b"NDT", b"JST", b"KST", b"HKT", b"SGT", b"AWST", b"ACST",
-    b"ACDT", b"AEST", b"AEDT", b"NZST", b"NZDT",
+/// Zone abbreviations after a BSD time with the offset each names, in
+/// minutes east of UTC; `None` for one that names several (`CST` is
+/// US Central and China, `IST` India, Ireland and Israel, `BST` British
+/// summer and Bangladesh, `AST` Atlantic and Arabia): the context's zone
+/// applies to those. A list, not a shape: an upper-case host name of a
+/// few letters (`NAS`, `FW`) comes in the same place and must stay the
+/// host.
+const ZONE_ABBREVIATIONS: &[(&[u8], Option<i32>)] = &[
+    (b"UT", Some(0)),
+    (b"WET", Some(0)),
+    (b"WEST", Some(60)),
+    (b"CET", Some(60)),
+    (b"CEST", Some(120)),
+    (b"MET", Some(60)),
+    (b"MEST", Some(120)),
+    (b"EET", Some(120)),
+    (b"EEST", Some(180)),
+    (b"MSK", Some(180)),
+    (b"EST", Some(-300)),
+    (b"EDT", Some(-240)),
+    (b"CDT", Some(-300)),
+    (b"MST", Some(-420)),
+    (b"MDT", Some(-360)),
+    (b"PST", Some(-480)),
+    (b"PDT", Some(-420)),
+    (b"AKST", Some(-540)),
+    (b"AKDT", Some(-480)),
+    (b"HST", Some(-600)),
+    (b"NST", Some(-210)),
+    (b"NDT", Some(-150)),
+    (b"JST", Some(540)),
+    (b"KST", Some(540)),
+    (b"HKT", Some(480)),
+    (b"SGT", Some(480)),
+    (b"AWST", Some(480)),
+    (b"ACST", Some(570)),
+    (b"ACDT", Some(630)),
+    (b"AEST", Some(600)),
+    (b"AEDT", Some(660)),
+    (b"NZST", Some(720)),
+    (b"NZDT", Some(780)),
+    (b"CST", None),
+    (b"IST", None),
+    (b"BST", None),
+    (b"AST", None),
+    (b"ADT", None),
 ];
 
 /// A zone token after a BSD time: `UTC`, `GMT`, `Z`, `±hhmm`, `±hh:mm`, or
@@ -499,8 +537,16 @@ fn written_zone(token: &[u8], more_follows: bool) -> Option<WrittenZone> {
         }
         _ => {}
     }
-    let is_abbreviation = more_follows && ZONE_ABBREVIATIONS.contains(&token);
-    is_abbreviation.then_some(WrittenZone::Abbreviation)
+    if !more_follows {
+        return None;
+    }
+    let (_, minutes) = ZONE_ABBREVIATIONS
+        .iter()
+        .find(|(abbreviation, _)| *abbreviation == token)?;
+    Some(match minutes {
+        Some(minutes) => WrittenZone::Offset(minutes * 60),
+        None => WrittenZone::Abbreviation,
+    })
 }
 
 /// The fields of a BSD timestamp, before validation.
