@@ -723,6 +723,24 @@ fn unusable_syslog_and_stdin_sources_are_rejected_with_key_and_line() {
             "type=",
             "reads standard input already",
         ),
+        (
+            "[sources.a]\ntype = \"syslog\"\nudp = \"0.0.0.0:5514\"\n[sources.b]\ntype = \"syslog\"\nudp=\"127.0.0.1:5514\"\n",
+            "sources.b.udp",
+            "udp=",
+            "taken by sources.a",
+        ),
+        (
+            "[sources.a]\ntype = \"syslog\"\nunix = \"/tmp/x/s.sock\"\n[sources.b]\ntype = \"syslog\"\nunix=\"/tmp/x/../x/./s.sock\"\n",
+            "sources.b.unix",
+            "unix=",
+            "taken by sources.a",
+        ),
+        (
+            "[sources.sys]\ntype = \"syslog\"\ntcp = \"127.0.0.1:0\"\n",
+            "sources.sys.tcp",
+            "tcp =",
+            "port 0",
+        ),
     ];
     for (source, key, line_needle, reason) in cases {
         let text = format!("{source}{sink}");

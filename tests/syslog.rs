@@ -590,3 +590,163 @@ fn address_in_use_stops_run_with_an_error_naming_it() {
     assert!(check.status.success(), "{check:?}");
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn a_unix_socket_another_process_receives_on_is_not_taken_over() {
+    let (setup, config) = setup("", None);
+    std::fs::create_dir_all(setup.socket.parent().expect("directory")).expect("directory");
+    let holder = std::os::unix::net::UnixDatagram::bind(&setup.socket).expect("hold the socket");
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let output = Command::new(common::binary())
+            .args(args)
+            .arg(&config)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("in use by another process"),
+            "{args:?}: {stderr}"
+        );
+    }
+    drop(holder);
+    // Now stale, as a daemon killed with kill -9 leaves it: replaced.
+    let daemon = Daemon::start(&config);
+    logger(&[
+        "-u",
+        setup.socket.to_str().expect("path"),
+        "after the stale socket",
+    ]);
+    wait_for_entries(&setup.output, 1);
+    daemon.stop();
+}
+
+#[test]
+fn empty_datagrams_are_counted() {
+    let (setup, config) = setup("", None);
+    let daemon = Daemon::start(&config);
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for datagram in [&b""[..], b"\n", b"<13>Nov 27 12:00:00 h a: one"] {
+        socket
+            .send_to(datagram, ("127.0.0.1", setup.port))
+            .expect("send");
+    }
+    wait_for_entries(&setup.output, 1);
+    wait_until(
+        "two empty datagrams counted",
+        Duration::from_secs(10),
+        || syslog_error(&daemon, "empty") == 2.0,
+    );
+    daemon.stop();
+}
+
+/// Goal: out of descriptors, the accept loop neither spins nor floods the
+/// log, and recovers. Method: the daemon runs with 48 descriptors; 100
+/// connections are opened and held for two seconds.
+#[test]
+fn out_of_descriptors_backs_off_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let (setup, config) = setup("max_connections = 1000", None);
+    let mut command = Command::new(common::binary());
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the
+    // parent; it runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (daemon, _) = common::await_started(command.spawn().expect("start"));
+    let pid = daemon.child.id();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .expect("stat")
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|field| field.parse().expect("ticks"))
+            .collect();
+        fields[0] + fields[1]
+    };
+    let streams: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", setup.port)).expect("connect"))
+        .collect();
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = cpu() - before;
+    let warnings: Vec<String> = daemon
+        .stderr
+        .try_iter()
+        .filter(|line| line.contains("cannot accept"))
+        .collect();
+    assert!(
+        ticks < 50,
+        "{ticks} ticks of CPU in 2 s while out of descriptors"
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    drop(streams);
+    let mut stream = TcpStream::connect(("127.0.0.1", setup.port)).expect("connect");
+    stream
+        .write_all(b"<13>Nov 27 12:00:00 h a: after the limit\n")
+        .expect("write");
+    drop(stream);
+    wait_for_entries(&setup.output, 1);
+    daemon.stop();
+}
+
+/// Goal: TCP bytes the kernel took but the source could not read by a
+/// stop (every chunk stuck behind a blocked sink) are counted, not lost
+/// silently. Method: a stdout sink into a pipe nobody reads, 200,000
+/// messages over one connection, then SIGTERM; the stop's warning names
+/// the bytes discarded.
+#[test]
+fn tcp_bytes_unread_at_a_stop_are_counted() {
+    let (setup, config) = setup("", Some("[sinks.out]\ntype = \"stdout\"\n"));
+    let child = Command::new(common::binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let (mut daemon, _) = common::await_started(child);
+    let _unread_stdout = daemon.child.stdout.take();
+    let port = setup.port;
+    let sender = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let frames = counted_frames(0, 200_000);
+        // Ends when the daemon stops and resets the connection.
+        let _ = stream.write_all(&frames);
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    common::send_signal(&daemon.child, libc::SIGTERM);
+    let status = common::wait_with_timeout(&mut daemon.child, Duration::from_secs(60));
+    assert!(status.success(), "exit {status}");
+    let log: Vec<String> = daemon.stderr.try_iter().collect();
+    let warning = log
+        .iter()
+        .find(|line| line.contains("received but not read by the stop"))
+        .unwrap_or_else(|| panic!("a warning counts the unread bytes: {log:#?}"));
+    let bytes: u64 = warning
+        .split("bytes=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .expect("bytes=N");
+    assert!(bytes > 0, "{warning}");
+    sender.join().expect("sender");
+}
