@@ -303,16 +303,11 @@ impl Labeler {
     /// its first value; malformed structured data adds nothing.
     fn push_structured_data(&mut self, data: &[u8]) {
         let fixed = self.labels.len();
-        let mut added = 0;
-        for param in message::structured_data_params(data) {
+        // A sender decides how many parameters come; labels are few.
+        for param in message::structured_data_params(data).take(SD_LABELS_MAX) {
             let Ok(param) = param else {
                 break;
             };
-            // A sender decides how many parameters come; labels are few.
-            if added == SD_LABELS_MAX {
-                break;
-            }
-            added += 1;
             self.sd_key.clear();
             self.sd_key.push_str("sd_");
             push_label_name(&mut self.sd_key, param.sd_id);
