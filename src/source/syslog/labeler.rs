@@ -377,3 +377,134 @@ fn local_host_name() -> String {
         .unwrap_or(buffer.len());
     String::from_utf8_lossy(&buffer[..length]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::SymbolLimits;
+
+    fn labeler(structured_data: StructuredData) -> (Labeler, Arc<SymbolTable>) {
+        let symbols = Arc::new(SymbolTable::new(SymbolLimits::default()));
+        let labeler = Labeler::new(
+            Arc::clone(&symbols),
+            "sys",
+            &[("env".to_string(), "test".to_string())],
+            structured_data,
+            TimeContext::utc(),
+        );
+        (labeler, symbols)
+    }
+
+    fn resolved(labeler: &Labeler, symbols: &SymbolTable) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = labeler
+            .labels
+            .iter()
+            .map(|&(key, value)| {
+                (
+                    symbols.resolve(key).to_string(),
+                    symbols.resolve(value).to_string(),
+                )
+            })
+            .collect();
+        pairs.extend(
+            labeler
+                .inline()
+                .map(|(key, value)| (symbols.resolve(key).to_string(), value.to_string())),
+        );
+        pairs
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    /// Goal: labels sorted by key, the fixed ones from the message, the
+    /// sender's address for a message without a host, `user.notice` for one
+    /// without a priority, and `parse_error` with the sender for one that
+    /// does not parse.
+    #[test]
+    fn messages_get_their_labels() {
+        let (mut labeler, symbols) = labeler(StructuredData::Message);
+        let metrics = SourceMetrics::default();
+        let peer = Peer::Address("10.1.2.3".parse().expect("address"));
+        // Received an hour later, in the same year.
+        let received_ns = 1_795_784_400_000_000_000;
+        let time = labeler.label(
+            b"<11>Nov 27 12:00:00 web cron[7]: x",
+            peer,
+            received_ns,
+            &metrics,
+        );
+        assert_eq!(time, 1_795_780_800_000_000_000);
+        assert_eq!(
+            resolved(&labeler, &symbols),
+            pairs(&[
+                ("app", "cron"),
+                ("env", "test"),
+                ("facility", "user"),
+                ("host", "web"),
+                ("procid", "7"),
+                ("severity", "err"),
+                ("source_id", "sys"),
+            ])
+        );
+        labeler.label(b"just text", peer, 5, &metrics);
+        assert_eq!(
+            resolved(&labeler, &symbols),
+            pairs(&[
+                ("env", "test"),
+                ("facility", "user"),
+                ("host", "10.1.2.3"),
+                ("severity", "notice"),
+                ("source_id", "sys"),
+            ])
+        );
+        assert_eq!(labeler.label(b"<999>bad", peer, 42, &metrics), 42);
+        assert_eq!(
+            resolved(&labeler, &symbols),
+            pairs(&[
+                ("env", "test"),
+                ("host", "10.1.2.3"),
+                ("parse_error", "true"),
+                ("source_id", "sys"),
+            ])
+        );
+        assert_eq!(metrics.syslog.parse_errors.get(), 1);
+    }
+
+    /// Goal: the `unsafe` gethostname call gives the kernel's host name.
+    #[test]
+    fn local_host_name_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+        assert_eq!(local_host_name(), kernel.trim());
+    }
+
+    /// Goal: structured data flattened into sorted, unescaped labels, at
+    /// most `SD_LABELS_MAX` of them.
+    #[test]
+    fn structured_data_becomes_labels_up_to_the_cap() {
+        let (mut labeler, symbols) = labeler(StructuredData::Labels);
+        let metrics = SourceMetrics::default();
+        let mut message = String::from("<13>1 2026-11-27T12:00:00Z h app - - [a@1 q=\"x\\]y\"]");
+        message.push_str("[many");
+        for index in 0..40 {
+            message.push_str(&format!(" p{index:02}=\"{index}\""));
+        }
+        message.push_str("] text");
+        labeler.label(message.as_bytes(), Peer::Local, 0, &metrics);
+        let labels = resolved(&labeler, &symbols);
+        let sd: Vec<&(String, String)> = labels
+            .iter()
+            .filter(|(key, _)| key.starts_with("sd_"))
+            .collect();
+        assert_eq!(sd.len(), SD_LABELS_MAX);
+        assert_eq!(sd[0], &("sd_a_1_q".to_string(), "x]y".to_string()));
+        assert!(
+            labels.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "{labels:?}"
+        );
+    }
+}
