@@ -760,3 +760,17 @@ fn unusable_syslog_and_stdin_sources_are_rejected_with_key_and_line() {
         "is not a socket",
     );
 }
+
+/// Goal: syslog connections that may each hold a partial message of
+/// `max_message_bytes` count towards the memory an outage can take; more
+/// than the host has is a warning.
+#[test]
+fn syslog_partial_messages_beyond_the_host_are_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[sources.sys]\ntype = \"syslog\"\ntcp = \"127.0.0.1:5514\"\nmax_connections = 1000000\nmax_message_bytes = 16777216\n[sinks.out]\ntype = \"null\"\n";
+    let output = assert_accepted(dir.path(), text);
+    assert!(
+        output.contains("partial syslog messages") && output.contains("more than this host"),
+        "{output}"
+    );
+}

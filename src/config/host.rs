@@ -225,15 +225,30 @@ impl Config {
         let start_up_bytes = arena_bytes
             .checked_mul(live_arenas)?
             .checked_add(fixed_bytes)?;
+        // Every connection of a syslog source may hold one partial message.
+        let partial_message_bytes = self
+            .sources
+            .values()
+            .filter_map(|source| match source {
+                SourceConfig::Syslog(syslog) => syslog
+                    .max_connections
+                    .get()
+                    .checked_mul(syslog.max_message_bytes),
+                _ => Some(0),
+            })
+            .try_fold(0usize, |total, bytes| total.checked_add(bytes))?;
         let outage_bytes = arena_bytes
             .checked_mul(retry_arenas)?
-            .checked_add(start_up_bytes)?;
+            .checked_add(start_up_bytes)?
+            .checked_add(partial_message_bytes)?;
         Some(MemoryBound {
             start_up_bytes: start_up_bytes as u64,
             outage_bytes: outage_bytes as u64,
             breakdown: format!(
                 "{live_arenas} + {retry_arenas} retry batch arenas of {arena_bytes} bytes, \
-                 {chunk_bytes} bytes of chunks per source, {sink_buffer_bytes} bytes per sink"
+                 {chunk_bytes} bytes of chunks per source, {sink_buffer_bytes} bytes per sink, \
+                 {partial_message_bytes} bytes of partial syslog messages \
+                 (max_connections × max_message_bytes)"
             ),
         })
     }
