@@ -17,6 +17,7 @@ pub mod encode;
 pub mod file;
 pub mod kafka;
 pub mod link;
+pub mod loki;
 pub mod null;
 pub mod stdout;
 pub mod synchronous;

@@ -1,6 +1,8 @@
 //! Helpers shared by the whole-daemon tests.
 #![allow(dead_code)]
 
+pub mod loki;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
