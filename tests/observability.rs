@@ -258,7 +258,7 @@ fn prometheus_server_scrapes_growing_counter() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, _, config) = file_to_file_config(dir.path());
     let daemon = Daemon::start(&config);
-    let prometheus_port = free_port();
+    let prometheus_port = common::free_port();
     let scrape = write_file(
         dir.path(),
         "prometheus.yml",
@@ -288,14 +288,6 @@ fn prometheus_server_scrapes_growing_counter() {
     daemon.stop();
     assert_eq!(first, 1000.0);
     assert_eq!(second, 5000.0);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
 }
 
 /// Queries `log_capturer_logs_processed_total` through Prometheus's API

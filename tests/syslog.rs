@@ -13,18 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, rss_of, sample, wait_until};
 
-/// A free port on loopback for UDP and TCP alike (bound and released; the
-/// daemon binds it a moment later).
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().expect("address").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 struct Setup {
     _dir: tempfile::TempDir,
     port: u16,
@@ -37,7 +25,7 @@ struct Setup {
 fn setup(source_keys: &str, sink: Option<&str>) -> (Setup, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
-    let port = free_port();
+    let port = common::free_port();
     let socket = path.join("run/syslog.sock");
     let output = path.join("out.json");
     let sink = sink.map_or_else(

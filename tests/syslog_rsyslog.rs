@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,16 +13,6 @@ use std::time::Duration;
 use common::{Daemon, wait_until};
 
 const MESSAGES: u64 = 100_000;
-
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().expect("address").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// rsyslogd in the foreground with a config of its own; killed on drop.
 struct Rsyslog(Child);
@@ -108,7 +97,7 @@ fn rsyslog_forwards_100k_messages_over_tcp_and_udp_and_all_arrive_once() {
     common::write_numbered_lines(&mut lines, 0, MESSAGES);
     std::fs::write(&input, &lines).expect("input");
     let output = dir.path().join("out.json");
-    let (tcp_port, udp_port) = (free_port(), free_port());
+    let (tcp_port, udp_port) = (common::free_port(), common::free_port());
     let config = format!(
         r#"
 [daemon]

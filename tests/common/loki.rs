@@ -20,14 +20,6 @@ fn shared_loki() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/loki")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
-}
-
 impl Loki {
     /// Starts Loki from `../shared/loki` with a copy of its config whose
     /// data directory and ports are this test's, and waits for `/ready`.
@@ -42,7 +34,7 @@ impl Loki {
         let template = std::fs::read_to_string(shared.join("loki-local.yaml"))
             .expect("../shared/loki/loki-local.yaml");
         let dir = tempfile::tempdir().expect("tempdir");
-        let (http_port, grpc_port) = (free_port(), free_port());
+        let (http_port, grpc_port) = (super::free_port(), super::free_port());
         let data = dir.path().join("data");
         let config = template
             .replace("/tmp/loki-data", &data.display().to_string())

@@ -84,14 +84,9 @@ impl PushEncoder {
         sort(entries);
         self.measure_streams(streams, entries);
         self.body.clear();
-        let mut rest = &*entries;
         let mut lengths = self.stream_lengths.iter();
-        while let Some(first) = rest.first() {
-            let count = rest
-                .iter()
-                .take_while(|entry| entry.stream == first.stream)
-                .count();
-            let (group, tail) = rest.split_at(count);
+        for group in stream_runs(entries) {
+            let first = group[0];
             let length = *lengths.next().expect("one length per stream run");
             encode_key(1, WireType::LengthDelimited, &mut self.body);
             encode_varint(length as u64, &mut self.body);
@@ -108,7 +103,6 @@ impl PushEncoder {
                 length,
                 "the first pass measured it"
             );
-            rest = tail;
         }
         let bound = snap::raw::max_compress_len(self.body.len());
         self.compressed.resize(bound, 0);
@@ -122,18 +116,11 @@ impl PushEncoder {
         let out = &mut self.body;
         out.clear();
         out.extend_from_slice(b"{\"streams\":[");
-        let mut rest = &*entries;
-        let mut first_stream = true;
-        while let Some(first) = rest.first() {
-            let count = rest
-                .iter()
-                .take_while(|entry| entry.stream == first.stream)
-                .count();
-            let (group, tail) = rest.split_at(count);
-            if !first_stream {
+        for (run, group) in stream_runs(entries).enumerate() {
+            let first = group[0];
+            if run > 0 {
                 out.push(b',');
             }
-            first_stream = false;
             out.extend_from_slice(b"{\"stream\":");
             crate::json::write_string_labels(out, streams[first.stream as usize]);
             out.extend_from_slice(b",\"values\":[");
@@ -149,7 +136,6 @@ impl PushEncoder {
                 out.push(b']');
             }
             out.extend_from_slice(b"]}");
-            rest = tail;
         }
         out.extend_from_slice(b"]}");
         &self.body
@@ -158,22 +144,22 @@ impl PushEncoder {
     /// First pass: the encoded length of each stream message, in order.
     fn measure_streams(&mut self, streams: &[&StreamLabels<'_>], entries: &[PushEntry<'_>]) {
         self.stream_lengths.clear();
-        let mut rest = entries;
-        while let Some(first) = rest.first() {
-            let count = rest
-                .iter()
-                .take_while(|entry| entry.stream == first.stream)
-                .count();
-            let (group, tail) = rest.split_at(count);
-            write_selector(&mut self.selector, streams[first.stream as usize]);
+        for group in stream_runs(entries) {
+            write_selector(&mut self.selector, streams[group[0].stream as usize]);
             let mut length = bytes_field_length(1, self.selector.len());
             for entry in group {
                 length += bytes_field_length(2, entry_length(entry));
             }
             self.stream_lengths.push(length);
-            rest = tail;
         }
     }
+}
+
+/// The runs of sorted entries that share a stream; none is empty.
+fn stream_runs<'slice, 'line>(
+    entries: &'slice [PushEntry<'line>],
+) -> impl Iterator<Item = &'slice [PushEntry<'line>]> {
+    entries.chunk_by(|left, right| left.stream == right.stream)
 }
 
 /// By stream, then time, then batch order.

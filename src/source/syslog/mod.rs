@@ -606,10 +606,7 @@ impl SyslogSource {
             self.labeler.inline(),
             timestamp_ns,
         );
-        self.metrics.lines_read.add(1);
-        if self.current_since.is_none() {
-            self.current_since = Some(Instant::now());
-        }
+        self.message_taken();
         Ok(())
     }
 
@@ -714,6 +711,15 @@ impl SyslogSource {
         delivered
     }
 
+    /// Counts a message put in the current chunk; the first one starts
+    /// the chunk's hand-over clock.
+    fn message_taken(&mut self) {
+        self.metrics.lines_read.add(1);
+        if self.current_since.is_none() {
+            self.current_since = Some(Instant::now());
+        }
+    }
+
     /// True when a message of `bytes` would find a chunk.
     fn can_take(&mut self, bytes: usize) -> bool {
         if self
@@ -743,10 +749,7 @@ impl SyslogSource {
             self.labeler.inline(),
             timestamp_ns,
         );
-        self.metrics.lines_read.add(1);
-        if self.current_since.is_none() {
-            self.current_since = Some(Instant::now());
-        }
+        self.message_taken();
         true
     }
 
