@@ -101,6 +101,19 @@ pub fn arena_capacity_bytes(batch_size: usize, batch_bytes: usize) -> usize {
     batch_bytes + batch_size * (std::mem::size_of::<Entry<'static>>() + 16)
 }
 
+/// An arena back from a batch, ready for the next: as it is, unless a
+/// batch of unusually long lines grew it past twice `capacity_bytes` (a
+/// reset keeps the largest chunk), in which case it is dropped and a fresh
+/// one of `capacity_bytes` takes its place, so that a burst of 16 MiB
+/// syslog messages does not leave every arena of the pool that large.
+pub fn reclaim_arena(arena: Bump, capacity_bytes: usize) -> Bump {
+    if arena.allocated_bytes() > 2 * capacity_bytes {
+        Bump::with_capacity(capacity_bytes)
+    } else {
+        arena
+    }
+}
+
 /// A batch being filled by the dispatcher.
 #[derive(Debug)]
 pub struct OpenBatch {
@@ -417,6 +430,28 @@ mod tests {
             .map(|entry| sealed.symbols().resolve(entry.labels[0].1))
             .collect();
         assert_eq!(resolved, ["x", "y", "x"]);
+    }
+
+    /// Goal: an arena a long line grew is replaced by one of the usual
+    /// size; one of the usual size is kept (its chunk is reused).
+    #[test]
+    fn grown_arenas_are_replaced_and_usual_ones_kept() {
+        let capacity = 64 * 1024;
+        let mut arena = Bump::with_capacity(capacity);
+        arena.alloc_slice_fill_copy(1000, 0u8);
+        arena.reset();
+        let kept = reclaim_arena(arena, capacity);
+        assert!(kept.allocated_bytes() <= 2 * capacity);
+        let mut grown = Bump::with_capacity(capacity);
+        grown.alloc_slice_fill_copy(16 << 20, 0u8);
+        grown.reset();
+        assert!(grown.allocated_bytes() > 16 << 20);
+        let fresh = reclaim_arena(grown, capacity);
+        assert!(
+            fresh.allocated_bytes() <= 2 * capacity,
+            "{}",
+            fresh.allocated_bytes()
+        );
     }
 
     #[test]

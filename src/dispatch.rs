@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 use bumpalo::Bump;
 use rtrb::{Consumer, Producer};
 
-use crate::batch::{OpenBatch, SealedBatch, SourceIndex};
+use crate::batch::{OpenBatch, SealedBatch, SourceIndex, arena_capacity_bytes, reclaim_arena};
 use crate::clock::now_ns;
 use crate::dlq::record::{Reason, Record};
 use crate::dlq::{DlqSink, Stored};
@@ -820,7 +820,8 @@ impl Dispatcher {
         let batch =
             Arc::try_unwrap(batch).expect("every sink handed its reference back with its report");
         self.receipts.complete(batch.sequence());
-        self.arenas.push(batch.into_arena());
+        let arena = reclaim_arena(batch.into_arena(), self.arena_bytes());
+        self.arenas.push(arena);
         self.free_slots.push(slot);
         let sinks = self.sinks.len();
         self.attempts[slot * sinks..(slot + 1) * sinks].fill(0);
@@ -908,6 +909,11 @@ impl Dispatcher {
         self.sources[source].metrics.lines_dispatched.add(lines);
     }
 
+    /// What an arena is sized for: a full batch.
+    fn arena_bytes(&self) -> usize {
+        arena_capacity_bytes(self.settings.batch_size, self.settings.batch_bytes)
+    }
+
     /// Opens a batch if none is open. False when every arena is taken.
     fn ensure_open(&mut self) -> bool {
         if self.open.is_some() {
@@ -943,7 +949,8 @@ impl Dispatcher {
         };
         if open.is_empty() {
             debug_assert!(self.receipts.open.is_empty(), "receipts come with lines");
-            self.arenas.push(open.into_arena());
+            let arena = reclaim_arena(open.into_arena(), self.arena_bytes());
+            self.arenas.push(arena);
             return;
         }
         let slot = self
