@@ -412,7 +412,10 @@ impl SyslogSource {
     }
 
     fn take_returns(&mut self) {
-        while let Ok(chunk) = self.links.returns.pop() {
+        while let Ok(mut chunk) = self.links.returns.pop() {
+            // Emptied now rather than when next used: a chunk that held a
+            // very long message rests in the pool at its usual size.
+            chunk.reset(0, &Default::default(), &[], 0);
             self.spare.push(chunk);
         }
     }
