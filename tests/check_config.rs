@@ -774,3 +774,25 @@ fn syslog_partial_messages_beyond_the_host_are_a_warning() {
         "{output}"
     );
 }
+
+/// Goal: two syslog sources on one socket through a linked directory are
+/// refused (the names differ, the socket would be one).
+#[test]
+fn one_socket_through_a_link_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).expect("dir");
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).expect("symlink");
+    let text = format!(
+        "[sources.a]\ntype = \"syslog\"\nunix = \"{}\"\n[sources.b]\ntype = \"syslog\"\nunix=\"{}\"\n[sinks.out]\ntype = \"null\"\n",
+        real.join("s.sock").display(),
+        dir.path().join("link/s.sock").display()
+    );
+    assert_rejected(
+        dir.path(),
+        &text,
+        "sources.b.unix",
+        "unix=",
+        "socket of sources.a",
+    );
+}

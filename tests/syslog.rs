@@ -583,20 +583,37 @@ fn address_in_use_stops_run_with_an_error_naming_it() {
 fn a_unix_socket_another_process_receives_on_is_not_taken_over() {
     let (setup, config) = setup("", None);
     std::fs::create_dir_all(setup.socket.parent().expect("directory")).expect("directory");
-    let holder = std::os::unix::net::UnixDatagram::bind(&setup.socket).expect("hold the socket");
-    for args in [&["check-config"][..], &["run", "--config"][..]] {
+    // A stream listener, as syslog-ng's unix-stream("/dev/log") is.
+    let listener = std::os::unix::net::UnixListener::bind(&setup.socket).expect("listen");
+    let refused = |what: &str| {
         let output = Command::new(common::binary())
-            .args(args)
+            .args(["run", "--config"])
             .arg(&config)
             .output()
             .expect("run");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(!output.status.success(), "{what}: {stderr}");
         assert!(
             stderr.contains("in use by another process"),
-            "{args:?}: {stderr}"
+            "{what}: {stderr}"
         );
-    }
+    };
+    refused("stream listener");
+    drop(listener);
+    std::fs::remove_file(&setup.socket).expect("remove");
+    // A datagram socket, as another collector's is: check-config warns (a
+    // running daemon with this very config holds it), run refuses.
+    let holder = std::os::unix::net::UnixDatagram::bind(&setup.socket).expect("hold the socket");
+    let check = Command::new(common::binary())
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("check-config");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{check:?}");
+    assert!(stdout.contains("in use by another process now"), "{stdout}");
+    refused("datagram socket");
+    assert!(setup.socket.exists(), "the holder's socket is left alone");
     drop(holder);
     // Now stale, as a daemon killed with kill -9 leaves it: replaced.
     let daemon = Daemon::start(&config);

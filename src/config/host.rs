@@ -172,8 +172,9 @@ impl Config {
     fn check_memory(&self, document: &Document<'_>) -> Result<Option<ConfigWarning>, ConfigError> {
         let key = ["dispatcher"];
         let Some(memory) = self.memory_bound() else {
-            let reason = "batch_size, batch_bytes, batches_in_flight, retry.max_batches and \
-                          queue_capacity together need more bytes than a machine can address";
+            let reason = "batch_size, batch_bytes, batches_in_flight, retry.max_batches, \
+                          queue_capacity and the syslog sources' max_connections × \
+                          max_message_bytes together need more bytes than a machine can address";
             return Err(document.invalid(&key, reason));
         };
         let Some(host_bytes) = physical_memory_bytes() else {
@@ -225,18 +226,20 @@ impl Config {
         let start_up_bytes = arena_bytes
             .checked_mul(live_arenas)?
             .checked_add(fixed_bytes)?;
-        // Every connection of a syslog source may hold one partial message.
-        let partial_message_bytes = self
-            .sources
-            .values()
-            .filter_map(|source| match source {
-                SourceConfig::Syslog(syslog) => syslog
+        // Every TCP connection of a syslog source may hold one partial
+        // message.
+        let mut partial_message_bytes = 0usize;
+        for source in self.sources.values() {
+            if let SourceConfig::Syslog(syslog) = source
+                && syslog.tcp.is_some()
+            {
+                let bytes = syslog
                     .max_connections
                     .get()
-                    .checked_mul(syslog.max_message_bytes),
-                _ => Some(0),
-            })
-            .try_fold(0usize, |total, bytes| total.checked_add(bytes))?;
+                    .checked_mul(syslog.max_message_bytes)?;
+                partial_message_bytes = partial_message_bytes.checked_add(bytes)?;
+            }
+        }
         let outage_bytes = arena_bytes
             .checked_mul(retry_arenas)?
             .checked_add(start_up_bytes)?
@@ -399,14 +402,26 @@ impl Config {
     /// `run` would fail).
     fn syslog_endpoints(&self, document: &Document<'_>) -> Result<Vec<ConfigWarning>, ConfigError> {
         let mut warnings = Vec::new();
+        let mut sockets: Vec<(PathBuf, &str)> = Vec::new();
         for (id, source) in &self.sources {
             let SourceConfig::Syslog(syslog) = source else {
                 continue;
             };
-            if let Some(path) = &syslog.unix
-                && let Some(problem) = unix_socket_problem(path)
-            {
-                return Err(document.invalid(&["sources", id, "unix"], problem));
+            if let Some(path) = &syslog.unix {
+                let key = ["sources", id.as_str(), "unix"];
+                if let Some(problem) = unix_socket_problem(path) {
+                    return Err(document.invalid(&key, problem));
+                }
+                // The same socket through a link or a relative spelling.
+                let normalised = normalise(path);
+                if let Some((_, other)) = sockets.iter().find(|(known, _)| *known == normalised) {
+                    let reason = format!(
+                        "{} is the socket of sources.{other} already",
+                        normalised.display()
+                    );
+                    return Err(document.invalid(&key, reason));
+                }
+                sockets.push((normalised, id));
             }
             let mut warn = |key: &str, message: String| {
                 let key = ["sources", id.as_str(), key];
@@ -417,6 +432,18 @@ impl Config {
                     message,
                 });
             };
+            if let Some(path) = &syslog.unix
+                && crate::source::syslog::socket_in_use(path)
+            {
+                warn(
+                    "unix",
+                    format!(
+                        "socket {} is in use by another process now (a running daemon with \
+                         this config holds it; else `run` will refuse it)",
+                        path.display()
+                    ),
+                );
+            }
             if let Some(address) = syslog.udp
                 && let Err(error) = std::net::UdpSocket::bind(address)
             {
@@ -602,20 +629,13 @@ fn followed_as_same_inode<'source>(
 /// directory (created when missing) must be writable, and what is at the
 /// path already must be a socket (a stale one is replaced).
 fn unix_socket_problem(path: &Path) -> Option<String> {
-    let metadata = std::fs::symlink_metadata(path);
-    if let Ok(metadata) = &metadata {
-        if !metadata.file_type().is_socket() {
-            return Some(format!(
-                "{} exists and is not a socket; the daemon replaces only a stale socket",
-                path.display()
-            ));
-        }
-        if crate::source::syslog::socket_in_use(path) {
-            return Some(format!(
-                "socket {} is in use by another process",
-                path.display()
-            ));
-        }
+    if let Ok(metadata) = std::fs::symlink_metadata(path)
+        && !metadata.file_type().is_socket()
+    {
+        return Some(format!(
+            "{} exists and is not a socket; the daemon replaces only a stale socket",
+            path.display()
+        ));
     }
     let directory = path
         .parent()

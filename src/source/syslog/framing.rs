@@ -227,7 +227,9 @@ impl Framer {
     /// A frame up to `LF` or `NUL`; `end` is how a frame that ends there
     /// is reported.
     fn delimited(&mut self, buffer: &[u8], at_end: bool, end: FrameEnd) -> Step {
-        let window = &buffer[..buffer.len().min(self.max_message_bytes + 1)];
+        // Room for a whole message and its `CR LF`: a message of exactly
+        // `max_message_bytes` is not cut.
+        let window = &buffer[..buffer.len().min(self.max_message_bytes + 2)];
         let from = self.searched.min(window.len());
         match memchr::memchr2(b'\n', 0, &window[from..]) {
             Some(found) => {
@@ -240,6 +242,16 @@ impl Framer {
                 if len == 0 {
                     return Step::Skipped { consumed: at + 1 };
                 }
+                if len > self.max_message_bytes {
+                    // One byte over, its delimiter in the window: cut, and
+                    // nothing left of it to skip.
+                    return Step::Frame {
+                        start: 0,
+                        len: self.max_message_bytes,
+                        consumed: at + 1,
+                        end: FrameEnd::Truncated,
+                    };
+                }
                 Step::Frame {
                     start: 0,
                     len,
@@ -247,7 +259,7 @@ impl Framer {
                     end,
                 }
             }
-            None if window.len() > self.max_message_bytes => {
+            None if window.len() > self.max_message_bytes + 1 => {
                 self.skip = Skip::ToDelimiter;
                 Step::Frame {
                     start: 0,
@@ -372,6 +384,14 @@ mod tests {
     fn frame_of_exactly_the_bound_is_not_cut() {
         let found = frames(b"<13>abcd\n", 3, 8);
         assert_eq!(found, vec![(b"<13>abcd".to_vec(), FrameEnd::Complete)]);
+        let found = frames(b"<13>abcd\r\n<13>abcde\n", 1, 8);
+        assert_eq!(
+            found,
+            vec![
+                (b"<13>abcd".to_vec(), FrameEnd::Complete),
+                (b"<13>abcd".to_vec(), FrameEnd::Truncated),
+            ]
+        );
         let found = frames(b"8 <13>abcd9 <13>abcde", 2, 8);
         assert_eq!(
             found,

@@ -278,7 +278,7 @@ impl SyslogSource {
         let udp_inode = sockets.udp.as_ref().and_then(socket_inode);
         Ok(Self {
             read_buffer: Vec::with_capacity(READ_BYTES + settings.max_message_bytes + 16),
-            drop_buffer: vec![0; settings.max_message_bytes + 1],
+            drop_buffer: vec![0; settings.max_message_bytes + 2],
             connections: Vec::new(),
             connections_open: 0,
             udp_ready: true,
@@ -579,8 +579,9 @@ impl SyslogSource {
     /// chunk is free.
     fn receive_datagram(&mut self, token: Token) -> std::io::Result<()> {
         let max = self.settings.max_message_bytes;
-        // One byte more than kept: a longer datagram fills it, and is cut.
-        let room = max + 1;
+        // Room for a whole message and a `CR LF` after it: a longer
+        // datagram fills it, and is cut.
+        let room = max + 2;
         if self.chunk_for(room).is_none() {
             let (received, _) = recv(&self.sockets, token, &mut self.drop_buffer)?;
             self.metrics.syslog.queue_full.add(1);
@@ -589,11 +590,12 @@ impl SyslogSource {
         }
         let chunk = self.current.as_mut().expect("chunk_for made one current");
         let (received, peer) = recv(&self.sockets, token, chunk.message_room(room))?;
-        let kept = received.min(max);
-        if received > max {
+        let mut line = framing::message_length(chunk.received(received));
+        if line > max {
             self.metrics.syslog.truncated.add(1);
+            line = max;
         }
-        let line = framing::message_length(chunk.received(kept));
+        let kept = received;
         self.metrics.bytes_read.add(received as u64);
         if line == 0 {
             self.metrics.syslog.empty.add(1);
@@ -695,6 +697,12 @@ impl SyslogSource {
                     end,
                 } => {
                     let frame = start + offset..start + offset + len;
+                    if len == 0 {
+                        // `1 \n`: a counted frame of nothing but a newline.
+                        self.metrics.syslog.empty.add(1);
+                        start += consumed;
+                        continue;
+                    }
                     let taken = self.deliver(&buffer[frame], peer);
                     assert!(taken, "can_take found room for the longest frame");
                     match end {
@@ -930,11 +938,21 @@ fn bind_unix(
     Ok((socket, guard))
 }
 
-/// Whether a process receives on the datagram socket at `path`: a
-/// connect to a socket nobody holds (left by a daemon that was killed)
-/// is refused.
+/// Whether a process holds the socket at `path`. A connect to a socket
+/// nobody holds (left by a daemon that was killed) is refused; any other
+/// outcome means a process holds it: a datagram socket takes the connect,
+/// a stream or seqpacket listener answers that the type is wrong.
 pub fn socket_in_use(path: &std::path::Path) -> bool {
-    std::os::unix::net::UnixDatagram::unbound().is_ok_and(|probe| probe.connect(path).is_ok())
+    let Ok(probe) = std::os::unix::net::UnixDatagram::unbound() else {
+        return false;
+    };
+    match probe.connect(path) {
+        Ok(()) => true,
+        Err(error) => !matches!(
+            error.kind(),
+            ErrorKind::ConnectionRefused | ErrorKind::NotFound
+        ),
+    }
 }
 
 /// Asks for a receive buffer of `bytes` (`SO_RCVBUF`) and warns when the
@@ -1098,6 +1116,11 @@ mod tests {
         assert!(socket_in_use(&path));
         drop(live);
         assert!(path.exists(), "the file stays after its socket closed");
+        assert!(!socket_in_use(&path));
+        std::fs::remove_file(&path).expect("remove");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("stream listener");
+        assert!(socket_in_use(&path), "a stream listener holds it too");
+        drop(listener);
         assert!(!socket_in_use(&path));
     }
 }
