@@ -268,11 +268,17 @@ impl Framer {
                     end: FrameEnd::Truncated,
                 }
             }
+            // At most one byte over the bound is left here (more would
+            // have been cut above).
             None if at_end => Step::Frame {
                 start: 0,
-                len: buffer.len(),
+                len: buffer.len().min(self.max_message_bytes),
                 consumed: buffer.len(),
-                end: FrameEnd::Unterminated,
+                end: if buffer.len() > self.max_message_bytes {
+                    FrameEnd::Truncated
+                } else {
+                    FrameEnd::Unterminated
+                },
             },
             None => {
                 self.searched = window.len();
@@ -431,6 +437,14 @@ mod tests {
     fn separators_between_counted_frames_are_skipped() {
         let found = frames(b"3 abc\n3 def\r\n", 1, 1024);
         assert_eq!(texts(&found), vec!["abc", "def"]);
+    }
+
+    /// Found by the fuzzer: a connection that ends one byte past the
+    /// bound, without a delimiter.
+    #[test]
+    fn unterminated_frame_one_byte_over_the_bound_is_cut() {
+        let found = frames(b"ab", 1, 1);
+        assert_eq!(found, vec![(b"a".to_vec(), FrameEnd::Truncated)]);
     }
 
     #[test]
