@@ -134,6 +134,23 @@ impl Splitter<'_> {
     }
 }
 
+/// Whether a carried tail holds at least one span: a complete line, or a
+/// piece of `max_line_bytes` of a longer one.
+pub fn carries_spans(pending: &[u8], max_line_bytes: usize) -> bool {
+    pending.len() > max_line_bytes || memchr::memchr(b'\n', pending).is_some()
+}
+
+/// The size of the next read after a split that produced `lines` spans
+/// from the first `consumed` bytes: when the span table filled up, about
+/// the bytes it covered (so the next read brings about one table of lines);
+/// otherwise a whole chunk.
+pub fn next_read_bytes(lines: usize, consumed: usize) -> usize {
+    if lines < crate::limits::CHUNK_LINES_MAX {
+        return crate::limits::CHUNK_BYTES;
+    }
+    consumed.clamp(crate::limits::READ_BYTES_MIN, crate::limits::CHUNK_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use crate::clock::now_ns;
 use crate::labels::{LabelSet, Symbol, SymbolTable};
 use crate::limits;
 use crate::metrics::SourceMetrics;
+use crate::source::split::{carries_spans, next_read_bytes};
 use crate::source::{SourceChunk, SourceLinks};
 use crate::wake;
 
@@ -149,13 +150,7 @@ impl StdinSource {
         }
         let outcome = chunk.split(self.settings.max_line_bytes, at_end);
         self.carried.extend_from_slice(chunk.tail(outcome.consumed));
-        self.read_bytes_next = if chunk.lines().len() < limits::CHUNK_LINES_MAX {
-            limits::CHUNK_BYTES
-        } else {
-            outcome
-                .consumed
-                .clamp(limits::READ_BYTES_MIN, limits::CHUNK_BYTES)
-        };
+        self.read_bytes_next = next_read_bytes(chunk.lines().len(), outcome.consumed);
         self.metrics.lines_split.add(outcome.pieces_split);
         self.hand_on(chunk);
         if at_end && self.carried.is_empty() {
@@ -208,12 +203,6 @@ impl StdinSource {
         }
         self.links.dispatcher.wake();
     }
-}
-
-/// Whether a carried tail holds at least one span: a complete line, or a
-/// piece of `max_line_bytes` of a longer one.
-fn carries_spans(carried: &[u8], max_line_bytes: usize) -> bool {
-    carried.len() > max_line_bytes || memchr::memchr(b'\n', carried).is_some()
 }
 
 fn read_into(input: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {

@@ -7,6 +7,7 @@ use super::{FileSource, POLL_BACKOFF_MAX, POLL_SLOW_BYTES, READS_PER_FILE_MAX, R
 use crate::clock::now_ns;
 use crate::limits;
 use crate::source::SourceChunk;
+use crate::source::split::{carries_spans, next_read_bytes};
 use crate::wake;
 
 impl FileSource {
@@ -211,21 +212,4 @@ impl FileSource {
             self.hand_on(chunk);
         }
     }
-}
-
-/// Whether a carried tail holds at least one span: a complete line, or a
-/// piece of `max_line_bytes` of a longer one.
-fn carries_spans(pending: &[u8], max_line_bytes: usize) -> bool {
-    pending.len() > max_line_bytes || memchr::memchr(b'\n', pending).is_some()
-}
-
-/// The size of the next read after a split that produced `lines` spans
-/// from the first `consumed` bytes: when the span table filled up, about
-/// the bytes it covered (so the next read brings about one table of lines);
-/// otherwise a whole chunk.
-fn next_read_bytes(lines: usize, consumed: usize) -> usize {
-    if lines < limits::CHUNK_LINES_MAX {
-        return limits::CHUNK_BYTES;
-    }
-    consumed.clamp(limits::READ_BYTES_MIN, limits::CHUNK_BYTES)
 }

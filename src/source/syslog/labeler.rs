@@ -253,7 +253,7 @@ impl Labeler {
             Peer::Address(address) => {
                 // The text of the last sender's address is kept: a sender
                 // sends runs of messages.
-                let mut peer = match self.peer.take() {
+                let peer = match self.peer.take() {
                     Some((known, text)) if known == address => (known, text),
                     Some((_, mut text)) => {
                         use std::fmt::Write as _;
@@ -264,7 +264,7 @@ impl Labeler {
                     None => (address, address.to_string()),
                 };
                 self.push_value(key, &peer.1);
-                self.peer = Some(std::mem::replace(&mut peer, (address, String::new())));
+                self.peer = Some(peer);
             }
         }
     }

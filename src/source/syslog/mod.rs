@@ -595,17 +595,19 @@ impl SyslogSource {
             self.metrics.syslog.truncated.add(1);
             line = max;
         }
-        let kept = received;
         self.metrics.bytes_read.add(received as u64);
         if line == 0 {
             self.metrics.syslog.empty.add(1);
             return Ok(());
         }
-        let timestamp_ns =
-            self.labeler
-                .label(&chunk.received(kept)[..line], peer, now_ns(), &self.metrics);
+        let timestamp_ns = self.labeler.label(
+            &chunk.received(received)[..line],
+            peer,
+            now_ns(),
+            &self.metrics,
+        );
         chunk.commit_message(
-            kept,
+            received,
             line,
             &self.labeler.labels,
             self.labeler.inline(),
