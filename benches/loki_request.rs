@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use log_capturer::sink::loki::request::{PushEncoder, PushEntry};
+use log_capturer::sink::loki::request::{PushEncoder, PushEntry, StreamText};
 
 const ENTRIES: usize = 1000;
 
@@ -15,7 +15,7 @@ fn bench_request(criterion: &mut Criterion) {
         .iter()
         .map(|host| vec![("app", "opensips"), ("host", *host), ("source_id", "app")])
         .collect();
-    let streams: Vec<&[(&str, &str)]> = labels.iter().map(Vec::as_slice).collect();
+    let streams: Vec<StreamText> = labels.iter().map(|pairs| StreamText::new(pairs)).collect();
     let lines: Vec<String> = (0..ENTRIES)
         .map(|number| format!("seq={number:012} {}", "x".repeat(102)))
         .collect();

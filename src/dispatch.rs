@@ -789,8 +789,14 @@ impl Dispatcher {
             }
             stored += 1;
             symbols.resolve_labels_into(entry.labels, &mut labels);
+            // The time the sink sent the entry with, if it chose one: a
+            // replay sends it again unchanged.
+            let timestamp_ns = end
+                .failures
+                .sent_timestamp(slot, index)
+                .unwrap_or(entry.timestamp_ns);
             let record = Record {
-                timestamp_ns: entry.timestamp_ns,
+                timestamp_ns,
                 attempts,
                 reason: reason(index),
                 terminated: entry.terminated,
@@ -993,6 +999,10 @@ impl From<Rejection> for Reason {
             Rejection::NotAuthorized => Reason::NotAuthorized,
             Rejection::InvalidTopic => Reason::InvalidTopic,
             Rejection::Refused => Reason::Refused,
+            Rejection::TooOld => Reason::EntryTooOld,
+            Rejection::TooNew => Reason::EntryTooNew,
+            Rejection::LineTooLong => Reason::LineTooLong,
+            Rejection::InvalidLabels => Reason::InvalidLabels,
         }
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::loki::Loki;
-use log_capturer::sink::loki::request::{PushEncoder, PushEntry};
+use log_capturer::sink::loki::request::{PushEncoder, PushEntry, StreamText};
 
 const BASE_NS: u64 = 1_795_780_800_000_000_000;
 
@@ -22,7 +22,10 @@ fn requests_in_both_formats_are_stored_by_loki_as_sent() {
             vec![("app", app), ("host", "web2")],
             vec![("app", app), ("host", "quote \" and \\ back")],
         ];
-        let streams: Vec<&[(&str, &str)]> = streams_labels.iter().map(Vec::as_slice).collect();
+        let streams: Vec<StreamText> = streams_labels
+            .iter()
+            .map(|pairs| StreamText::new(pairs))
+            .collect();
         let lines: Vec<String> = (0..3000)
             .map(|number| format!("line {number:05}"))
             .collect();

@@ -113,11 +113,13 @@ impl Config {
         }
         self.files_followed_twice(document)?;
         self.kafka_files_readable(document)?;
+        self.loki_ca_files_readable(document)?;
         let mut warnings = self.empty_globs(document);
         warnings.extend(self.unusable_dlq_dir(document));
         warnings.extend(self.unusable_positions_dir(document));
         warnings.extend(self.lines_too_long_for_dlq(document));
         warnings.extend(self.kafka_keys_never_set(document));
+        warnings.extend(self.loki_unbounded_stream_labels(document));
         warnings.extend(self.sources_no_sink_takes(document));
         warnings.extend(self.stdin_beside_other_sources(document));
         warnings.extend(self.syslog_endpoints(document)?);
@@ -456,6 +458,66 @@ impl Config {
             }
         }
         Ok(warnings)
+    }
+
+    /// A Loki sink's `ca_file` must be a readable PEM file: the client
+    /// reads it when `run` builds the sink.
+    fn loki_ca_files_readable(&self, document: &Document<'_>) -> Result<(), ConfigError> {
+        for (id, sink) in &self.sinks {
+            let SinkConfig::Loki(loki) = &sink.config else {
+                continue;
+            };
+            let Some(path) = &loki.ca_file else {
+                continue;
+            };
+            let problem = match std::fs::read(path) {
+                Err(error) => Some(format!("cannot read {}: {error}", path.display())),
+                Ok(pem) if !pem.windows(11).any(|window| window == b"-----BEGIN ") => {
+                    Some(format!("{} holds no PEM certificate", path.display()))
+                }
+                Ok(_) => None,
+            };
+            if let Some(reason) = problem {
+                return Err(document.invalid(&["sinks", id.as_str(), "ca_file"], reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// A warning for each Loki stream label whose values have no bound
+    /// (`file`, `procid`, ...): every value is a Loki stream.
+    fn loki_unbounded_stream_labels(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        for (id, sink) in &self.sinks {
+            let SinkConfig::Loki(loki) = &sink.config else {
+                continue;
+            };
+            for (index, name) in loki.unbounded_labels() {
+                let key = format!("labels[{index}]");
+                let path = ["sinks", id.as_str(), key.as_str()];
+                let bound = if name == "file" {
+                    let files: usize = self
+                        .sources
+                        .values()
+                        .filter_map(|source| source.as_file())
+                        .map(|source| source.max_files.get())
+                        .sum();
+                    format!(" (up to {files} streams from the file sources' max_files)")
+                } else {
+                    String::new()
+                };
+                warnings.push(ConfigWarning {
+                    path: document.path().to_path_buf(),
+                    key: path.join("."),
+                    line: document.key_line(&["sinks", id.as_str(), "labels"]),
+                    message: format!(
+                        "stream label {name:?} has a value per {what}: each value is a Loki                          stream{bound}, and Loki's memory and index grow with streams; keep it in                          the line (encoding = \"json\") instead",
+                        what = if name == "file" { "file" } else { "process or message" },
+                    ),
+                });
+            }
+        }
+        warnings
     }
 
     /// A warning for each Kafka `key` that names a label no source sets:

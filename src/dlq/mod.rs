@@ -107,8 +107,9 @@ pub struct DlqMetrics {
     pub replayed: Counter,
     /// Records replayed and not acknowledged (`result="failure"`).
     pub replay_failed: Counter,
-    /// Records moved to `rejected/`, by reason (`Reason` codes 5 to 8).
-    pub rejected: [Counter; 4],
+    /// Records moved to `rejected/`, by reason (`Reason::REJECTED` order,
+    /// codes 5 to 12).
+    pub rejected: [Counter; Reason::REJECTED.len()],
 }
 
 impl DlqMetrics {

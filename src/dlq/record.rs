@@ -50,6 +50,16 @@ pub enum Reason {
     InvalidTopic = 7,
     /// Rejected: another error that retrying the same message cannot fix.
     Refused = 8,
+    /// Rejected: the entry's time is older than the destination accepts
+    /// (Loki: behind its stream's window, or past `max_entry_age_ms`).
+    EntryTooOld = 9,
+    /// Rejected: the entry's time is further ahead than the destination
+    /// accepts.
+    EntryTooNew = 10,
+    /// Rejected: the destination's line size limit.
+    LineTooLong = 11,
+    /// Rejected: the destination refuses the entry's stream labels.
+    InvalidLabels = 12,
 }
 
 impl Reason {
@@ -63,11 +73,15 @@ impl Reason {
     ];
 
     /// Every reason a record is moved to `rejected/` for, in code order.
-    pub const REJECTED: [Reason; 4] = [
+    pub const REJECTED: [Reason; 8] = [
         Reason::MessageTooLarge,
         Reason::NotAuthorized,
         Reason::InvalidTopic,
         Reason::Refused,
+        Reason::EntryTooOld,
+        Reason::EntryTooNew,
+        Reason::LineTooLong,
+        Reason::InvalidLabels,
     ];
 
     pub fn from_code(code: u8) -> Option<Reason> {
@@ -80,6 +94,10 @@ impl Reason {
             6 => Reason::NotAuthorized,
             7 => Reason::InvalidTopic,
             8 => Reason::Refused,
+            9 => Reason::EntryTooOld,
+            10 => Reason::EntryTooNew,
+            11 => Reason::LineTooLong,
+            12 => Reason::InvalidLabels,
             _ => return None,
         })
     }
@@ -100,6 +118,10 @@ impl Reason {
             Reason::NotAuthorized => "not_authorized",
             Reason::InvalidTopic => "invalid_topic",
             Reason::Refused => "refused",
+            Reason::EntryTooOld => "entry_too_old",
+            Reason::EntryTooNew => "entry_too_new",
+            Reason::LineTooLong => "line_too_long",
+            Reason::InvalidLabels => "invalid_labels",
         }
     }
 }

@@ -183,6 +183,10 @@ impl Pipeline {
                 .iter()
                 .filter_map(|stage| Some((stage.id.clone(), Arc::clone(stage.kafka.as_ref()?))))
                 .collect(),
+            loki: sink_stages
+                .iter()
+                .filter_map(|stage| Some((stage.id.clone(), Arc::clone(stage.loki.as_ref()?))))
+                .collect(),
             failures: sink_stages
                 .iter()
                 .map(|stage| Arc::clone(&stage.failures))

@@ -12,6 +12,7 @@ use crate::metrics::SinkMetrics;
 use crate::pipeline::{PipelineError, Wiring};
 use crate::replay::ReplayLink;
 use crate::sink::kafka::KafkaMetrics;
+use crate::sink::loki::sink::LokiMetrics;
 use crate::sink::link::{self, FailureTable, SinkLinks, SlotPlan, SourceSet};
 use crate::sink::{SinkContext, SinkHealth};
 use crate::telemetry::SinkLatency;
@@ -30,6 +31,7 @@ pub(super) struct SinkStage {
     pub replay: Option<ReplayLink>,
     pub metrics: Arc<SinkMetrics>,
     pub kafka: Option<Arc<KafkaMetrics>>,
+    pub loki: Option<Arc<LokiMetrics>>,
     /// Where the sink connects (Kafka brokers), for the broker metrics.
     pub endpoints: Vec<String>,
     pub failures: Arc<FailureTable>,
@@ -61,6 +63,7 @@ pub(super) struct SinkThread {
     pub replay: Option<ReplayLink>,
     pub metrics: Arc<SinkMetrics>,
     pub kafka: Option<Arc<KafkaMetrics>>,
+    pub loki: Option<Arc<LokiMetrics>>,
     pub failures: Arc<FailureTable>,
     /// The sources whose entries the sink takes from live batches.
     pub inputs: SourceSet,
@@ -92,7 +95,11 @@ pub(super) fn spawn_thread(
     let sink_config = &sink.config;
     let inputs = source_set(config, sink);
     let batch_size = config.dispatcher.batch_size.get();
-    let failures = Arc::new(FailureTable::new(slots.slots_total(), batch_size));
+    let failures = Arc::new(if sink_config.kind().keeps_sent_timestamps() {
+        FailureTable::with_sent_timestamps(slots.slots_total(), batch_size)
+    } else {
+        FailureTable::new(slots.slots_total(), batch_size)
+    });
     let metrics = Arc::new(SinkMetrics {
         id: id.to_string(),
         sink_type: sink_config.type_name(),
@@ -137,6 +144,7 @@ pub(super) fn spawn_thread(
         replay,
         metrics,
         kafka: built.kafka,
+        loki: built.loki,
         failures,
         inputs,
         health: built.health,
@@ -163,6 +171,7 @@ pub(super) fn start(
         replay: thread.replay,
         metrics: Arc::clone(&thread.metrics),
         kafka: thread.kafka,
+        loki: thread.loki,
         endpoints: sink_config.endpoints(),
         failures: Arc::clone(&thread.failures),
         health: thread.health,

@@ -3,8 +3,9 @@
 //!
 //! Each kind lives in its own folder and owns its config struct, its run
 //! loop, its metrics and its health signal: `file/`, `stdout/`, `null/`
-//! (synchronous writers driven by [`synchronous::run_sink`]) and `kafka/`
-//! (its own loop around librdkafka). Each kind's config implements
+//! (synchronous writers driven by [`synchronous::run_sink`]), `kafka/`
+//! (its own loop around librdkafka) and `loki/` (its own loop around an
+//! HTTP client). Each kind's config implements
 //! [`SinkKind`] (check, endpoints, build into a [`BuiltSink`] that the
 //! pipeline runs without knowing the kind). Kinds are listed in one place,
 //! below: [`SINK_TYPES`], [`deserialize_sink`] and [`SinkConfig::kind`].
@@ -35,6 +36,9 @@ use file::FileSinkConfig;
 use kafka::KafkaMetrics;
 use kafka::config::{KafkaConfigError, KafkaSinkConfig};
 use kafka::sink::KafkaCreateError;
+use loki::client::LokiClientError;
+use loki::config::LokiSinkConfig;
+use loki::sink::LokiMetrics;
 use link::SlotPlan;
 use null::NullSinkConfig;
 use stdout::StdoutSinkConfig;
@@ -46,10 +50,11 @@ pub enum SinkConfig {
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
     Null(NullSinkConfig),
+    Loki(LokiSinkConfig),
 }
 
 /// The values of a sink's `type`.
-pub const SINK_TYPES: &[&str] = &["kafka", "file", "stdout", "null"];
+pub const SINK_TYPES: &[&str] = &["kafka", "loki", "file", "stdout", "null"];
 
 /// Parses the fields of a `[sinks.<id>]` table of type `kind`, one of
 /// [`SINK_TYPES`].
@@ -62,6 +67,7 @@ pub fn deserialize_sink(
         "file" => FileSinkConfig::deserialize(fields).map(SinkConfig::File),
         "stdout" => StdoutSinkConfig::deserialize(fields).map(SinkConfig::Stdout),
         "null" => NullSinkConfig::deserialize(fields).map(SinkConfig::Null),
+        "loki" => LokiSinkConfig::deserialize(fields).map(SinkConfig::Loki),
         _ => unreachable!("sink type {kind:?} is not in SINK_TYPES"),
     }
 }
@@ -73,6 +79,8 @@ pub enum SinkBuildError {
     Open(#[from] SinkError),
     #[error(transparent)]
     Kafka(#[from] KafkaCreateError),
+    #[error(transparent)]
+    Loki(#[from] LokiClientError),
     #[error("sink {sink}: invalid Kafka configuration")]
     KafkaConfig {
         sink: String,
@@ -120,6 +128,8 @@ pub struct BuiltSink {
     pub health: Arc<dyn SinkHealth>,
     /// Kafka-specific counters, for a Kafka sink.
     pub kafka: Option<Arc<KafkaMetrics>>,
+    /// Loki-specific counters, for a Loki sink.
+    pub loki: Option<Arc<LokiMetrics>>,
 }
 
 impl std::fmt::Debug for BuiltSink {
@@ -147,6 +157,12 @@ pub trait SinkKind: std::fmt::Debug {
         Vec::new()
     }
 
+    /// Whether the sink sends entries with times of its own, kept in its
+    /// failure table ([`FailureTable::with_sent_timestamps`]).
+    fn keeps_sent_timestamps(&self) -> bool {
+        false
+    }
+
     /// Builds the sink: opens its output or creates its client.
     fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError>;
 }
@@ -160,6 +176,7 @@ impl SinkConfig {
             SinkConfig::File(config) => config,
             SinkConfig::Stdout(config) => config,
             SinkConfig::Null(config) => config,
+            SinkConfig::Loki(config) => config,
         }
     }
 

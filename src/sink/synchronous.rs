@@ -171,6 +171,7 @@ pub fn built_writer(sink: Box<dyn Sink>, context: SinkContext) -> BuiltSink {
         health: Arc::clone(&metrics) as Arc<dyn SinkHealth>,
         run: Box::new(move |links| run_sink(sink, links, metrics)),
         kafka: None,
+        loki: None,
     }
 }
 

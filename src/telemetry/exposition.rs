@@ -20,6 +20,7 @@ pub mod dlq;
 pub mod health;
 pub mod kafka;
 pub mod latency;
+pub mod loki;
 pub mod process;
 pub mod sinks;
 pub mod sources;
@@ -27,6 +28,7 @@ pub mod sources;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::sink::SinkHealth;
 use crate::sink::kafka::BreakerState;
 use crate::telemetry::family::Exposition;
 use crate::telemetry::process::{CpuMeter, ProcessReading, read_process, start_time_seconds};
@@ -120,6 +122,14 @@ impl Exporter {
                 ));
             }
         }
+        for (sink, loki) in &self.telemetry.metrics.loki {
+            if !loki.is_reachable() {
+                problems.push((
+                    format!("sink-{sink}"),
+                    "Loki circuit breaker is open".to_string(),
+                ));
+            }
+        }
         problems
     }
 
@@ -176,6 +186,7 @@ impl Exporter {
             brokers: &telemetry.kafka_brokers,
         };
         kafka::render(&mut out, &kafka_figures);
+        loki::render(&mut out, &metrics.loki);
         let process_figures = ProcessFigures {
             reading,
             allocator: self.allocator,
@@ -203,6 +214,7 @@ mod tests {
             dispatcher: Arc::default(),
             sinks: Vec::new(),
             kafka: Vec::new(),
+            loki: Vec::new(),
             failures: Vec::new(),
             dlq: Vec::new(),
             symbols: Arc::new(crate::labels::SymbolTable::new(

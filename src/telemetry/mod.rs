@@ -17,6 +17,7 @@ use crate::dlq::DlqMetrics;
 use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics, StageHealth};
 use crate::sink::FailureTable;
 use crate::sink::kafka::KafkaMetrics;
+use crate::sink::loki::sink::LokiMetrics;
 use latency::LatencyCollector;
 
 /// Counters of every stage, readable while the pipeline runs.
@@ -27,6 +28,8 @@ pub struct PipelineMetrics {
     pub sinks: Vec<Arc<SinkMetrics>>,
     /// Kafka-specific counters, by sink id.
     pub kafka: Vec<(String, Arc<KafkaMetrics>)>,
+    /// Loki-specific counters, by sink id.
+    pub loki: Vec<(String, Arc<LokiMetrics>)>,
     /// Failed entries per batch slot, one table per sink, in `sinks` order.
     pub failures: Vec<Arc<FailureTable>>,
     /// Dead-letter queue counters, one per sink, in `sinks` order.

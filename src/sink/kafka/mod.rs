@@ -61,6 +61,7 @@ impl SinkKind for KafkaSinkConfig {
         Ok(BuiltSink {
             health: Arc::clone(&kafka_metrics) as Arc<dyn SinkHealth>,
             kafka: Some(kafka_metrics),
+            loki: None,
             run: Box::new(move |links| sink.run(links, metrics)),
         })
     }

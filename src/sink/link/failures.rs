@@ -18,6 +18,12 @@
 //! completed the batch, so the sink never clears bits that are still being
 //! read. The bits themselves are `Relaxed` atomics: the ring provides the
 //! ordering.
+//!
+//! A sink that sends an entry with a time of its own (Loki raises equal
+//! times of one stream so that none is taken for a duplicate) keeps that
+//! time here too, per entry ([`FailureTable::with_sent_timestamps`]), so
+//! that a stored entry carries the time it was sent with and a replay sends
+//! it again unchanged. Other sinks pay nothing for it.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -33,6 +39,14 @@ pub enum Rejection {
     InvalidTopic = 3,
     /// Any other error that retrying cannot fix.
     Refused = 4,
+    /// The entry's time is older than the destination accepts.
+    TooOld = 5,
+    /// The entry's time is further ahead than the destination accepts.
+    TooNew = 6,
+    /// The line is longer than the destination accepts.
+    LineTooLong = 7,
+    /// The destination refuses the entry's labels.
+    InvalidLabels = 8,
 }
 
 impl Rejection {
@@ -41,6 +55,10 @@ impl Rejection {
             1 => Rejection::TooLarge,
             2 => Rejection::NotAuthorized,
             3 => Rejection::InvalidTopic,
+            5 => Rejection::TooOld,
+            6 => Rejection::TooNew,
+            7 => Rejection::LineTooLong,
+            8 => Rejection::InvalidLabels,
             _ => Rejection::Refused,
         }
     }
@@ -57,6 +75,9 @@ pub struct FailureTable {
     /// `Rejection` code per entry (`slot * entries_per_slot + entry`);
     /// meaningful only while the entry's permanent bit is set.
     rejections: Box<[AtomicU8]>,
+    /// The time each entry was sent with, when the sink chose one; empty
+    /// for a sink that sends entries with their own time. 0 means unset.
+    sent_ns: Box<[AtomicU64]>,
 }
 
 impl FailureTable {
@@ -79,7 +100,38 @@ impl FailureTable {
             rejections: (0..slots * entries_per_slot)
                 .map(|_| AtomicU8::new(0))
                 .collect(),
+            sent_ns: Box::new([]),
         }
+    }
+
+    /// A table that also keeps the time each entry was sent with.
+    pub fn with_sent_timestamps(slots: usize, entries_per_slot: usize) -> Self {
+        Self {
+            sent_ns: (0..slots * entries_per_slot)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            ..Self::new(slots, entries_per_slot)
+        }
+    }
+
+    /// Whether the table keeps sent times.
+    pub fn keeps_sent_timestamps(&self) -> bool {
+        !self.sent_ns.is_empty()
+    }
+
+    /// Records the time an entry is sent with (in a table that keeps them).
+    pub fn set_sent_timestamp(&self, slot: usize, entry: usize, timestamp_ns: u64) {
+        debug_assert!(timestamp_ns != 0, "0 means unset");
+        self.sent_ns[slot * self.entries_per_slot + entry].store(timestamp_ns, Ordering::Relaxed);
+    }
+
+    /// The time an entry was sent with, if the sink chose one.
+    pub fn sent_timestamp(&self, slot: usize, entry: usize) -> Option<u64> {
+        let stored = self
+            .sent_ns
+            .get(slot * self.entries_per_slot + entry)?
+            .load(Ordering::Relaxed);
+        (stored != 0).then_some(stored)
     }
 
     pub fn entries_per_slot(&self) -> usize {
@@ -191,5 +243,16 @@ mod tests {
         table.clear(1);
         assert_eq!(table.failed_entries(1).count(), 0);
         assert!(!table.is_permanent(1, 64));
+        assert_eq!(table.sent_timestamp(1, 0), None, "not kept");
+    }
+
+    #[test]
+    fn sent_timestamps_are_kept_per_entry() {
+        let table = FailureTable::with_sent_timestamps(2, 10);
+        assert!(table.keeps_sent_timestamps());
+        assert_eq!(table.sent_timestamp(1, 9), None);
+        table.set_sent_timestamp(1, 9, 42);
+        assert_eq!(table.sent_timestamp(1, 9), Some(42));
+        assert_eq!(table.sent_timestamp(0, 9), None);
     }
 }

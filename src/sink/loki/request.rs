@@ -1,7 +1,8 @@
 //! Loki push request bodies, built without an allocation per entry.
 //!
-//! The caller names each stream by its label pairs (sorted by key) and
-//! gives the entries as (stream, timestamp, line). [`PushEncoder`] sorts
+//! The caller describes each stream once, as a [`StreamText`] (its
+//! selector and its JSON label object, from its label pairs sorted by key),
+//! and gives the entries as (stream, timestamp, line). [`PushEncoder`] sorts
 //! the entries by stream and timestamp (entries of equal time keep their
 //! order) and writes either
 //!
@@ -46,12 +47,48 @@ pub struct PushEntry<'line> {
 /// Label pairs of one stream, sorted by key.
 pub type StreamLabels<'label> = [(&'label str, &'label str)];
 
+/// A stream's labels as both formats write them, built once per stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamText {
+    /// `{key="value", ...}`: the protobuf `labels` field.
+    selector: Box<[u8]>,
+    /// `{"key":"value",...}`: the JSON `stream` object.
+    json: Box<[u8]>,
+}
+
+impl StreamText {
+    /// `labels` sorted by key.
+    pub fn new(labels: &StreamLabels<'_>) -> Self {
+        debug_assert!(
+            labels.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "stream labels sorted by key, each key once"
+        );
+        let mut selector = Vec::new();
+        write_selector(&mut selector, labels);
+        let mut json = Vec::new();
+        crate::json::write_string_labels(&mut json, labels);
+        Self {
+            selector: selector.into_boxed_slice(),
+            json: json.into_boxed_slice(),
+        }
+    }
+
+    pub fn selector(&self) -> &[u8] {
+        &self.selector
+    }
+
+    /// Bytes the stream adds to a request besides its entries (an upper
+    /// bound for either format).
+    pub fn overhead_bytes(&self) -> usize {
+        self.selector.len().max(self.json.len()) + 16
+    }
+}
+
 /// Builds request bodies into buffers it keeps.
 #[derive(Debug)]
 pub struct PushEncoder {
     body: Vec<u8>,
     compressed: Vec<u8>,
-    selector: Vec<u8>,
     /// Encoded length of each stream message, from the first pass.
     stream_lengths: Vec<usize>,
     snappy: snap::raw::Encoder,
@@ -68,7 +105,6 @@ impl PushEncoder {
         Self {
             body: Vec::new(),
             compressed: Vec::new(),
-            selector: Vec::new(),
             stream_lengths: Vec::new(),
             snappy: snap::raw::Encoder::new(),
         }
@@ -78,7 +114,7 @@ impl PushEncoder {
     /// Every entry's `stream` indexes `streams`.
     pub fn protobuf(
         &mut self,
-        streams: &[&StreamLabels<'_>],
+        streams: &[StreamText],
         entries: &mut [PushEntry<'_>],
     ) -> Result<&[u8], snap::Error> {
         sort(entries);
@@ -91,8 +127,7 @@ impl PushEncoder {
             encode_key(1, WireType::LengthDelimited, &mut self.body);
             encode_varint(length as u64, &mut self.body);
             let start = self.body.len();
-            write_selector(&mut self.selector, streams[first.stream as usize]);
-            encode_bytes_field(1, &self.selector, &mut self.body);
+            encode_bytes_field(1, &streams[first.stream as usize].selector, &mut self.body);
             for entry in group {
                 encode_key(2, WireType::LengthDelimited, &mut self.body);
                 encode_varint(entry_length(entry) as u64, &mut self.body);
@@ -111,7 +146,7 @@ impl PushEncoder {
     }
 
     /// The JSON body of `entries`, sorted in place.
-    pub fn json(&mut self, streams: &[&StreamLabels<'_>], entries: &mut [PushEntry<'_>]) -> &[u8] {
+    pub fn json(&mut self, streams: &[StreamText], entries: &mut [PushEntry<'_>]) -> &[u8] {
         sort(entries);
         let out = &mut self.body;
         out.clear();
@@ -122,7 +157,7 @@ impl PushEncoder {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"stream\":");
-            crate::json::write_string_labels(out, streams[first.stream as usize]);
+            out.extend_from_slice(&streams[first.stream as usize].json);
             out.extend_from_slice(b",\"values\":[");
             for (index, entry) in group.iter().enumerate() {
                 if index > 0 {
@@ -142,11 +177,11 @@ impl PushEncoder {
     }
 
     /// First pass: the encoded length of each stream message, in order.
-    fn measure_streams(&mut self, streams: &[&StreamLabels<'_>], entries: &[PushEntry<'_>]) {
+    fn measure_streams(&mut self, streams: &[StreamText], entries: &[PushEntry<'_>]) {
         self.stream_lengths.clear();
         for group in stream_runs(entries) {
-            write_selector(&mut self.selector, streams[group[0].stream as usize]);
-            let mut length = bytes_field_length(1, self.selector.len());
+            let selector = &streams[group[0].stream as usize].selector;
+            let mut length = bytes_field_length(1, selector.len());
             for entry in group {
                 length += bytes_field_length(2, entry_length(entry));
             }
@@ -170,7 +205,6 @@ fn sort(entries: &mut [PushEntry<'_>]) {
 /// `{key="value", ...}` with Go's escapes for `\`, `"` and newline, as
 /// Loki's label parser reads it.
 fn write_selector(out: &mut Vec<u8>, labels: &StreamLabels<'_>) {
-    out.clear();
     out.push(b'{');
     for (index, (key, value)) in labels.iter().enumerate() {
         if index > 0 {
@@ -331,7 +365,7 @@ mod tests {
         ];
         let mut encoder = PushEncoder::new();
         let body = encoder
-            .protobuf(&[APP, DB], &mut entries)
+            .protobuf(&[StreamText::new(APP), StreamText::new(DB)], &mut entries)
             .expect("compresses")
             .to_vec();
         let raw = snap::raw::Decoder::new()
@@ -387,7 +421,9 @@ mod tests {
             entry(0, 2, b"one", 2),
         ];
         let mut encoder = PushEncoder::new();
-        let body = encoder.json(&[APP, DB], &mut entries).to_vec();
+        let body = encoder
+            .json(&[StreamText::new(APP), StreamText::new(DB)], &mut entries)
+            .to_vec();
         let value: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(
             value,
@@ -407,14 +443,14 @@ mod tests {
         let mut large: Vec<PushEntry<'static>> = (0..1000)
             .map(|index| entry(0, index, b"a line of text", index as u32))
             .collect();
-        encoder.protobuf(&[APP], &mut large).expect("compresses");
+        encoder.protobuf(&[StreamText::new(APP)], &mut large).expect("compresses");
         let mut small = vec![entry(0, 1, b"x", 0)];
         let again = encoder
-            .protobuf(&[APP], &mut small)
+            .protobuf(&[StreamText::new(APP)], &mut small)
             .expect("compresses")
             .to_vec();
         let fresh = PushEncoder::new()
-            .protobuf(&[APP], &mut small)
+            .protobuf(&[StreamText::new(APP)], &mut small)
             .expect("compresses")
             .to_vec();
         assert_eq!(again, fresh);

@@ -23,6 +23,7 @@ use crate::dlq::record::Reason;
 use crate::labels::{SymbolLimits, SymbolTable};
 use crate::metrics::{FileStatus, SinkMetrics, SourceMetrics, StageHealth};
 use crate::sink::kafka::{BreakerState, KafkaMetrics};
+use crate::sink::loki::sink::LokiMetrics;
 use crate::telemetry::PipelineMetrics;
 use crate::telemetry::latency::latency_channel;
 use crate::telemetry::process::{CpuMeter, ProcessReading};
@@ -181,6 +182,22 @@ fn kafka(figures: &mut Figures, id: &str, breaker: BreakerState) -> (String, Arc
     (id.to_string(), Arc::new(kafka))
 }
 
+fn loki(figures: &mut Figures, id: &str) -> (String, Arc<LokiMetrics>) {
+    let loki = LokiMetrics::default();
+    for counter in loki.errors.iter().chain([
+        &loki.timestamps_clamped,
+        &loki.timestamps_rejected_old,
+        &loki.timestamps_rejected_new,
+        &loki.requests,
+        &loki.breaker_openings,
+    ]) {
+        counter.add(figures.next());
+    }
+    loki.streams.set(figures.next());
+    loki.breaker_state.set(1);
+    (id.to_string(), Arc::new(loki))
+}
+
 fn dlq(figures: &mut Figures, sink: &str) -> Arc<DlqMetrics> {
     let dlq = DlqMetrics {
         sink: sink.to_string(),
@@ -275,11 +292,13 @@ fn full_telemetry() -> Telemetry {
         .iter()
         .map(|(id, _)| dlq(&mut figures, id))
         .collect();
+    let loki = vec![loki(&mut figures, "loki-main")];
     let metrics = PipelineMetrics {
         sources,
         dispatcher,
         sinks,
         kafka,
+        loki,
         failures: Vec::new(),
         dlq,
         symbols: symbols(&mut figures),
@@ -432,6 +451,7 @@ fn empty_pipeline_renders_the_golden_text() {
             dispatcher: Arc::default(),
             sinks: Vec::new(),
             kafka: Vec::new(),
+            loki: Vec::new(),
             failures: Vec::new(),
             dlq: Vec::new(),
             symbols: Arc::new(SymbolTable::new(SymbolLimits::default())),
