@@ -164,6 +164,67 @@ fn syslog_messages_allocate_at_most_one_hundredth() {
     assert!(per_line <= 0.01, "{per_line} allocations per message");
 }
 
+/// Goal: a Loki sink beside another sink costs no allocation per line:
+/// both read the same batch (no copy), the Loki sink builds its requests
+/// in buffers it keeps. Method: an in-process pipeline ships the file to
+/// the real Loki of `../shared/loki` (protobuf, snappy) and to a raw file
+/// sink at once; allocations counted as in the healthy case (HTTP requests
+/// allocate inside `ureq`, per request, not per line). A Kafka sink is
+/// not the neighbour here: rdkafka's `BaseProducer::send` makes a
+/// `CString` of the topic for every message, one allocation per line of
+/// its own.
+#[test]
+fn loki_beside_a_file_sink_allocates_at_most_one_hundredth() {
+    let _serial = serial();
+    let loki = common::loki::Loki::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.log");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&input).expect("create input"));
+    common::write_numbered_lines(&mut file, 0, INPUT_LINES);
+    drop(file);
+    let sinks = format!(
+        "{}
+[sinks.loki]
+type = \"loki\"
+url = \"http://{}/loki/api/v1/push\"
+labels = [\"source_id\", \"service\"]
+",
+        common::file_sink_table("archive", &dir.path().join("archive.log"), "raw"),
+        loki.http
+    );
+    let text = common::file_source_config(&input, "exit_on_eof = true", &sinks);
+    let config = Config::from_toml(&text, Path::new("allocations.toml")).expect("valid config");
+    let pipeline = Pipeline::start(&config).expect("pipeline starts");
+    let processed = || pipeline.metrics().dispatcher.lines_processed.get();
+    let (lines_start, allocations_start) = sample_when(WARM_UP_LINES, processed);
+    let (lines_end, allocations_end) = sample_when(lines_start + MEASURED_LINES, processed);
+    assert!(
+        lines_end < INPUT_LINES,
+        "measurement ended before the input did ({lines_end})"
+    );
+    pipeline.request_stop();
+    let sinks = pipeline.metrics().sinks.clone();
+    pipeline.join(Duration::from_secs(30)).expect("clean stop");
+    for sink in &sinks {
+        assert_eq!(
+            sink.lines_failed.get(),
+            0,
+            "sink {} failed lines",
+            sink.id
+        );
+        assert!(
+            sink.lines_sent.get() >= lines_end,
+            "sink {} sent {} of at least {lines_end}",
+            sink.id,
+            sink.lines_sent.get()
+        );
+    }
+    let lines = lines_end - lines_start;
+    let per_line = (allocations_end - allocations_start) as f64 / lines as f64;
+    println!("loki beside a file sink: {per_line:.5} allocations per line over {lines}");
+    assert!(per_line <= 0.01, "{per_line} allocations per line");
+}
+
 /// Spins (without allocating) until `processed()` reaches `lines`, then
 /// reads the line count and the allocation count together.
 fn sample_when(lines: u64, processed: impl Fn() -> u64) -> (u64, u64) {
