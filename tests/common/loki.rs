@@ -53,9 +53,13 @@ impl Loki {
                 "http_listen_port: 3100",
                 &format!("http_listen_port: {http_port}"),
             )
+            // A query page of 50,000 entries is more than gRPC's default
+            // 4 MiB between Loki's querier and its frontend.
             .replace(
                 "grpc_listen_port: 9096",
-                &format!("grpc_listen_port: {grpc_port}"),
+                &format!(
+                    "grpc_listen_port: {grpc_port}\n  grpc_server_max_recv_msg_size: 67108864\n  grpc_server_max_send_msg_size: 67108864"
+                ),
             )
             .replace("127.0.0.1:9096", &format!("127.0.0.1:{grpc_port}"));
         let config_path = dir.path().join("loki.yaml");
