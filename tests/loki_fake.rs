@@ -1,11 +1,16 @@
-//! The fake Loki receiver of `common::fake_loki`, checked without the
+//! The Loki sink against the fake receiver of `common::fake_loki`, for
+//! what the real Loki will not do on demand: 503 for ten seconds, 429 with
+//! `Retry-After`, a 400 for one stream that still stores the others,
+//! hangs and resets. The first tests check the fake itself, without the
 //! daemon.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::fake_loki::{
@@ -538,4 +543,604 @@ fn fake_serves_ureq_and_decodes_the_sink_encoder() {
     fake.reply_always(Reply::status(204));
     let response = send(&mut entries, &mut encoder, false).expect("after the reset");
     assert_eq!(response.status().as_u16(), 204);
+}
+
+// ---------------------------------------------------------------------
+// The daemon's Loki sink against the fake. These need the sink
+// (`type = "loki"`); until it is built the daemon refuses the config.
+
+/// The daemon tests run one at a time: each runs a daemon on a 2-core
+/// machine and some measure time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Retries that do not give up within a test and a DLQ replayed soon
+/// after recovery, so that every line arrives whichever path the sink
+/// gives it.
+const RETRY_AND_DLQ: &str = r#"
+[retry]
+base_delay_ms = 100
+max_delay_ms = 1000
+max_attempts = 1000
+max_batches = 64
+
+[dlq]
+auto_replay = true
+replay_after_ms = 1000
+replay_rate = 100000
+"#;
+
+/// A `[sinks.ID]` Loki table for `url` (lines sent as they are, the
+/// breaker probing every 500 ms) plus `extra` keys.
+fn loki_sink_table(id: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[sinks.{id}]\ntype = \"loki\"\nurl = \"{url}\"\nencoding = \"raw\"\nprobe_interval_ms = 500\n{extra}\n"
+    )
+}
+
+/// A test directory with `input.log` (created empty) and the config path.
+struct Setup {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("input.log");
+        std::fs::write(&input, "").expect("create input");
+        let config = dir.path().join("config.toml");
+        Setup { dir, input, config }
+    }
+
+    /// Writes the config: the `app` file source, then `rest` (sinks and
+    /// any further tables).
+    fn write_config(&self, rest: &str) {
+        let text = common::file_source_config(&self.input, "", rest);
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn start(&self) -> common::Daemon {
+        common::Daemon::start(&self.config)
+    }
+}
+
+/// `log_capturer_loki_error_type_total{sink=SINK,error_type=KIND}`, 0 when
+/// absent.
+fn loki_errors(daemon: &common::Daemon, sink: &str, kind: &str) -> f64 {
+    let (status, body) = daemon.get("/metrics");
+    assert_eq!(status, 200);
+    common::sample(
+        &body,
+        &format!("log_capturer_loki_error_type_total{{sink=\"{sink}\",error_type=\"{kind}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// The sequence number of a numbered line (`seq=000000000123 ...`).
+fn sequence_of(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    text.strip_prefix("seq=")?.get(..12)?.parse().ok()
+}
+
+/// How often each sequence number of the stream `service` was accepted.
+fn sequence_counts(fake: &FakeLoki, service: &str) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for entry in fake.accepted() {
+        if entry.label("service") == Some(service) {
+            let number = sequence_of(&entry.line)
+                .unwrap_or_else(|| panic!("not a numbered line: {:?}", entry.text()));
+            *counts.entry(number).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// What the fake saw, for failure messages: requests by outcome, entries
+/// accepted by stream, the first decode error.
+fn summary(fake: &FakeLoki) -> String {
+    let requests = fake.requests();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for request in &requests {
+        *outcomes
+            .entry(format!("{:?}", request.outcome))
+            .or_insert(0) += 1;
+    }
+    let mut streams: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in requests.iter().flat_map(|request| request.stored_entries()) {
+        *streams
+            .entry(fake_loki::selector(&entry.labels))
+            .or_insert(0) += 1;
+    }
+    let decode_error = requests
+        .iter()
+        .find_map(|request| request.decode_error.clone());
+    format!(
+        "{} requests {outcomes:?}, accepted by stream {streams:?}, first decode error {decode_error:?}",
+        requests.len()
+    )
+}
+
+/// Waits until every number `0..count` of stream `service` is accepted.
+fn wait_all_accepted(fake: &FakeLoki, service: &str, count: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if fake.accepted_count() as u64 >= count
+            && sequence_counts(fake, service).len() as u64 >= count
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} lines of {service} not all accepted in {timeout:?}: {} distinct; {}",
+            sequence_counts(fake, service).len(),
+            summary(fake)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts that numbers `0..count` of `service` were each accepted exactly
+/// once and nothing else was.
+fn assert_exactly_once(fake: &FakeLoki, service: &str, count: u64) {
+    let counts = sequence_counts(fake, service);
+    let missing: Vec<u64> = (0..count).filter(|n| !counts.contains_key(n)).collect();
+    let repeated: Vec<(u64, usize)> = counts
+        .iter()
+        .filter(|(_, times)| **times != 1)
+        .map(|(n, times)| (*n, *times))
+        .collect();
+    let extra: Vec<u64> = counts.keys().copied().filter(|n| *n >= count).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty() && extra.is_empty(),
+        "{} missing (first {:?}), {} accepted more than once (first {:?}), {} unexpected (first {:?})",
+        missing.len(),
+        missing.first(),
+        repeated.len(),
+        repeated.first(),
+        extra.len(),
+        extra.first()
+    );
+    assert_eq!(fake.decode_errors(), 0, "every request decodes");
+}
+
+/// a. Goal: a Loki answering 503 for 10 s loses nothing. Method: 20,000
+/// numbered lines; the fake answers 503 for 10 s after the first request,
+/// then 204. Every number must be accepted exactly once, and the failures
+/// counted as `server_error`.
+#[test]
+fn server_errors_for_ten_seconds_lose_nothing() {
+    let _one = one_at_a_time();
+    const LINES: u64 = 20_000;
+    let fake = FakeLoki::with_behaviour(fake_loki::for_period(
+        Duration::from_secs(10),
+        Reply::status(503).body("Ingester not ready"),
+        Reply::status(204),
+    ));
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "{}\n{RETRY_AND_DLQ}",
+        loki_sink_table("loki", &fake.url(), "labels = [\"service\"]")
+    ));
+    common::append_numbered_lines(&setup.input, 0, LINES);
+    let daemon = setup.start();
+    wait_all_accepted(&fake, "app", LINES, Duration::from_secs(45));
+    assert_exactly_once(&fake, "app", LINES);
+    let failed = fake
+        .requests()
+        .iter()
+        .filter(|request| request.status() == Some(503))
+        .count();
+    assert!(failed >= 2, "the outage was seen: {failed} answers 503");
+    assert!(
+        loki_errors(&daemon, "loki", "server_error") > 0.0,
+        "server_error counted"
+    );
+    daemon.stop();
+}
+
+/// b. Goal: `Retry-After` is obeyed. Method: 5,000 lines; the first
+/// request is answered 429 with `Retry-After: 2`, every other 204. No
+/// request may arrive less than 2 s (less 50 ms) after that answer; every
+/// number is accepted exactly once; `rate_limited` is counted.
+#[test]
+fn retry_after_of_a_429_is_obeyed() {
+    let _one = one_at_a_time();
+    const LINES: u64 = 5_000;
+    let fake = FakeLoki::with_behaviour(fake_loki::first_requests(
+        1,
+        Reply::status(429)
+            .header("Retry-After", "2")
+            .body("Ingestion rate limit exceeded"),
+        Reply::status(204),
+    ));
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "{}\n{RETRY_AND_DLQ}",
+        loki_sink_table("loki", &fake.url(), "labels = [\"service\"]")
+    ));
+    common::append_numbered_lines(&setup.input, 0, LINES);
+    let daemon = setup.start();
+    wait_all_accepted(&fake, "app", LINES, Duration::from_secs(30));
+    assert_exactly_once(&fake, "app", LINES);
+    let requests = fake.requests();
+    let limited = &requests[0];
+    assert_eq!(limited.status(), Some(429));
+    let answered = limited.answered.expect("the 429 was sent");
+    let after: Vec<Duration> = requests[1..]
+        .iter()
+        .filter(|request| request.arrived > answered)
+        .map(|request| request.arrived - answered)
+        .collect();
+    assert!(!after.is_empty(), "requests after the 429");
+    let earliest = after.iter().min().expect("one");
+    assert!(
+        *earliest >= Duration::from_millis(1950),
+        "a request came {earliest:?} after the 429 with Retry-After: 2"
+    );
+    assert!(
+        loki_errors(&daemon, "loki", "rate_limited") > 0.0,
+        "rate_limited counted"
+    );
+    daemon.stop();
+}
+
+/// The rejected DLQ records of `sink` (`dlq dump --json` of the records
+/// marked rejected), by the library the command uses.
+fn rejected_records(dlq_dir: &Path, sink: &str) -> Vec<serde_json::Value> {
+    let mut dump = Vec::new();
+    log_capturer::dlq::inspect::write_dump(&mut dump, dlq_dir, Some(sink), true).expect("dump");
+    String::from_utf8(dump)
+        .expect("utf-8")
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON record"))
+        .filter(|record| record["rejected"] == serde_json::Value::Bool(true))
+        .collect()
+}
+
+/// c. Goal: a stream Loki refuses as too new ends in the sink's
+/// `rejected/` area, stays there, and costs the other stream nothing.
+/// Method: 5,000 lines of service `app` and 500 of service `bad` (a second
+/// file source). The fake answers 400 (Loki's "timestamp too new" body,
+/// `total ignored: N out of M`) to any request holding a `bad` entry, and
+/// stores that request's other entries, as Loki does; other requests get
+/// 204. Every `app` number must be accepted (re-sent copies are counted,
+/// not failed); every `bad` number must be in `rejected/` exactly once and
+/// no `app` line there; `dlq list` shows `loki/rejected`; the rejected
+/// metrics add up to 500; `too_new` is counted; and for 3 s after the
+/// last rejection (auto replay after 1 s is on) no request carries a `bad`
+/// entry again.
+#[test]
+fn a_stream_refused_as_too_new_is_rejected_and_not_replayed() {
+    let _one = one_at_a_time();
+    const GOOD: u64 = 5_000;
+    const BAD: u64 = 500;
+    let fake = FakeLoki::with_behaviour(fake_loki::reject_stream("service", "bad"));
+    let setup = Setup::new();
+    let bad_input = setup.dir.path().join("bad.log");
+    std::fs::write(&bad_input, "").expect("create bad input");
+    setup.write_config(&format!(
+        "[sources.bad]\ntype = \"file\"\npaths = [\"{}\"]\nlabels = {{ service = \"bad\" }}\n\n{}\n{RETRY_AND_DLQ}",
+        bad_input.display(),
+        loki_sink_table("loki", &fake.url(), "labels = [\"service\"]")
+    ));
+    common::append_numbered_lines(&setup.input, 0, GOOD);
+    common::append_numbered_lines(&bad_input, 0, BAD);
+    let daemon = setup.start();
+    let dlq_dir = setup.data_dir().join("dlq");
+
+    wait_all_accepted(&fake, "app", GOOD, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rejected = loop {
+        let rejected = rejected_records(&dlq_dir, "loki");
+        if rejected.len() as u64 >= BAD {
+            break rejected;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {BAD} bad lines rejected in 20 s; {}",
+            rejected.len(),
+            summary(&fake)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let all_rejected = Instant::now();
+
+    let mut bad_numbers = BTreeMap::new();
+    for record in &rejected {
+        assert_eq!(record["labels"]["service"], "bad", "{record}");
+        let message = record["message"].as_str().expect("message");
+        let number = sequence_of(message.as_bytes()).expect("numbered line");
+        *bad_numbers.entry(number).or_insert(0) += 1;
+    }
+    assert_eq!(
+        bad_numbers.keys().copied().collect::<Vec<u64>>(),
+        (0..BAD).collect::<Vec<u64>>(),
+        "every bad line in rejected/"
+    );
+    assert!(
+        bad_numbers.values().all(|times| *times == 1),
+        "a bad line rejected twice"
+    );
+
+    let listing = std::process::Command::new(common::binary())
+        .args(["dlq", "list", "--config"])
+        .arg(&setup.config)
+        .output()
+        .expect("dlq list");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("loki/rejected"), "{listing}");
+
+    // Nothing carries a bad entry again, although auto replay is on.
+    std::thread::sleep(Duration::from_secs(3));
+    let resent = fake
+        .requests()
+        .iter()
+        .filter(|request| request.arrived > all_rejected)
+        .filter(|request| {
+            request
+                .entries
+                .iter()
+                .any(|entry| entry.label("service") == Some("bad"))
+        })
+        .count();
+    assert_eq!(resent, 0, "requests carrying rejected entries again");
+    assert_eq!(
+        rejected_records(&dlq_dir, "loki").len() as u64,
+        BAD,
+        "rejected/ is kept"
+    );
+
+    let counts = sequence_counts(&fake, "app");
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<u64>>(),
+        (0..GOOD).collect::<Vec<u64>>(),
+        "every good line accepted"
+    );
+    let duplicates: usize = counts.values().map(|times| times - 1).sum();
+    eprintln!("good lines accepted again by re-sent requests: {duplicates}");
+    assert_eq!(sequence_counts(&fake, "bad").len(), 0, "no bad line stored");
+
+    let (_, metrics) = daemon.get("/metrics");
+    let rejected_total: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("log_capturer_dlq_rejected_total{sink=\"loki\","))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(rejected_total, BAD as f64, "rejected entries counted");
+    assert!(
+        loki_errors(&daemon, "loki", "too_new") > 0.0,
+        "too_new counted"
+    );
+    assert_eq!(fake.decode_errors(), 0);
+    daemon.stop();
+}
+
+/// d. Goal: a Loki that stops answering costs time, not lines. Method:
+/// 5,000 lines, `request_timeout_ms = 1000`; the fake reads requests and
+/// never answers for 5 s after the first one, then answers 204. Every
+/// number must be accepted exactly once, `timeout` counted, and the
+/// client must have given up on each hung request within 3 s.
+#[test]
+fn a_hanging_loki_times_out_and_loses_nothing() {
+    let _one = one_at_a_time();
+    const LINES: u64 = 5_000;
+    let fake = FakeLoki::with_behaviour(fake_loki::for_period(
+        Duration::from_secs(5),
+        Reply::Hang(None),
+        Reply::status(204),
+    ));
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "{}\n{RETRY_AND_DLQ}",
+        loki_sink_table(
+            "loki",
+            &fake.url(),
+            "labels = [\"service\"]\nrequest_timeout_ms = 1000"
+        )
+    ));
+    common::append_numbered_lines(&setup.input, 0, LINES);
+    let daemon = setup.start();
+    wait_all_accepted(&fake, "app", LINES, Duration::from_secs(45));
+    assert_exactly_once(&fake, "app", LINES);
+    let requests = fake.requests();
+    let hung: Vec<_> = requests
+        .iter()
+        .filter(|request| request.outcome == Outcome::Hung)
+        .collect();
+    assert!(!hung.is_empty(), "a request hung");
+    for request in &hung {
+        let closed = request
+            .client_closed
+            .unwrap_or_else(|| panic!("request {} still open", request.index));
+        let waited = closed - request.arrived;
+        assert!(
+            waited < Duration::from_secs(3),
+            "request {} waited {waited:?} with request_timeout_ms = 1000",
+            request.index
+        );
+    }
+    assert!(
+        loki_errors(&daemon, "loki", "timeout") > 0.0,
+        "timeout counted"
+    );
+    daemon.stop();
+}
+
+/// e. Goal: connections reset by Loki cost nothing. Method: 5,000 lines;
+/// the fake resets every connection right after reading its request for
+/// 3 s after the first one, then answers 204. Every number accepted
+/// exactly once, `transport` counted.
+#[test]
+fn reset_connections_lose_nothing() {
+    let _one = one_at_a_time();
+    const LINES: u64 = 5_000;
+    let fake = FakeLoki::with_behaviour(fake_loki::for_period(
+        Duration::from_secs(3),
+        Reply::Reset,
+        Reply::status(204),
+    ));
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "{}\n{RETRY_AND_DLQ}",
+        loki_sink_table("loki", &fake.url(), "labels = [\"service\"]")
+    ));
+    common::append_numbered_lines(&setup.input, 0, LINES);
+    let daemon = setup.start();
+    wait_all_accepted(&fake, "app", LINES, Duration::from_secs(40));
+    assert_exactly_once(&fake, "app", LINES);
+    let resets = fake
+        .requests()
+        .iter()
+        .filter(|request| request.outcome == Outcome::Reset)
+        .count();
+    assert!(resets >= 1, "a connection was reset");
+    assert!(
+        loki_errors(&daemon, "loki", "transport") > 0.0,
+        "transport counted"
+    );
+    daemon.stop();
+}
+
+/// f. Goal: tenant and basic auth are sent, and the JSON + gzip format
+/// carries the same entries as protobuf. Method: two Loki sinks over the
+/// same 3,000 lines, `loki` (protobuf) and `loki_json` (JSON, gzip), each
+/// to its own fake, both with `tenant_id`, `basic_auth`, `labels =
+/// ["source_id", "service"]` and `static_labels = { env = "test" }`.
+/// Every request must carry `X-Scope-OrgID: tenant-a`, `Authorization:
+/// Basic dTpw` (base64 of `u:p`) and its format's `Content-Type` (and
+/// `Content-Encoding: gzip` for JSON); each fake must get every number
+/// once with the stream labels {env, service, source_id}; and the two
+/// fakes' accepted entries (labels, timestamp, line) must be equal.
+#[test]
+fn tenant_and_basic_auth_are_sent_and_json_gzip_matches_protobuf() {
+    let _one = one_at_a_time();
+    const LINES: u64 = 3_000;
+    let protobuf = FakeLoki::start();
+    let json = FakeLoki::start();
+    let common_keys = "tenant_id = \"tenant-a\"\nbasic_auth = { user = \"u\", password = \"p\" }\nlabels = [\"source_id\", \"service\"]\nstatic_labels = { env = \"test\" }";
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "{}\n{}\n{RETRY_AND_DLQ}",
+        loki_sink_table(
+            "loki",
+            &protobuf.url(),
+            &format!("{common_keys}\nformat = \"protobuf\"\ncompression = \"none\"")
+        ),
+        loki_sink_table(
+            "loki_json",
+            &json.url(),
+            &format!("{common_keys}\nformat = \"json\"\ncompression = \"gzip\"")
+        ),
+    ));
+    common::append_numbered_lines(&setup.input, 0, LINES);
+    let daemon = setup.start();
+    wait_all_accepted(&protobuf, "app", LINES, Duration::from_secs(30));
+    wait_all_accepted(&json, "app", LINES, Duration::from_secs(30));
+    let expected_labels = labels(&[("env", "test"), ("service", "app"), ("source_id", "app")]);
+    for (fake, name, content_type, encoding) in [
+        (&protobuf, "protobuf", "application/x-protobuf", None),
+        (&json, "json", "application/json", Some("gzip")),
+    ] {
+        assert_exactly_once(fake, "app", LINES);
+        for request in fake.requests() {
+            assert_eq!(request.org_id(), Some("tenant-a"), "{name}");
+            assert_eq!(request.authorization(), Some("Basic dTpw"), "{name}");
+            let sent_type = request.content_type().map(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            });
+            assert_eq!(sent_type.as_deref(), Some(content_type), "{name}");
+            let sent_encoding = request
+                .content_encoding()
+                .filter(|value| *value != "identity");
+            assert_eq!(sent_encoding, encoding, "{name}");
+        }
+        for entry in fake.accepted() {
+            assert_eq!(entry.labels, expected_labels, "{name}");
+        }
+    }
+    let mut from_protobuf = protobuf.accepted();
+    let mut from_json = json.accepted();
+    from_protobuf.sort();
+    from_json.sort();
+    assert_eq!(from_protobuf.len(), from_json.len());
+    let differing = from_protobuf
+        .iter()
+        .zip(&from_json)
+        .find(|(one, other)| one != other);
+    assert!(
+        differing.is_none(),
+        "protobuf and JSON differ, first: {differing:?}"
+    );
+    daemon.stop();
+}
+
+/// g. Goal: identical lines are not collapsed by Loki's duplicate check.
+/// Method: 10,000 copies of one line through a sink with the default
+/// labels. Exactly 10,000 entries must be accepted, all with that line;
+/// within each request the timestamps of a stream strictly increase; no
+/// (stream, timestamp, line) appears twice among accepted entries. The
+/// stream labels hold `source_id` and not the file path (the defaults are
+/// source_id, host, app, severity where present).
+#[test]
+fn identical_lines_arrive_as_distinct_entries() {
+    let _one = one_at_a_time();
+    const LINES: usize = 10_000;
+    const LINE: &str = "the same line, again and again";
+    let fake = FakeLoki::start();
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "{}\n{RETRY_AND_DLQ}",
+        loki_sink_table("loki", &fake.url(), "")
+    ));
+    std::fs::write(&setup.input, format!("{LINE}\n").repeat(LINES)).expect("write lines");
+    let daemon = setup.start();
+    common::wait_until("10,000 entries accepted", Duration::from_secs(30), || {
+        fake.accepted_count() >= LINES
+    });
+    // Anything more would arrive at once after the last batch.
+    std::thread::sleep(Duration::from_millis(500));
+    let accepted = fake.accepted();
+    assert_eq!(accepted.len(), LINES);
+    assert!(accepted.iter().all(|entry| entry.line == LINE.as_bytes()));
+    for entry in &accepted {
+        assert_eq!(entry.label("source_id"), Some("app"), "{:?}", entry.labels);
+        assert_eq!(entry.label("file"), None, "{:?}", entry.labels);
+    }
+    for request in fake.requests() {
+        let mut last: BTreeMap<&BTreeMap<String, String>, u64> = BTreeMap::new();
+        for entry in &request.entries {
+            if let Some(previous) = last.insert(&entry.labels, entry.timestamp_ns) {
+                assert!(
+                    entry.timestamp_ns > previous,
+                    "request {}: timestamp {} after {previous} in stream {:?}",
+                    request.index,
+                    entry.timestamp_ns,
+                    entry.labels
+                );
+            }
+        }
+    }
+    let distinct: BTreeSet<_> = accepted
+        .iter()
+        .map(|entry| (&entry.labels, entry.timestamp_ns, &entry.line))
+        .collect();
+    assert_eq!(distinct.len(), LINES, "(stream, timestamp, line) repeated");
+    assert_eq!(fake.decode_errors(), 0);
+    daemon.stop();
 }
