@@ -450,7 +450,7 @@ fn fake_stops_on_drop_while_hanging() {
 /// the sink's own encoder decodes to its entries.
 #[test]
 fn fake_serves_ureq_and_decodes_the_sink_encoder() {
-    use log_capturer::sink::loki::request::{PushEncoder, PushEntry};
+    use log_capturer::sink::loki::request::{PushEncoder, PushEntry, StreamText};
     let fake = FakeLoki::with_behaviour(fake_loki::first_requests(
         1,
         Reply::status(429).header("Retry-After", "2"),
@@ -462,7 +462,10 @@ fn fake_serves_ureq_and_decodes_the_sink_encoder() {
         .build()
         .into();
     let streams_labels = [vec![("app", "a"), ("host", "h\"1")], vec![("app", "b")]];
-    let streams: Vec<&[(&str, &str)]> = streams_labels.iter().map(Vec::as_slice).collect();
+    let streams: Vec<StreamText> = streams_labels
+        .iter()
+        .map(|pairs| StreamText::new(pairs))
+        .collect();
     let mut encoder = PushEncoder::new();
     let send = |entries: &mut Vec<PushEntry<'_>>,
                 encoder: &mut PushEncoder,
@@ -730,7 +733,7 @@ fn server_errors_for_ten_seconds_lose_nothing() {
     let setup = Setup::new();
     setup.write_config(&format!(
         "{}\n{RETRY_AND_DLQ}",
-        loki_sink_table("loki", &fake.url(), "labels = [\"service\"]")
+        loki_sink_table("loki", &fake.url(), "labels = [\"source_id\", \"service\"]")
     ));
     common::append_numbered_lines(&setup.input, 0, LINES);
     let daemon = setup.start();
@@ -767,7 +770,7 @@ fn retry_after_of_a_429_is_obeyed() {
     let setup = Setup::new();
     setup.write_config(&format!(
         "{}\n{RETRY_AND_DLQ}",
-        loki_sink_table("loki", &fake.url(), "labels = [\"service\"]")
+        loki_sink_table("loki", &fake.url(), "labels = [\"source_id\", \"service\"]")
     ));
     common::append_numbered_lines(&setup.input, 0, LINES);
     let daemon = setup.start();
@@ -832,7 +835,7 @@ fn a_stream_refused_as_too_new_is_rejected_and_not_replayed() {
     setup.write_config(&format!(
         "[sources.bad]\ntype = \"file\"\npaths = [\"{}\"]\nlabels = {{ service = \"bad\" }}\n\n{}\n{RETRY_AND_DLQ}",
         bad_input.display(),
-        loki_sink_table("loki", &fake.url(), "labels = [\"service\"]")
+        loki_sink_table("loki", &fake.url(), "labels = [\"source_id\", \"service\"]")
     ));
     common::append_numbered_lines(&setup.input, 0, GOOD);
     common::append_numbered_lines(&bad_input, 0, BAD);
@@ -946,7 +949,7 @@ fn a_hanging_loki_times_out_and_loses_nothing() {
         loki_sink_table(
             "loki",
             &fake.url(),
-            "labels = [\"service\"]\nrequest_timeout_ms = 1000"
+            "labels = [\"source_id\", \"service\"]\nrequest_timeout_ms = 1000"
         )
     ));
     common::append_numbered_lines(&setup.input, 0, LINES);
@@ -993,7 +996,7 @@ fn reset_connections_lose_nothing() {
     let setup = Setup::new();
     setup.write_config(&format!(
         "{}\n{RETRY_AND_DLQ}",
-        loki_sink_table("loki", &fake.url(), "labels = [\"service\"]")
+        loki_sink_table("loki", &fake.url(), "labels = [\"source_id\", \"service\"]")
     ));
     common::append_numbered_lines(&setup.input, 0, LINES);
     let daemon = setup.start();
