@@ -36,10 +36,10 @@ use file::FileSinkConfig;
 use kafka::KafkaMetrics;
 use kafka::config::{KafkaConfigError, KafkaSinkConfig};
 use kafka::sink::KafkaCreateError;
+use link::SlotPlan;
 use loki::client::LokiClientError;
 use loki::config::LokiSinkConfig;
 use loki::sink::LokiMetrics;
-use link::SlotPlan;
 use null::NullSinkConfig;
 use stdout::StdoutSinkConfig;
 

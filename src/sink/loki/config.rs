@@ -328,8 +328,14 @@ mod tests {
                 "url = \"http://x/push\"\nstatic_labels = { env = \"\" }",
                 "static_labels.env",
             ),
-            ("url = \"http://x/push\"\ncompression = \"gzip\"", "compression"),
-            ("url = \"http://x/push\"\nmax_request_bytes = 10", "max_request_bytes"),
+            (
+                "url = \"http://x/push\"\ncompression = \"gzip\"",
+                "compression",
+            ),
+            (
+                "url = \"http://x/push\"\nmax_request_bytes = 10",
+                "max_request_bytes",
+            ),
             ("url = \"http://x/push\"\ntenant_id = \"\"", "tenant_id"),
             (
                 "url = \"http://x/push\"\nbasic_auth = { user = \"a:b\", password = \"p\" }",

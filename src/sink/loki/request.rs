@@ -443,7 +443,9 @@ mod tests {
         let mut large: Vec<PushEntry<'static>> = (0..1000)
             .map(|index| entry(0, index, b"a line of text", index as u32))
             .collect();
-        encoder.protobuf(&[StreamText::new(APP)], &mut large).expect("compresses");
+        encoder
+            .protobuf(&[StreamText::new(APP)], &mut large)
+            .expect("compresses");
         let mut small = vec![entry(0, 1, b"x", 0)];
         let again = encoder
             .protobuf(&[StreamText::new(APP)], &mut small)

@@ -182,13 +182,19 @@ pub fn parse_retry_after(value: &[u8], now_unix_s: i64) -> Option<Duration> {
         let seconds: u64 = text.parse().unwrap_or(u64::MAX);
         return Some(Duration::from_secs(seconds).min(RETRY_AFTER_MAX));
     }
-    let at = jiff::fmt::rfc2822::parse(text).ok()?.timestamp().as_second();
+    let at = jiff::fmt::rfc2822::parse(text)
+        .ok()?
+        .timestamp()
+        .as_second();
     let seconds = u64::try_from(at.saturating_sub(now_unix_s)).unwrap_or(0);
     Some(Duration::from_secs(seconds).min(RETRY_AFTER_MAX))
 }
 
 fn leading_number(bytes: &[u8]) -> Option<(u32, &[u8])> {
-    let digits = bytes.iter().take_while(|byte| byte.is_ascii_digit()).count();
+    let digits = bytes
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
     if digits == 0 || digits > 9 {
         return None;
     }
@@ -263,15 +269,32 @@ mod tests {
     #[test]
     fn refusal_reasons_are_read_from_lokis_messages() {
         let cases: [(&[u8], ErrorType); 6] = [
-            (b"entry for stream '{a=\"b\"}' has timestamp too new: 2030-01-01", ErrorType::TooNew),
-            (b"entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01", ErrorType::TooOld),
-            (b"Max entry size '256 KiB' exceeded while adding 300 KiB ... max line size", ErrorType::LineTooLong),
-            (b"error at least one label pair is required per stream", ErrorType::Labels),
+            (
+                b"entry for stream '{a=\"b\"}' has timestamp too new: 2030-01-01",
+                ErrorType::TooNew,
+            ),
+            (
+                b"entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01",
+                ErrorType::TooOld,
+            ),
+            (
+                b"Max entry size '256 KiB' exceeded while adding 300 KiB ... max line size",
+                ErrorType::LineTooLong,
+            ),
+            (
+                b"error at least one label pair is required per stream",
+                ErrorType::Labels,
+            ),
             (b"invalid label name", ErrorType::Labels),
             (b"unexpected EOF", ErrorType::BadRequest),
         ];
         for (body, expected) in cases {
-            assert_eq!(refusal_of(body), expected, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                refusal_of(body),
+                expected,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
         assert_eq!(ignored_counts(b"total ignored: 7 out of 7"), Some((7, 7)));
         assert_eq!(ignored_counts(b"total ignored: 8 out of 7"), None);
