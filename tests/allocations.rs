@@ -206,12 +206,7 @@ labels = [\"source_id\", \"service\"]
     let sinks = pipeline.metrics().sinks.clone();
     pipeline.join(Duration::from_secs(30)).expect("clean stop");
     for sink in &sinks {
-        assert_eq!(
-            sink.lines_failed.get(),
-            0,
-            "sink {} failed lines",
-            sink.id
-        );
+        assert_eq!(sink.lines_failed.get(), 0, "sink {} failed lines", sink.id);
         assert!(
             sink.lines_sent.get() >= lines_end,
             "sink {} sent {} of at least {lines_end}",

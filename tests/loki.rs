@@ -277,8 +277,7 @@ fn million_lines_arrive_once_in_both_formats_with_the_configured_labels() {
         Duration::from_secs(300),
         || {
             for (index, daemon) in daemons.iter().enumerate() {
-                if done[index].is_none() && sink_lines(daemon, "loki", "loki", "success") >= LINES
-                {
+                if done[index].is_none() && sink_lines(daemon, "loki", "loki", "success") >= LINES {
                     done[index] = Some(started.elapsed());
                 }
             }
@@ -305,7 +304,11 @@ fn million_lines_arrive_once_in_both_formats_with_the_configured_labels() {
             took.expect("done").as_secs_f64(),
             LINES as f64 / took.expect("done").as_secs_f64()
         );
-        assert_eq!(sink_lines(daemon, "loki", "loki", "success"), LINES, "{env}");
+        assert_eq!(
+            sink_lines(daemon, "loki", "loki", "success"),
+            LINES,
+            "{env}"
+        );
         assert_eq!(sink_lines(daemon, "loki", "loki", "error"), 0, "{env}");
         assert_eq!(nonzero_loki_errors(daemon, "loki"), Vec::<String>::new());
         assert_eq!(
@@ -347,4 +350,74 @@ fn million_lines_arrive_once_in_both_formats_with_the_configured_labels() {
         assert!(wrong_labels.is_empty(), "{env}: streams {wrong_labels:?}");
         assert_eq!(not_increasing, 0, "{env}: times not increasing");
     }
+}
+
+/// Goal: 10,000 identical lines are 10,000 entries in Loki, not one: Loki
+/// drops an entry whose stream, time and line equal one it holds, and
+/// lines read together share their read time, so the sink sends each with
+/// a time 1 ns past the last one sent on its stream. Method: a file of
+/// 10,000 copies of one line; read the stream back: 10,000 entries, the
+/// line as written, times strictly increasing, all within the test's run.
+#[test]
+fn identical_lines_are_all_kept_with_increasing_times() {
+    const LINES: u64 = 10_000;
+    const TEXT: &str = "the very same line, again and again";
+    let loki = Loki::start();
+    let from_ns = now_ns();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = common::write_file(
+        dir.path(),
+        "input.log",
+        &format!("{TEXT}\n").repeat(LINES as usize),
+    );
+    let sinks = loki_sink_table(
+        "loki",
+        &loki,
+        "labels = [\"source_id\"]\nstatic_labels = { case = \"identical\" }",
+    );
+    let config = common::write_file(
+        dir.path(),
+        "config.toml",
+        &common::file_source_config(&input, "", &sinks),
+    );
+    let daemon = Daemon::start(&config);
+    poll_until(
+        "10,000 lines delivered",
+        Duration::from_secs(30),
+        || sink_lines(&daemon, "loki", "loki", "success") >= LINES,
+        || format!("{:?}", nonzero_loki_errors(&daemon, "loki")),
+    );
+    daemon.stop();
+    let to_ns = now_ns();
+
+    let entries = loki.entries("{case=\"identical\"}", from_ns, to_ns + 60 * SECOND_NS);
+    assert_eq!(entries.len() as u64, LINES, "entries in Loki");
+    let mut previous = 0;
+    for (labels, timestamp, line) in &entries {
+        assert_eq!(line, TEXT);
+        assert_eq!(
+            *labels,
+            serde_json::json!({"case": "identical", "source_id": "app"})
+        );
+        assert!(*timestamp > previous, "{timestamp} after {previous}");
+        assert!(
+            (from_ns..to_ns).contains(timestamp),
+            "{timestamp} outside the run {from_ns}..{to_ns}"
+        );
+        previous = *timestamp;
+    }
+    // And Loki's own count agrees (a metric query, not the entries read).
+    let query = format!(
+        "/loki/api/v1/query?query={}&time={}",
+        "sum(count_over_time(%7Bcase%3D%22identical%22%7D%5B1h%5D))",
+        to_ns + SECOND_NS
+    );
+    let (status, body) = loki.request("GET", &query, &[], &[]).expect("query");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let value: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        value["data"]["result"][0]["value"][1],
+        serde_json::json!(LINES.to_string()),
+        "{value}"
+    );
 }

@@ -145,6 +145,10 @@ struct EntryRef {
     encoded_len: u32,
 }
 
+/// A refused request still to be split: its entries, Loki's reason, and
+/// Loki's `total ignored: N out of M`.
+type Refused = (Range<usize>, ErrorType, Option<(u32, u32)>);
+
 /// The breaker: open until a time, then one request probes.
 #[derive(Debug, Default)]
 struct Breaker {
@@ -168,7 +172,7 @@ pub struct LokiSink {
     refs: Vec<EntryRef>,
     encoded: Vec<u8>,
     push_entries: Vec<PushEntry<'static>>,
-    split_stack: Vec<(Range<usize>, ErrorType, Option<(u32, u32)>)>,
+    split_stack: Vec<Refused>,
     breaker: Breaker,
     streams_warned: bool,
     failure_logged_at: Option<Instant>,

@@ -57,7 +57,8 @@ pub fn render(out: &mut Exposition, loki: &[(String, Arc<LokiMetrics>)]) {
             TIMESTAMP_REJECTION.sample(out, &labels, value);
         }
     }
-    let gauges: [(&Family, fn(&LokiMetrics) -> u64); 3] = [
+    type Read = fn(&LokiMetrics) -> u64;
+    let gauges: [(&Family, Read); 3] = [
         (&STREAMS, |metrics| metrics.streams.get()),
         (&REQUESTS, |metrics| metrics.requests.get()),
         (&BREAKER_STATE, |metrics| metrics.breaker_state.get()),
