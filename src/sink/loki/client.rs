@@ -98,9 +98,9 @@ impl LokiClient {
         })
     }
 
-    /// Sends one body and tells what the answer means. Returns the bytes
-    /// sent with it.
-    pub fn push(&mut self, body: &[u8]) -> (Pushed, usize) {
+    /// Sends one body and tells what the answer means, within `timeout`
+    /// if given (else `request_timeout_ms`). Returns the bytes sent.
+    pub fn push(&mut self, body: &[u8], timeout: Option<Duration>) -> (Pushed, usize) {
         let body = if self.gzip {
             self.gzipped.clear();
             let mut encoder = GzEncoder::new(&mut self.gzipped, Compression::fast());
@@ -124,6 +124,9 @@ impl LokiClient {
         }
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization);
+        }
+        if let Some(timeout) = timeout {
+            request = request.config().timeout_global(Some(timeout)).build();
         }
         let pushed = match request.send(body) {
             Ok(response) => answered(response),

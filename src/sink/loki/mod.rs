@@ -52,6 +52,7 @@ impl SinkKind for LokiSinkConfig {
             max_entry_age: Duration::from_millis(self.max_entry_age_ms.get()),
             old_entries: self.old_entries,
             probe_interval: Duration::from_millis(self.probe_interval_ms.get()),
+            request_timeout: Duration::from_millis(self.request_timeout_ms.get()),
             slots: context.slots,
             batch_size: context.batch_size,
         };

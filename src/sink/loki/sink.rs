@@ -118,6 +118,7 @@ pub struct LokiSinkOptions {
     pub max_entry_age: Duration,
     pub old_entries: OldEntries,
     pub probe_interval: Duration,
+    pub request_timeout: Duration,
     pub slots: SlotPlan,
     pub batch_size: usize,
 }
@@ -149,15 +150,57 @@ struct EntryRef {
 /// Loki's `total ignored: N out of M`.
 type Refused = (Range<usize>, ErrorType, Option<(u32, u32)>);
 
-/// The breaker: open until a time, then one request probes.
-#[derive(Debug, Default)]
+/// The breaker: open until a time, then one request probes, with a
+/// timeout of its own that starts at [`PROBE_TIMEOUT_FIRST`] and doubles
+/// with each failed probe up to `request_timeout_ms`. A Loki that hangs
+/// holds this thread, and so the batches every sink shares, for one
+/// `request_timeout_ms` when it starts hanging and then for one probe
+/// timeout per probe, not for a full timeout every `probe_interval_ms`.
+#[derive(Debug)]
 struct Breaker {
     open_until: Option<Instant>,
+    probe_timeout: Duration,
+    request_timeout: Duration,
 }
 
+/// The timeout of the first probe after the breaker opened.
+pub const PROBE_TIMEOUT_FIRST: Duration = Duration::from_secs(1);
+
 impl Breaker {
+    fn new(request_timeout: Duration) -> Self {
+        Self {
+            open_until: None,
+            probe_timeout: PROBE_TIMEOUT_FIRST.min(request_timeout),
+            request_timeout,
+        }
+    }
+
+    /// Open, and no probe is due yet.
     fn is_open(&self) -> bool {
         self.open_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The timeout of the next request: a probe's while the breaker is
+    /// open (or its wait is over), none of its own otherwise.
+    fn timeout(&self) -> Option<Duration> {
+        self.open_until.map(|_| self.probe_timeout)
+    }
+
+    /// Opens (or, after a failed probe, keeps open) for `wait`. True if
+    /// it was closed.
+    fn open(&mut self, wait: Duration) -> bool {
+        let was_closed = self.open_until.is_none();
+        if !was_closed {
+            self.probe_timeout = (self.probe_timeout * 2).min(self.request_timeout);
+        }
+        self.open_until = Some(Instant::now() + wait);
+        was_closed
+    }
+
+    /// Closes. True if it was open.
+    fn close(&mut self) -> bool {
+        self.probe_timeout = PROBE_TIMEOUT_FIRST.min(self.request_timeout);
+        self.open_until.take().is_some()
     }
 }
 
@@ -216,7 +259,7 @@ impl LokiSink {
             encoded: Vec::new(),
             push_entries: Vec::new(),
             split_stack: Vec::new(),
-            breaker: Breaker::default(),
+            breaker: Breaker::new(options.request_timeout),
             streams_warned: false,
             failure_logged_at: None,
             metrics: Arc::new(LokiMetrics::default()),
@@ -555,7 +598,7 @@ impl LokiSink {
                 .expect("a request is below snappy's block limit"),
             LokiFormat::Json => self.encoder.json(texts, &mut entries),
         };
-        let (pushed, _bytes) = self.client.push(body);
+        let (pushed, _bytes) = self.client.push(body, self.breaker.timeout());
         self.push_entries = recycle(entries);
         if let Answer::Retry { error, .. } | Answer::Refused { error, .. } = pushed.answer {
             self.metrics.error(error).add(1);
@@ -584,8 +627,7 @@ impl LokiSink {
 
     fn open_breaker(&mut self, error: ErrorType, after: Option<Duration>, pushed: &Pushed) {
         let wait = after.unwrap_or(self.options.probe_interval);
-        self.breaker.open_until = Some(Instant::now() + wait);
-        if self.metrics.breaker_state.get() == 0 {
+        if self.breaker.open(wait) {
             self.metrics.breaker_state.set(1);
             self.metrics.breaker_openings.add(1);
             tracing::warn!(sink = %self.options.id, error = error.as_str(), status = ?pushed.status, message = %pushed.message, wait_ms = wait.as_millis() as u64, "Loki push failed: circuit breaker open; batches fail as retryable until a request is answered");
@@ -593,8 +635,7 @@ impl LokiSink {
     }
 
     fn close_breaker(&mut self) {
-        self.breaker.open_until = None;
-        if self.metrics.breaker_state.get() == 1 {
+        if self.breaker.close() {
             self.metrics.breaker_state.set(0);
             tracing::info!(sink = %self.options.id, "Loki answers again: circuit breaker closed");
         }
@@ -683,4 +724,52 @@ fn unix_now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: a probe's timeout starts short, doubles with each failed probe
+    /// up to the request timeout, and starts short again after a close.
+    #[test]
+    fn probe_timeout_doubles_up_to_the_request_timeout() {
+        let mut breaker = Breaker::new(Duration::from_secs(5));
+        assert_eq!(breaker.timeout(), None, "closed: the agent's timeout");
+        assert!(breaker.open(Duration::from_secs(60)));
+        assert!(breaker.is_open());
+        assert_eq!(breaker.timeout(), Some(Duration::from_secs(1)));
+        let seen: Vec<u64> = (0..4)
+            .map(|_| {
+                assert!(!breaker.open(Duration::ZERO), "already open");
+                breaker.timeout().expect("open").as_secs()
+            })
+            .collect();
+        assert_eq!(seen, [2, 4, 5, 5]);
+        assert!(!breaker.is_open(), "a zero wait makes a probe due");
+        assert!(breaker.close());
+        assert!(!breaker.close());
+        assert_eq!(breaker.timeout(), None);
+        assert!(breaker.open(Duration::ZERO));
+        assert_eq!(breaker.timeout(), Some(Duration::from_secs(1)));
+    }
+
+    /// Goal: the request list keeps its allocation across lifetimes.
+    #[test]
+    fn recycled_entries_keep_their_buffer() {
+        let line = b"line".to_vec();
+        let mut entries: Vec<PushEntry<'_>> = Vec::with_capacity(16);
+        entries.push(PushEntry {
+            stream: 0,
+            timestamp_ns: 1,
+            line: &line,
+            sequence: 0,
+        });
+        let buffer = entries.as_ptr().cast::<u8>();
+        let recycled: Vec<PushEntry<'static>> = recycle(entries);
+        drop(line);
+        assert!(recycled.is_empty());
+        assert_eq!(recycled.capacity(), 16);
+        assert_eq!(recycled.as_ptr().cast::<u8>(), buffer);
+    }
 }
