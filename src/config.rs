@@ -599,7 +599,7 @@ impl Config {
                     .into_iter()
                     .chain(key_segments(&key))
                     .collect();
-                document.invalid(&key_path, reason)
+                element_invalid(document, &key_path, reason)
             })?;
         }
         Ok(())
@@ -772,6 +772,28 @@ const DLQ_SEGMENT_BYTES_MIN: usize = 64 * 1024;
 
 /// The segments of a key relative to a sink's table: `librdkafka.<property>`
 /// keeps the property, dots and all, as one segment.
+/// `document.invalid`, except that a last segment `name[index]` points at
+/// that element's line.
+fn element_invalid(document: &Document<'_>, key_path: &[&str], reason: String) -> ConfigError {
+    let Some((last, rest)) = key_path.split_last() else {
+        return document.invalid(key_path, reason);
+    };
+    let element = last
+        .strip_suffix(']')
+        .and_then(|inner| inner.split_once('['))
+        .and_then(|(name, index)| Some((name, index.parse::<usize>().ok()?)));
+    let Some((name, index)) = element else {
+        return document.invalid(key_path, reason);
+    };
+    let array_path: Vec<&str> = rest.iter().copied().chain([name]).collect();
+    ConfigError::Invalid {
+        path: document.path().to_path_buf(),
+        key: key_path.join("."),
+        line: document.element_line(&array_path, index),
+        reason,
+    }
+}
+
 fn key_segments(key: &str) -> Vec<&str> {
     match key.split_once('.') {
         Some((table, property)) => vec![table, property],

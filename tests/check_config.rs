@@ -796,3 +796,66 @@ fn one_socket_through_a_link_is_refused() {
         "socket of sources.a",
     );
 }
+
+/// Goal: a Loki sink's keys are checked before anything starts, each error
+/// naming its key and line: a missing or empty `ca_file`, a label name
+/// Loki refuses, gzip with protobuf, a scheme that is not HTTP; and a
+/// stream label with a value per file is a warning. Method: variations of
+/// one config through `check-config` and `run`.
+#[test]
+fn loki_sink_problems_are_named_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_file(dir.path(), "input.log", "one\n");
+    let empty_pem = write_file(dir.path(), "empty.pem", "no certificate here\n");
+    let missing = dir.path().join("missing.pem");
+    let sink = |keys: &str| {
+        file_source_config(
+            &input,
+            "exit_on_eof = true",
+            &format!("[sinks.loki]\ntype = \"loki\"\n{keys}\n"),
+        )
+    };
+    let https = "url = \"https://127.0.0.1:1/loki/api/v1/push\"";
+    let cases = [
+        (
+            format!("{https}\nca_file = \"{}\"", missing.display()),
+            "sinks.loki.ca_file",
+            "ca_file",
+            "cannot read",
+        ),
+        (
+            format!("{https}\nca_file = \"{}\"", empty_pem.display()),
+            "sinks.loki.ca_file",
+            "ca_file",
+            "no PEM certificate",
+        ),
+        (
+            format!("{https}\nlabels = [\"source_id\", \"bad-name\"]"),
+            "sinks.loki.labels[1]",
+            "bad-name",
+            "letters, digits",
+        ),
+        (
+            format!("{https}\nformat = \"protobuf\"\ncompression = \"gzip\""),
+            "sinks.loki.compression",
+            "compression",
+            "gzip applies to format = \"json\"",
+        ),
+        (
+            "url = \"ftp://127.0.0.1/push\"".to_string(),
+            "sinks.loki.url",
+            "ftp://",
+            "http or https",
+        ),
+    ];
+    for (keys, key, line_needle, reason) in cases {
+        assert_rejected(dir.path(), &sink(&keys), key, line_needle, reason);
+    }
+
+    let text =
+        sink("url = \"http://127.0.0.1:1/loki/api/v1/push\"\nlabels = [\"source_id\", \"file\"]");
+    let stdout = assert_accepted(dir.path(), &text);
+    for expected in ["warning", "sinks.loki.labels[1]", "\"file\"", "stream"] {
+        assert!(stdout.contains(expected), "{expected:?} missing: {stdout}");
+    }
+}
