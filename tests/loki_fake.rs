@@ -1147,3 +1147,66 @@ fn identical_lines_arrive_as_distinct_entries() {
     assert_eq!(fake.decode_errors(), 0);
     daemon.stop();
 }
+
+/// Goal: DLQ records that share one time (a read stored at a shutdown,
+/// before the sink gave its lines times of their own) are replayed as
+/// distinct entries, so Loki drops none as a duplicate. Method: 500
+/// identical records with one time written into the sink's DLQ, then the
+/// daemon started with automatic replay into the fake.
+#[test]
+fn replayed_records_sharing_a_time_arrive_as_distinct_entries() {
+    use log_capturer::dlq::record::{Reason, Record};
+    use log_capturer::dlq::{DlqPolicy, DlqSettings, DlqWriter};
+    let _one = one_at_a_time();
+    const RECORDS: usize = 500;
+    let fake = FakeLoki::start();
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "{}\n{RETRY_AND_DLQ}",
+        loki_sink_table("loki", &fake.url(), "")
+    ));
+    let settings = DlqSettings {
+        dir: setup.data_dir().join("dlq"),
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        policy: DlqPolicy::DropOldest,
+    };
+    let mut writer = DlqWriter::open("loki", &settings).expect("open the DLQ");
+    let read_at_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    for _ in 0..RECORDS {
+        writer
+            .append(&Record {
+                timestamp_ns: read_at_ns,
+                attempts: 1,
+                reason: Reason::Shutdown,
+                terminated: true,
+                sink: "loki",
+                labels: vec![("service", "app"), ("source_id", "app")],
+                message: b"stored at shutdown",
+            })
+            .expect("append");
+    }
+    drop(writer);
+    let daemon = setup.start();
+    common::wait_until("every record replayed", Duration::from_secs(30), || {
+        fake.accepted_count() >= RECORDS
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let accepted = fake.accepted();
+    assert_eq!(accepted.len(), RECORDS, "{}", summary(&fake));
+    let distinct: BTreeSet<_> = accepted
+        .iter()
+        .map(|entry| (&entry.labels, entry.timestamp_ns, &entry.line))
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        RECORDS,
+        "(stream, timestamp, line) repeated"
+    );
+    let earliest = accepted.iter().map(|entry| entry.timestamp_ns).min();
+    assert_eq!(earliest, Some(read_at_ns), "the stored time is kept");
+    daemon.stop();
+}

@@ -34,6 +34,7 @@
 //! Allocations: the round's entry table, the request buffers and the
 //! stream table are kept and reused; none per line once they have grown.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -60,6 +61,12 @@ pub const SPLIT_REQUESTS_MAX: usize = 64;
 /// How far ahead of this host's clock an entry may be: Loki's default
 /// `creation_grace_period`.
 pub const FUTURE_GRACE: Duration = Duration::from_secs(600);
+
+/// How far back a replayed entry's time may be raised past an equal or
+/// later one before it in its batch: entries of one shutdown-stored read
+/// share a time; an entry much older than the one before it is simply out
+/// of order, which Loki takes, and keeps its time.
+const REPLAY_RAISE_MAX_NS: u64 = 1_000_000_000;
 
 /// Bytes an entry adds to a request besides its line (time, framing).
 const ENTRY_OVERHEAD_BYTES: usize = 32;
@@ -216,6 +223,9 @@ pub struct LokiSink {
     encoded: Vec<u8>,
     push_entries: Vec<PushEntry<'static>>,
     split_stack: Vec<Refused>,
+    /// Per stream, the last time given to an entry of the replayed batch
+    /// being gathered.
+    replay_last_ns: HashMap<u32, u64>,
     breaker: Breaker,
     streams_warned: bool,
     failure_logged_at: Option<Instant>,
@@ -259,6 +269,7 @@ impl LokiSink {
             encoded: Vec::new(),
             push_entries: Vec::new(),
             split_stack: Vec::new(),
+            replay_last_ns: HashMap::new(),
             breaker: Breaker::new(options.request_timeout),
             streams_warned: false,
             failure_logged_at: None,
@@ -322,6 +333,7 @@ impl LokiSink {
             });
             let refs_before = self.refs.len();
             self.streams.start_batch();
+            self.replay_last_ns.clear();
             self.line_encoder.use_symbols(job.batch.symbols());
             for (index, entry) in job.batch.entries().iter().enumerate() {
                 if selection.includes(slot, index, entry) {
@@ -444,11 +456,19 @@ impl LokiSink {
                 }
             }
         }
-        Ok(if live {
-            self.streams.raise(stream, timestamp_ns)
-        } else {
-            timestamp_ns
-        })
+        if live {
+            return Ok(self.streams.raise(stream, timestamp_ns));
+        }
+        // A replayed entry keeps its stored time (the one it was first sent
+        // with), raised only past an equal one before it in the same
+        // replayed batch: entries stored before the sink ever sent them (at
+        // a shutdown) still carry their shared read time.
+        let last = self.replay_last_ns.entry(stream).or_insert(0);
+        if timestamp_ns <= *last && *last - timestamp_ns < REPLAY_RAISE_MAX_NS {
+            timestamp_ns = *last + 1;
+        }
+        *last = timestamp_ns.max(*last);
+        Ok(timestamp_ns)
     }
 
     fn reject_here(&mut self, held_index: u32, index: usize, rejection: Rejection) {
