@@ -967,6 +967,9 @@ impl Dispatcher {
         self.receipts.sealed(self.sequence_next);
         self.sequence_next += 1;
         for sink in &mut self.sinks {
+            // Times a sink chose for the slot's previous batch must not be
+            // taken for this one's if it is stored before the sink sees it.
+            sink.failures.forget_sent_timestamps(slot);
             sink.lane.send(SinkJob {
                 batch: Arc::clone(&batch),
                 retry: false,

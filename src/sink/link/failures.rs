@@ -125,6 +125,19 @@ impl FailureTable {
         self.sent_ns[slot * self.entries_per_slot + entry].store(timestamp_ns, Ordering::Relaxed);
     }
 
+    /// Forgets the sent times of a slot (by the producer, before it hands
+    /// the sink a new batch in that slot). Nothing for a table that keeps
+    /// none.
+    pub fn forget_sent_timestamps(&self, slot: usize) {
+        if self.sent_ns.is_empty() {
+            return;
+        }
+        let range = slot * self.entries_per_slot..(slot + 1) * self.entries_per_slot;
+        for sent in &self.sent_ns[range] {
+            sent.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// The time an entry was sent with, if the sink chose one.
     pub fn sent_timestamp(&self, slot: usize, entry: usize) -> Option<u64> {
         let stored = self
@@ -252,7 +265,11 @@ mod tests {
         assert!(table.keeps_sent_timestamps());
         assert_eq!(table.sent_timestamp(1, 9), None);
         table.set_sent_timestamp(1, 9, 42);
+        table.set_sent_timestamp(0, 9, 7);
         assert_eq!(table.sent_timestamp(1, 9), Some(42));
-        assert_eq!(table.sent_timestamp(0, 9), None);
+        table.forget_sent_timestamps(1);
+        assert_eq!(table.sent_timestamp(1, 9), None);
+        assert_eq!(table.sent_timestamp(0, 9), Some(7), "other slots kept");
+        FailureTable::new(1, 1).forget_sent_timestamps(0);
     }
 }
