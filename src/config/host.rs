@@ -511,7 +511,7 @@ impl Config {
                     key: path.join("."),
                     line: document.key_line(&["sinks", id.as_str(), "labels"]),
                     message: format!(
-                        "stream label {name:?} has a value per {what}: each value is a Loki                          stream{bound}, and Loki's memory and index grow with streams; keep it in                          the line (encoding = \"json\") instead",
+                        "stream label {name:?} has a value per {what}: each value is a Loki stream{bound}, and Loki's memory and index grow with streams; keep it in the line (encoding = \"json\") instead",
                         what = if name == "file" { "file" } else { "process or message" },
                     ),
                 });
