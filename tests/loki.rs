@@ -657,6 +657,7 @@ fn a_label_per_file_makes_a_stream_per_file_with_a_warning() {
         .find(|line| line.contains("labels[1]"))
         .unwrap_or_else(|| panic!("no warning names labels[1]: {said}"));
     assert!(warning.contains("\"file\""), "{warning}");
+    assert!(!warning.contains("  "), "a run of spaces: {warning}");
     println!("check-config: {warning}");
 
     let total = (LABELLED_FILES * LINES_PER_FILE) as u64;
