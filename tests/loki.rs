@@ -1025,3 +1025,47 @@ fn kafka_keeps_its_pace_while_loki_is_down_and_both_get_every_line() {
     tally_from_loki(&loki, "{case=\"beside_kafka\"}", from_ns, LINES, |_, _| {})
         .assert_exactly_once("Loki");
 }
+
+/// Goal: lines that went to the DLQ while Loki was down are replayed once
+/// Loki is back even when no new line comes: automatic replay waits for
+/// the sink to be healthy, and the sink must find out that Loki answers
+/// again without live traffic. Method: Loki killed, 1,000 lines written
+/// (they go through the retries to the DLQ), Loki restarted, nothing more
+/// written; the 1,000 lines must reach Loki within 20 s.
+#[test]
+fn the_dlq_is_replayed_after_an_outage_without_new_lines() {
+    const LINES: u64 = 1_000;
+    let mut loki = Loki::start_with_wal();
+    let from_ns = now_ns();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = common::write_file(dir.path(), "input.log", "");
+    let sinks = loki_sink_table(
+        "loki",
+        &loki,
+        "labels = [\"source_id\"]\nstatic_labels = { case = \"idle\" }\nprobe_interval_ms = 200\nrequest_timeout_ms = 2000",
+    );
+    let config = common::write_file(
+        dir.path(),
+        "config.toml",
+        &common::file_source_config(&input, "", &format!("{sinks}\n{OUTAGE_RETRY_AND_DLQ}")),
+    );
+    let daemon = Daemon::start(&config);
+    loki.kill();
+    common::append_numbered_lines(&input, 0, LINES);
+    poll_until(
+        "the lines in the DLQ",
+        Duration::from_secs(30),
+        || sink_lines(&daemon, "loki", "loki", "error") == LINES,
+        || dlq_state(&daemon, "loki"),
+    );
+    loki.restart(Duration::from_secs(60));
+    poll_until(
+        "the DLQ replayed",
+        Duration::from_secs(20),
+        || all_delivered_or_replayed(&daemon, "loki", LINES),
+        || dlq_state(&daemon, "loki"),
+    );
+    daemon.stop();
+    tally_from_loki(&loki, "{case=\"idle\"}", from_ns, LINES, |_, _| {})
+        .assert_exactly_once("after the replay");
+}
