@@ -495,16 +495,12 @@ impl Config {
             for (index, name) in loki.unbounded_labels() {
                 let key = format!("labels[{index}]");
                 let path = ["sinks", id.as_str(), key.as_str()];
+                // max_files bounds the files open at once, not the files a
+                // glob matches over time: no bound can be given.
                 let bound = if name == "file" {
-                    let files: usize = self
-                        .sources
-                        .values()
-                        .filter_map(|source| source.as_file())
-                        .map(|source| source.max_files.get())
-                        .sum();
-                    format!(" (up to {files} streams from the file sources' max_files)")
+                    " (one per file the sources' paths ever match)"
                 } else {
-                    String::new()
+                    ""
                 };
                 warnings.push(ConfigWarning {
                     path: document.path().to_path_buf(),

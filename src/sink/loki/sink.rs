@@ -187,6 +187,22 @@ impl Breaker {
         self.open_until.is_some_and(|until| Instant::now() < until)
     }
 
+    /// Open, and its wait is over.
+    fn is_probe_due(&self) -> bool {
+        self.open_until.is_some_and(|until| Instant::now() >= until)
+    }
+
+    /// How long an idle sink sleeps: until the next probe is due when the
+    /// breaker is open (a dispatcher's job wakes it sooner).
+    fn park_timeout(&self) -> Duration {
+        let longest = Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX);
+        self.open_until.map_or(longest, |until| {
+            until
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), longest)
+        })
+    }
+
     /// The timeout of the next request: a probe's while the breaker is
     /// open (or its wait is over), none of its own otherwise.
     fn timeout(&self) -> Option<Duration> {
@@ -295,11 +311,38 @@ impl LokiSink {
                 if links.is_finished() && !links.has_jobs() {
                     break;
                 }
-                wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
+                if self.breaker.is_probe_due() {
+                    self.probe_idle();
+                    continue;
+                }
+                wake::park(self.breaker.park_timeout());
                 continue;
             }
             self.send_round();
             self.report_round(&mut links, &sink_metrics);
+        }
+    }
+
+    /// With the breaker open and nothing to send, asks Loki with a push of
+    /// no entries whether it answers: the DLQ's replay waits for the breaker
+    /// to close, and with no new line nothing else would ever probe. Any
+    /// answer but a retryable one closes the breaker.
+    fn probe_idle(&mut self) {
+        self.metrics.requests.add(1);
+        let body = match self.options.format {
+            LokiFormat::Protobuf => self
+                .encoder
+                .protobuf(&[], &mut [])
+                .expect("an empty request compresses"),
+            LokiFormat::Json => self.encoder.json(&[], &mut []),
+        };
+        let (pushed, _bytes) = self.client.push(body, self.breaker.timeout());
+        match pushed.answer {
+            Answer::Retry { error, after } => {
+                self.metrics.error(error).add(1);
+                self.open_breaker(error, after, &pushed);
+            }
+            Answer::Accepted | Answer::Refused { .. } => self.close_breaker(),
         }
     }
 
