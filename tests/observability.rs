@@ -340,17 +340,28 @@ fn two_kafka_sinks(bootstrap: &str, extra: &str) -> String {
 
 /// Goal: two Kafka sinks on one topic export distinct series (Prometheus
 /// rejects a scrape with two identical ones), and every Kafka series names
-/// its sink. Method: ship lines to both sinks through the mock cluster,
-/// then check the exposition with promtool and for duplicate series.
+/// its sink; so do two Loki sinks on one Loki; the dashboard queries only
+/// exported families. Method: ship lines to all four sinks (the mock
+/// cluster, the real Loki of `../shared/loki`), then check the exposition
+/// with promtool and for duplicate series.
 #[test]
 fn two_kafka_sinks_on_one_topic_export_distinct_series() {
     const LINES: u64 = 2_000;
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
     cluster.create_topic("logs", 4, 1).expect("topic");
+    let loki = common::loki::Loki::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("input.log");
     std::fs::write(&input, "").expect("create input");
-    let sinks = two_kafka_sinks(&cluster.bootstrap_servers(), "");
+    let mut lokis = String::new();
+    for id in ["gamma", "delta"] {
+        lokis.push_str(&format!(
+            "[sinks.{id}]\ntype = \"loki\"\nurl = \"http://{}/loki/api/v1/push\"\n\
+             labels = [\"source_id\"]\nstatic_labels = {{ sink = \"{id}\" }}\n\n",
+            loki.http
+        ));
+    }
+    let sinks = two_kafka_sinks(&cluster.bootstrap_servers(), &lokis);
     let config = write_file(
         dir.path(),
         "config.toml",
@@ -358,9 +369,14 @@ fn two_kafka_sinks_on_one_topic_export_distinct_series() {
     );
     let daemon = Daemon::start(&config);
     append_numbered_lines(&input, 0, LINES);
-    for id in ["alpha", "beta"] {
+    for (id, kind) in [
+        ("alpha", "kafka"),
+        ("beta", "kafka"),
+        ("gamma", "loki"),
+        ("delta", "loki"),
+    ] {
         let delivered = format!(
-            "log_capturer_sink_logs_total{{sink=\"{id}\",sink_type=\"kafka\",status=\"success\"}}"
+            "log_capturer_sink_logs_total{{sink=\"{id}\",sink_type=\"{kind}\",status=\"success\"}}"
         );
         wait_until("both sinks delivered", Duration::from_secs(30), || {
             sample(&daemon.get("/metrics").1, &delivered) == Some(LINES as f64)
@@ -371,6 +387,17 @@ fn two_kafka_sinks_on_one_topic_export_distinct_series() {
     assert_promtool_accepts(&body);
     for line in body.lines().filter(|line| line.starts_with("kafka_")) {
         assert!(line.contains("sink_name=\""), "no sink id: {line}");
+    }
+    for id in ["gamma", "delta"] {
+        assert_eq!(
+            sample(
+                &body,
+                &format!("log_capturer_loki_requests_total{{sink=\"{id}\"}}")
+            )
+            .map(|requests| requests >= 1.0),
+            Some(true),
+            "{id}: requests counted"
+        );
     }
     assert_dashboard_metrics_exported(&body);
     for id in ["alpha", "beta"] {
