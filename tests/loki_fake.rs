@@ -1210,3 +1210,58 @@ fn replayed_records_sharing_a_time_arrive_as_distinct_entries() {
     assert_eq!(earliest, Some(read_at_ns), "the stored time is kept");
     daemon.stop();
 }
+
+/// Goal: an entry older than the last one of its stream is sent after it,
+/// and when that moves it by a second or more it is counted
+/// (`log_capturer_timestamp_raised_total`). Method: a syslog TCP source
+/// whose first message is dated 5 minutes ahead and the second now, one
+/// stream for both.
+#[test]
+fn entries_moved_past_a_skewed_one_are_counted() {
+    let _one = one_at_a_time();
+    let fake = FakeLoki::start();
+    let setup = Setup::new();
+    let port = common::free_port();
+    setup.write_config(&format!(
+        "[sources.sys]\ntype = \"syslog\"\ntcp = \"127.0.0.1:{port}\"\n\n{}\n{RETRY_AND_DLQ}",
+        loki_sink_table("loki", &fake.url(), "labels = [\"source_id\"]")
+    ));
+    let daemon = setup.start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let stamp = |unix: i64| {
+        jiff::Timestamp::from_second(unix)
+            .expect("time")
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let mut frames = String::new();
+    for (unix, text) in [(now + 300, "ahead"), (now, "on time")] {
+        let message = format!("<14>1 {} web app - - - {text}", stamp(unix));
+        frames.push_str(&format!("{} {message}", message.len()));
+    }
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(frames.as_bytes()).expect("send");
+    drop(stream);
+    common::wait_until("both messages accepted", Duration::from_secs(20), || {
+        fake.accepted_count() >= 2
+    });
+    let accepted = fake.accepted();
+    let time_of = |text: &str| {
+        accepted
+            .iter()
+            .find(|entry| entry.line.ends_with(text.as_bytes()))
+            .map(|entry| entry.timestamp_ns)
+            .unwrap_or_else(|| panic!("{text} not accepted: {}", summary(&fake)))
+    };
+    assert_eq!(time_of("ahead"), (now as u64 + 300) * 1_000_000_000);
+    assert_eq!(time_of("on time"), time_of("ahead") + 1, "sent after it");
+    let (_, body) = daemon.get("/metrics");
+    assert_eq!(
+        common::sample(&body, "log_capturer_timestamp_raised_total{sink=\"loki\"}"),
+        Some(1.0)
+    );
+    daemon.stop();
+}

@@ -44,6 +44,14 @@ pub struct Pushed {
     pub message: String,
 }
 
+impl Pushed {
+    /// The HTTP status for a log line, or `none` when there was no answer.
+    pub fn status_text(&self) -> String {
+        self.status
+            .map_or_else(|| "none".to_string(), |status| status.to_string())
+    }
+}
+
 pub struct LokiClient {
     agent: ureq::Agent,
     url: String,

@@ -168,6 +168,22 @@ pub fn label_name_problem(name: &str) -> Option<&'static str> {
     None
 }
 
+/// Loki's tenant ID rules: 1 to 150 bytes of letters, digits and
+/// `!-_.*'()`, not `.` or `..`.
+fn tenant_problem(tenant: &str) -> Option<&'static str> {
+    if tenant.is_empty() || tenant.len() > 150 {
+        return Some("a tenant ID has 1 to 150 characters");
+    }
+    if tenant == "." || tenant == ".." {
+        return Some("`.` and `..` are not tenant IDs");
+    }
+    let allowed = |byte: u8| byte.is_ascii_alphanumeric() || b"!-_.*'()".contains(&byte);
+    if !tenant.bytes().all(allowed) {
+        return Some("a tenant ID holds only letters, digits and !-_.*'()");
+    }
+    None
+}
+
 impl LokiSinkConfig {
     /// Checks what parsing cannot: `Err((key, reason))`.
     pub fn problems(&self) -> Result<(), (String, String)> {
@@ -187,12 +203,9 @@ impl LokiSinkConfig {
             ));
         }
         if let Some(tenant) = &self.tenant_id
-            && (tenant.is_empty() || tenant.bytes().any(|byte| byte.is_ascii_control()))
+            && let Some(reason) = tenant_problem(tenant)
         {
-            return Err((
-                "tenant_id".to_string(),
-                "not empty, without control characters".to_string(),
-            ));
+            return Err(("tenant_id".to_string(), format!("{tenant:?}: {reason}")));
         }
         if let Some(auth) = &self.basic_auth
             && auth.user.contains(':')
@@ -218,6 +231,12 @@ impl LokiSinkConfig {
         };
         if uri.host().is_none_or(str::is_empty) {
             return problem(format!("{:?} names no host", self.url));
+        }
+        if matches!(uri.path(), "" | "/") {
+            return problem(format!(
+                "{:?} names no push path (Loki's is /loki/api/v1/push)",
+                self.url
+            ));
         }
         if !https && (self.ca_file.is_some() || self.insecure_skip_verify) {
             let key = if self.ca_file.is_some() {
@@ -340,6 +359,12 @@ mod tests {
                 "max_request_bytes",
             ),
             ("url = \"http://x/push\"\ntenant_id = \"\"", "tenant_id"),
+            (
+                "url = \"http://x/push\"\ntenant_id = \"a b|c\"",
+                "tenant_id",
+            ),
+            ("url = \"http://x:3100\"", "url"),
+            ("url = \"http://x:3100/\"", "url"),
             (
                 "url = \"http://x/push\"\nbasic_auth = { user = \"a:b\", password = \"p\" }",
                 "basic_auth.user",

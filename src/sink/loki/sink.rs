@@ -68,6 +68,9 @@ pub const FUTURE_GRACE: Duration = Duration::from_secs(600);
 /// of order, which Loki takes, and keeps its time.
 const REPLAY_RAISE_MAX_NS: u64 = 1_000_000_000;
 
+/// A raise this large is counted (`log_capturer_timestamp_raised_total`).
+const RAISED_FAR_NS: u64 = 1_000_000_000;
+
 /// Bytes an entry adds to a request besides its line (time, framing).
 const ENTRY_OVERHEAD_BYTES: usize = 32;
 
@@ -86,6 +89,9 @@ pub struct LokiMetrics {
     pub timestamps_rejected_old: Counter,
     /// `log_capturer_timestamp_rejection_total{reason="too_new"}`.
     pub timestamps_rejected_new: Counter,
+    /// `log_capturer_timestamp_raised_total`: live entries sent a second or
+    /// more after their own time, to stay after their stream's last entry.
+    pub timestamps_raised_far: Counter,
     /// `log_capturer_loki_streams`: streams the sink knows.
     pub streams: Gauge,
     /// `log_capturer_loki_requests_total`, split requests included.
@@ -500,7 +506,13 @@ impl LokiSink {
             }
         }
         if live {
-            return Ok(self.streams.raise(stream, timestamp_ns));
+            let sent_ns = self.streams.raise(stream, timestamp_ns);
+            if sent_ns - timestamp_ns >= RAISED_FAR_NS {
+                // Not the nanoseconds between lines of one read: an entry
+                // older than its stream's last one (a late or skewed sender).
+                self.metrics.timestamps_raised_far.add(1);
+            }
+            return Ok(sent_ns);
         }
         // A replayed entry keeps its stored time (the one it was first sent
         // with), raised only past an equal one before it in the same
@@ -693,7 +705,7 @@ impl LokiSink {
         if self.breaker.open(wait) {
             self.metrics.breaker_state.set(1);
             self.metrics.breaker_openings.add(1);
-            tracing::warn!(sink = %self.options.id, error = error.as_str(), status = ?pushed.status, message = %pushed.message, wait_ms = wait.as_millis() as u64, "Loki push failed: circuit breaker open; batches fail as retryable until a request is answered");
+            tracing::warn!(sink = %self.options.id, error = error.as_str(), status = pushed.status_text(), message = %pushed.message, wait_ms = wait.as_millis() as u64, "Loki push failed: circuit breaker open; batches fail as retryable until a request is answered");
         }
     }
 
@@ -712,7 +724,7 @@ impl LokiSink {
             return;
         }
         self.failure_logged_at = Some(Instant::now());
-        tracing::warn!(sink = %self.options.id, status = ?pushed.status, message = %pushed.message, entries, "Loki refused entries of a request; finding them to store in rejected/");
+        tracing::warn!(sink = %self.options.id, status = pushed.status_text(), message = %pushed.message, entries, "Loki refused entries of a request; finding them to store in rejected/");
     }
 
     fn warn_on_many_streams(&mut self) {

@@ -188,6 +188,7 @@ fn loki(figures: &mut Figures, id: &str) -> (String, Arc<LokiMetrics>) {
         &loki.timestamps_clamped,
         &loki.timestamps_rejected_old,
         &loki.timestamps_rejected_new,
+        &loki.timestamps_raised_far,
         &loki.requests,
         &loki.breaker_openings,
     ]) {

@@ -19,6 +19,10 @@ pub static TIMESTAMP_REJECTION: Family = Family::counter(
     "log_capturer_timestamp_rejection_total",
     "Entries refused before sending for their time (too_old with old_entries = \"reject\", too_new), stored in rejected/.",
 );
+pub static TIMESTAMP_RAISED: Family = Family::counter(
+    "log_capturer_timestamp_raised_total",
+    "Entries sent a second or more after their own time, to stay after the last entry of their stream (a late or clock-skewed sender).",
+);
 pub static STREAMS: Family = Family::gauge(
     "log_capturer_loki_streams",
     "Loki streams the sink has sent to since start (or since its stream table started over).",
@@ -46,6 +50,10 @@ pub fn render(out: &mut Exposition, loki: &[(String, Arc<LokiMetrics>)]) {
     TIMESTAMP_CLAMPED.header(out);
     for (sink, metrics) in loki {
         TIMESTAMP_CLAMPED.sample(out, &[("sink", sink)], metrics.timestamps_clamped.get());
+    }
+    TIMESTAMP_RAISED.header(out);
+    for (sink, metrics) in loki {
+        TIMESTAMP_RAISED.sample(out, &[("sink", sink)], metrics.timestamps_raised_far.get());
     }
     TIMESTAMP_REJECTION.header(out);
     for (sink, metrics) in loki {
