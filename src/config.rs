@@ -207,8 +207,15 @@ pub struct DispatcherConfig {
     pub batch_size: NonZeroUsize,
     /// A batch is sealed when its line bytes reach this many.
     pub batch_bytes: NonZeroUsize,
-    /// A batch is sealed this long after its first entry, however small.
+    /// A batch is sealed this long after its first entry, however small:
+    /// the bound under load.
     pub batch_timeout_ms: NonZeroU64,
+    /// The delay the daemon aims for between reading a line and handing it
+    /// to the sinks: a batch whose sources have nothing more to give is
+    /// sealed once its first entry has waited this long, and Kafka sinks
+    /// linger half of it (`linger.ms`, unless their `librdkafka` table sets
+    /// it). Larger values make larger batches and cost less CPU per line.
+    pub latency_target_ms: NonZeroU64,
     /// Most entries waiting in one source ring. Rounded down to whole chunks
     /// of `CHUNK_LINES_MAX` entries; validation requires at least
     /// `SOURCE_CHUNKS_MIN` chunks' worth.
@@ -225,6 +232,7 @@ impl Default for DispatcherConfig {
             batch_size: NonZeroUsize::new(1000).expect("not zero"),
             batch_bytes: NonZeroUsize::new(1024 * 1024).expect("not zero"),
             batch_timeout_ms: NonZeroU64::new(100).expect("not zero"),
+            latency_target_ms: NonZeroU64::new(5).expect("not zero"),
             queue_capacity: NonZeroUsize::new(65_536).expect("not zero"),
             batches_in_flight: NonZeroUsize::new(8).expect("not zero"),
         }

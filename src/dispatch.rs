@@ -14,7 +14,8 @@
 //!         a batch every sink is done with is complete: its arena returns
 //!     hand every retry that came due to its sink (failed entries only)
 //!     drain source rings round-robin into the open batch; seal it on
-//!         batch_size, batch_bytes or batch_timeout_ms
+//!         batch_size, batch_bytes or batch_timeout_ms, or once it has
+//!         waited latency_target_ms when the source rings are empty
 //!     nothing to do: park until woken, the batch deadline or the next retry
 //! ```
 //!
@@ -76,6 +77,9 @@ pub struct BatchSettings {
     pub batch_size: usize,
     pub batch_bytes: usize,
     pub batch_timeout: Duration,
+    /// An open batch is sealed this long after its first entry when the
+    /// sources have nothing more (`[dispatcher] latency_target_ms`).
+    pub latency_target: Duration,
 }
 
 /// Retry settings, from `[retry]`, and the shutdown bound.
@@ -418,8 +422,9 @@ impl Dispatcher {
                 sink.dlq.flush_if_due();
             }
             if self.draining_since.is_none() {
-                progressed |= self.drain_sources();
-                self.seal_if_due();
+                let (moved, sources_idle) = self.drain_sources();
+                progressed |= moved;
+                self.seal_if_due(sources_idle);
                 if self.past_stop_deadline() && self.arenas.is_empty() {
                     progressed |= self.spill_sources();
                 }
@@ -502,7 +507,13 @@ impl Dispatcher {
     fn park_timeout(&self) -> Duration {
         let mut timeout = Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX);
         if let Some(open) = self.open.as_ref().filter(|open| !open.is_empty()) {
-            let due = open.opened_at() + self.settings.batch_timeout;
+            // Parking means the sources have nothing more: the latency
+            // target is the batch's deadline then.
+            let wait = self
+                .settings
+                .batch_timeout
+                .min(self.settings.latency_target);
+            let due = open.opened_at() + wait;
             timeout = timeout.min(due.saturating_duration_since(Instant::now()));
         }
         if let Some(retry_in) = self.wheel.next_due_in(Instant::now()) {
@@ -837,22 +848,30 @@ impl Dispatcher {
             .set((self.slots.len() - self.free_slots.len()) as u64);
     }
 
-    /// Copies lines from the source rings into batches. True if any moved.
-    fn drain_sources(&mut self) -> bool {
+    /// Copies lines from the source rings into batches. Returns whether
+    /// any moved, and whether every ring was left empty (the sources have
+    /// nothing more to give for now).
+    fn drain_sources(&mut self) -> (bool, bool) {
         let mut progressed = false;
+        let mut idle = true;
         let count = self.sources.len();
         for offset in 0..count {
             let index = (self.source_first + offset) % count;
+            let mut emptied = false;
             for _ in 0..limits::DISPATCH_CHUNKS_PER_SOURCE_MAX {
                 match self.drain_one_chunk(index) {
                     Drained::Chunk => progressed = true,
-                    Drained::Empty => break,
-                    Drained::Stalled => return progressed,
+                    Drained::Empty => {
+                        emptied = true;
+                        break;
+                    }
+                    Drained::Stalled => return (progressed, false),
                 }
             }
+            idle &= emptied;
         }
         self.source_first = (self.source_first + 1) % count.max(1);
-        progressed
+        (progressed, idle)
     }
 
     fn drain_one_chunk(&mut self, index: usize) -> Drained {
@@ -936,11 +955,18 @@ impl Dispatcher {
         true
     }
 
-    fn seal_if_due(&mut self) {
+    /// Seals the open batch when it has waited `batch_timeout`, or
+    /// `latency_target` with `sources_idle` (every ring emptied).
+    fn seal_if_due(&mut self, sources_idle: bool) {
+        let wait = if sources_idle {
+            self.settings
+                .batch_timeout
+                .min(self.settings.latency_target)
+        } else {
+            self.settings.batch_timeout
+        };
         let due = match &self.open {
-            Some(open) => {
-                !open.is_empty() && open.opened_at().elapsed() >= self.settings.batch_timeout
-            }
+            Some(open) => !open.is_empty() && open.opened_at().elapsed() >= wait,
             None => false,
         };
         if due {

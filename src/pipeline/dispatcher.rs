@@ -39,6 +39,7 @@ pub(super) fn start(
         batch_size: config.dispatcher.batch_size.get(),
         batch_bytes: config.dispatcher.batch_bytes.get(),
         batch_timeout: Duration::from_millis(config.dispatcher.batch_timeout_ms.get()),
+        latency_target: Duration::from_millis(config.dispatcher.latency_target_ms.get()),
     };
     let parts = DispatcherParts {
         arenas: arenas(config, &settings),

@@ -113,6 +113,7 @@ pub(super) fn spawn_thread(
         slots,
         batch_size,
         batch_bytes: config.dispatcher.batch_bytes.get(),
+        latency_target: std::time::Duration::from_millis(config.dispatcher.latency_target_ms.get()),
     })?;
     let waker = Waker::new();
     let (live_end, live_lane) = link::lane(slots.live(), wiring.dispatcher.clone(), waker.clone());

@@ -196,6 +196,14 @@ fn stdin_settings(id: &str, config: &StdinSourceConfig) -> StdinSettings {
     }
 }
 
+/// A fifth of the latency target, at most the poll interval: reading a
+/// written file this soon keeps its lines well within the target, and
+/// lets the writes of a burst be read together.
+fn write_wait(config: &FileSourceConfig, whole: &Config) -> Duration {
+    let target = Duration::from_millis(whole.dispatcher.latency_target_ms.get());
+    (target / 5).min(Duration::from_millis(config.poll_interval_ms.get()))
+}
+
 fn file_settings(id: &str, config: &FileSourceConfig, whole: &Config) -> FileSourceSettings {
     FileSourceSettings {
         id: id.to_string(),
@@ -205,6 +213,7 @@ fn file_settings(id: &str, config: &FileSourceConfig, whole: &Config) -> FileSou
         start_at: config.start_at,
         max_line_bytes: config.max_line_bytes,
         poll_interval: Duration::from_millis(config.poll_interval_ms.get()),
+        write_wait: write_wait(config, whole),
         glob_interval: Duration::from_millis(config.glob_interval_ms.get()),
         max_files: config.max_files.get(),
         rotate_wait: Duration::from_millis(config.rotate_wait_ms.get()),

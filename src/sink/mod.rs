@@ -101,6 +101,8 @@ pub struct SinkContext {
     pub batch_size: usize,
     /// Bytes of lines at which a batch is sealed.
     pub batch_bytes: usize,
+    /// `[dispatcher] latency_target_ms`.
+    pub latency_target: std::time::Duration,
 }
 
 /// How the DLQ replay of a sink tells that the sink is healthy: no failure

@@ -39,12 +39,18 @@ impl SinkKind for KafkaSinkConfig {
 
     fn build(&self, context: SinkContext) -> Result<BuiltSink, SinkBuildError> {
         let queue_messages = context.batch_size * context.slots.slots_total();
-        let client = config::client_config(self, queue_messages).map_err(|source| {
+        let mut client = config::client_config(self, queue_messages).map_err(|source| {
             SinkBuildError::KafkaConfig {
                 sink: context.id.clone(),
                 source,
             }
         })?;
+        if !self.librdkafka.contains_key("linger.ms") {
+            // Half the daemon's latency target: librdkafka's own wait for
+            // a fuller Kafka batch is part of a line's delay.
+            let linger = context.latency_target / 2;
+            client.set("linger.ms", format!("{:.1}", linger.as_secs_f64() * 1000.0));
+        }
         let options = KafkaSinkOptions {
             id: context.id.clone(),
             topic: self.topic.clone(),

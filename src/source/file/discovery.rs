@@ -4,19 +4,25 @@
 //! Thread: the source thread. A glob is expanded at start-up, every
 //! `glob_interval_ms`, and soon after inotify reports a file created in or
 //! moved into a watched directory (the fixed leading directories of the
-//! patterns). Inotify is read without blocking once per source round, so it
-//! needs no thread and no spin: an idle source wakes every `poll_interval_ms`
-//! anyway. A directory that cannot be watched (it does not exist yet) is
-//! tried again at the next periodic scan, which also covers whatever
-//! inotify misses (a queue overflow, a pattern with a glob in a directory).
+//! patterns). The same watches report writes to the files in those
+//! directories ([`Discovery::read_events`]), so that the source reads a
+//! file soon after it grows instead of at its next poll; the source waits
+//! on the inotify descriptor ([`Discovery::raw_fd`]) along with its waker.
+//! Inotify is read without blocking, until it is empty. A directory that
+//! cannot be watched (it does not exist yet) is tried again at the next
+//! periodic scan, which also covers whatever inotify misses (a queue
+//! overflow, a pattern with a glob in a directory); files outside the
+//! watched directories are read at their poll interval.
 //!
 //! Allocations: each scan allocates the list of matching paths; scans are
 //! seconds apart.
 
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use inotify::{Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 /// Bytes of the inotify read buffer: room for about 100 events.
 const EVENT_BUFFER_BYTES: usize = 4096;
@@ -30,8 +36,8 @@ const EVENT_SCAN_DELAY: Duration = Duration::from_millis(20);
 pub struct Discovery {
     include: Vec<String>,
     exclude: Vec<glob::Pattern>,
-    /// Directories to watch, and whether they are watched.
-    directories: Vec<(PathBuf, bool)>,
+    /// Directories to watch, and their watch once added.
+    directories: Vec<(PathBuf, Option<WatchDescriptor>)>,
     inotify: Option<Inotify>,
     events: Vec<u8>,
     interval: Duration,
@@ -49,11 +55,11 @@ impl Discovery {
                 None
             }
         };
-        let mut directories: Vec<(PathBuf, bool)> = Vec::new();
+        let mut directories: Vec<(PathBuf, Option<WatchDescriptor>)> = Vec::new();
         for pattern in include {
             let directory = fixed_directory(pattern);
             if !directories.iter().any(|(known, _)| *known == directory) {
-                directories.push((directory, false));
+                directories.push((directory, None));
             }
         }
         Self {
@@ -71,22 +77,49 @@ impl Discovery {
     }
 
     /// Whether a scan is due: its interval passed, or inotify reported a
-    /// new file. Reads inotify without blocking.
-    pub fn is_due(&mut self, now: Instant) -> bool {
-        if let Some(inotify) = self.inotify.as_mut() {
-            let mut reported = false;
-            // Until the queue is empty (`WouldBlock`) or unreadable.
-            while let Ok(mut events) = inotify.read_events(&mut self.events) {
-                if events.next().is_none() {
-                    break;
+    /// new file (see [`read_events`](Self::read_events)).
+    pub fn is_due(&self, now: Instant) -> bool {
+        now >= self.next_scan
+    }
+
+    /// The inotify descriptor, for the source to wait on.
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.inotify.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Reads inotify until it is empty, without blocking: a file created
+    /// or moved in (or lost events) makes a scan due soon; a write to a
+    /// file of a watched directory is handed to `written` as (directory,
+    /// file name).
+    pub fn read_events(&mut self, now: Instant, mut written: impl FnMut(&Path, &OsStr)) {
+        let Some(inotify) = self.inotify.as_mut() else {
+            return;
+        };
+        let mut scan_soon = false;
+        // Until the queue is empty (`WouldBlock`) or unreadable.
+        while let Ok(events) = inotify.read_events(&mut self.events) {
+            let mut any = false;
+            for event in events {
+                any = true;
+                if event.mask.contains(EventMask::MODIFY) {
+                    let directory = self
+                        .directories
+                        .iter()
+                        .find(|(_, watch)| watch.as_ref() == Some(&event.wd));
+                    if let (Some((directory, _)), Some(name)) = (directory, event.name) {
+                        written(directory, name);
+                    }
+                } else {
+                    scan_soon = true;
                 }
-                reported = true;
             }
-            if reported {
-                self.next_scan = self.next_scan.min(now + EVENT_SCAN_DELAY);
+            if !any {
+                break;
             }
         }
-        now >= self.next_scan
+        if scan_soon {
+            self.next_scan = self.next_scan.min(now + EVENT_SCAN_DELAY);
+        }
     }
 
     /// Expands every pattern into `paths` (cleared first): existing regular
@@ -121,12 +154,13 @@ impl Discovery {
         let Some(inotify) = self.inotify.as_mut() else {
             return;
         };
-        for (directory, watched) in &mut self.directories {
-            if *watched {
+        for (directory, watch) in &mut self.directories {
+            if watch.is_some() {
                 continue;
             }
-            let mask = WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR;
-            *watched = inotify.watches().add(&*directory, mask).is_ok();
+            let mask =
+                WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::MODIFY | WatchMask::ONLYDIR;
+            *watch = inotify.watches().add(&*directory, mask).ok();
         }
     }
 }
@@ -172,7 +206,8 @@ mod tests {
     }
 
     /// Goal: a file created after the first scan is found by the next one,
-    /// inotify makes that scan due at once, and `exclude` holds.
+    /// inotify makes that scan due at once, `exclude` holds, and writes to
+    /// files of the watched directory are reported by name.
     #[test]
     fn new_files_are_found_and_excludes_hold() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -188,9 +223,29 @@ mod tests {
         std::fs::write(dir.path().join("skip-me.log"), b"x\n").expect("write");
         std::fs::write(dir.path().join("b.txt"), b"x\n").expect("write");
         let reported = Instant::now();
+        let mut written = Vec::new();
+        discovery.read_events(reported, |directory, name| {
+            written.push(directory.join(name));
+        });
         assert!(!discovery.is_due(reported), "a burst settles first");
         assert!(discovery.is_due(reported + EVENT_SCAN_DELAY));
         discovery.scan(&mut paths);
         assert_eq!(paths, vec![dir.path().join("a.log")]);
+        assert!(written.contains(&dir.path().join("a.log")), "{written:?}");
+
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("a.log"))
+            .expect("open");
+        std::io::Write::write_all(&mut file, b"more\n").expect("append");
+        written.clear();
+        discovery.read_events(Instant::now(), |directory, name| {
+            written.push(directory.join(name));
+        });
+        assert_eq!(written, vec![dir.path().join("a.log")]);
+        assert!(
+            !discovery.is_due(Instant::now()),
+            "a write is no reason to scan"
+        );
     }
 }

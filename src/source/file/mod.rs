@@ -64,6 +64,7 @@ mod discovery;
 mod ledger;
 mod reading;
 mod tracking;
+mod waiting;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -81,7 +82,6 @@ use crate::metrics::{FileStatus, SourceMetrics};
 pub use crate::source::SourceLinks;
 use crate::source::positions::{FileIdentity, PositionRecord, PositionStore};
 use crate::source::{Receipt, SourceChunk, StreamId};
-use crate::wake;
 
 use discovery::Discovery;
 pub use discovery::is_glob;
@@ -137,6 +137,10 @@ pub struct FileSourceSettings {
     pub start_at: StartAt,
     pub max_line_bytes: usize,
     pub poll_interval: Duration,
+    /// How long after inotify reports a write the file is read: the writes
+    /// of one burst are read together (from `[dispatcher]
+    /// latency_target_ms`).
+    pub write_wait: Duration,
     pub glob_interval: Duration,
     pub max_files: usize,
     pub rotate_wait: Duration,
@@ -267,6 +271,8 @@ pub struct FileSource {
     pool_size: usize,
     stop: Arc<AtomicBool>,
     metrics: Arc<SourceMetrics>,
+    /// Set when the thread starts.
+    waiter: Option<waiting::Waiter>,
 }
 
 impl FileSource {
@@ -309,20 +315,49 @@ impl FileSource {
             spare: chunks,
             stop,
             metrics,
+            waiter: None,
         }
+    }
+
+    /// Waits at most `timeout` for the dispatcher or a watched write.
+    fn wait(&mut self, timeout: Duration) {
+        self.waiter
+            .as_mut()
+            .expect("the waiter is bound when the thread starts")
+            .wait(timeout);
+    }
+
+    /// Brings forward the next read of every file inotify saw written.
+    fn note_writes(&mut self, now: Instant) {
+        let due = now + self.settings.write_wait;
+        let files = &mut self.files;
+        self.discovery.read_events(now, |directory, name| {
+            for file in files.iter_mut() {
+                if file.next_poll > due
+                    && file.path.file_name() == Some(name)
+                    && file.path.parent() == Some(directory)
+                {
+                    file.next_poll = due;
+                }
+            }
+        });
     }
 
     /// The thread body. Returns when stopped, or at end of input with
     /// `exit_on_eof`, once the dispatcher has finished and the last
     /// positions are written.
     pub fn run(mut self) {
-        self.links.own.register_current();
+        self.waiter = Some(waiting::Waiter::bind(
+            &self.links.own,
+            self.discovery.raw_fd(),
+        ));
         self.load_positions();
         // Acquire pairs with the Release store of the shutdown path, so a
         // stop seen here is a stop requested before.
         while !self.stop.load(Ordering::Acquire) {
             self.take_commits();
             let now = Instant::now();
+            self.note_writes(now);
             if self.discovery.is_due(now) {
                 self.discover();
             }
@@ -348,7 +383,7 @@ impl FileSource {
                 break;
             }
             if !progressed {
-                wake::park(next_due.saturating_duration_since(Instant::now()));
+                self.wait(next_due.saturating_duration_since(Instant::now()));
             }
         }
         self.finish();
@@ -386,7 +421,7 @@ impl FileSource {
             if self.links.commits.is_abandoned() && self.links.commits.is_empty() {
                 break;
             }
-            wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
+            self.wait(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
         }
         self.take_commits();
         self.publish();

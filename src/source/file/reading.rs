@@ -8,7 +8,6 @@ use crate::clock::now_ns;
 use crate::limits;
 use crate::source::SourceChunk;
 use crate::source::split::{carries_spans, next_read_bytes};
-use crate::wake;
 
 impl FileSource {
     /// Reads what is new in one open file. True if lines were produced.
@@ -188,7 +187,7 @@ impl FileSource {
             }
             // Receipts keep coming while the source waits for chunks.
             self.take_commits();
-            wake::park(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
+            self.wait(Duration::from_millis(limits::PARK_TIMEOUT_MS_MAX));
         }
     }
 

@@ -1,0 +1,70 @@
+//! How the file source thread waits: on a `mio` poll over its waker and
+//! its inotify descriptor, so that the dispatcher's wake-ups (chunks and
+//! receipts coming back) and writes to watched files both end the wait;
+//! or, when no poll can be made, parked until the dispatcher unparks it.
+//!
+//! Thread: the source's (the waker is bound to it in [`Waiter::bind`]).
+//! Allocations: the poll's event list, once.
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::wake::{self, Waker};
+
+const WAKE: Token = Token(0);
+const INOTIFY: Token = Token(1);
+
+/// Events taken per wait: the source reads every ready source itself, so
+/// the list only needs to end the wait.
+const EVENTS_MAX: usize = 8;
+
+#[derive(Debug)]
+pub enum Waiter {
+    Poll { poll: Poll, events: Events },
+    Park,
+}
+
+impl Waiter {
+    /// Binds `own` (the source's waker) to a new poll that also watches
+    /// `inotify`; falls back to parking the thread if that fails.
+    pub fn bind(own: &Waker, inotify: Option<RawFd>) -> Waiter {
+        match Self::poll(inotify) {
+            Ok((poll, waker)) => {
+                own.register_poll(waker);
+                Waiter::Poll {
+                    poll,
+                    events: Events::with_capacity(EVENTS_MAX),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no poll for the file source; it is woken by its poll interval and the dispatcher only");
+                own.register_current();
+                Waiter::Park
+            }
+        }
+    }
+
+    fn poll(inotify: Option<RawFd>) -> std::io::Result<(Poll, mio::Waker)> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE)?;
+        if let Some(fd) = inotify {
+            poll.registry()
+                .register(&mut SourceFd(&fd), INOTIFY, Interest::READABLE)?;
+        }
+        Ok((poll, waker))
+    }
+
+    /// Waits at most `timeout` for a wake-up or an inotify event.
+    pub fn wait(&mut self, timeout: Duration) {
+        match self {
+            Waiter::Poll { poll, events } => {
+                // An interrupted wait ends early, which costs one round.
+                let _ = poll.poll(events, Some(timeout));
+            }
+            Waiter::Park => wake::park(timeout),
+        }
+    }
+}
