@@ -319,12 +319,14 @@ impl FileSource {
         }
     }
 
-    /// Waits at most `timeout` for the dispatcher or a watched write.
+    /// Waits at most `timeout` for the dispatcher, or also for a watched
+    /// write when no read is due within the write wait.
     fn wait(&mut self, timeout: Duration) {
+        let watch_writes = timeout > self.settings.write_wait;
         self.waiter
             .as_mut()
             .expect("the waiter is bound when the thread starts")
-            .wait(timeout);
+            .wait(timeout, watch_writes);
     }
 
     /// Brings forward the next read of every file inotify saw written.

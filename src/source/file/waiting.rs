@@ -23,7 +23,12 @@ const EVENTS_MAX: usize = 8;
 
 #[derive(Debug)]
 pub enum Waiter {
-    Poll { poll: Poll, events: Events },
+    Poll {
+        poll: Poll,
+        events: Events,
+        /// The inotify descriptor, and whether it is in the poll now.
+        inotify: Option<(RawFd, bool)>,
+    },
     Park,
 }
 
@@ -37,6 +42,7 @@ impl Waiter {
                 Waiter::Poll {
                     poll,
                     events: Events::with_capacity(EVENTS_MAX),
+                    inotify: inotify.map(|fd| (fd, true)),
                 }
             }
             Err(error) => {
@@ -57,10 +63,31 @@ impl Waiter {
         Ok((poll, waker))
     }
 
-    /// Waits at most `timeout` for a wake-up or an inotify event.
-    pub fn wait(&mut self, timeout: Duration) {
+    /// Waits at most `timeout` for a wake-up, or also for an inotify event
+    /// when `watch_writes`. A source that will read soon anyway leaves
+    /// inotify out: a writer's every `write` would otherwise wake it.
+    /// Events that come meanwhile wait in inotify's queue, and putting the
+    /// descriptor back in the poll reports them at once.
+    pub fn wait(&mut self, timeout: Duration, watch_writes: bool) {
         match self {
-            Waiter::Poll { poll, events } => {
+            Waiter::Poll {
+                poll,
+                events,
+                inotify,
+            } => {
+                if let Some((fd, registered)) = inotify
+                    && *registered != watch_writes
+                {
+                    let registry = poll.registry();
+                    let changed = if watch_writes {
+                        registry.register(&mut SourceFd(fd), INOTIFY, Interest::READABLE)
+                    } else {
+                        registry.deregister(&mut SourceFd(fd))
+                    };
+                    if changed.is_ok() {
+                        *registered = watch_writes;
+                    }
+                }
                 // An interrupted wait ends early, which costs one round.
                 let _ = poll.poll(events, Some(timeout));
             }
