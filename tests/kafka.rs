@@ -708,8 +708,8 @@ fn bad_kafka_config_gives_clear_errors() {
         "unreachable.toml",
         &common::file_source_config(&input, "", &sinks),
     );
-    let daemon = common::Daemon::start(&config);
-    let mut seen = Vec::new();
+    // The breaker may open before the `started` line: those lines count.
+    let (daemon, mut seen) = common::start_daemon_with_log(&config);
     // Name resolution of the unreachable host is the machine's resolver's
     // pace; a loaded machine takes longer.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod config;
 pub mod log;
 pub mod sink;
+pub mod wakeup;
 
 pub use breaker::{Breaker, BreakerState};
 pub use log::ClientLog;

@@ -57,6 +57,7 @@ use crate::sink::SinkHealth;
 use crate::sink::encode::{Encoder, Encoding};
 use crate::sink::kafka::breaker::{Breaker, is_transport_error, rejection_of};
 use crate::sink::kafka::log::ClientLog;
+use crate::sink::kafka::wakeup::ReportWait;
 use crate::sink::link::{
     FailureTable, Outcome, Rejection, Selection, SinkLinks, SinkReport, SlotPlan,
 };
@@ -227,6 +228,9 @@ pub struct KafkaSink {
     key_symbol: Option<Symbol>,
     symbols: Arc<SymbolTable>,
     encoder: Encoder,
+    /// Set when the thread starts; declared before `producer` so that it
+    /// is dropped first (it holds a handle on the producer's queue).
+    report_wait: Option<ReportWait>,
     producer: BaseProducer<KafkaContext>,
     failures: Arc<FailureTable>,
     /// Batches taken from the ring and not yet reported, by slot.
@@ -251,8 +255,12 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
-/// How long the sink parks between looks for delivery reports.
+/// How long the sink parks between looks for delivery reports when
+/// librdkafka cannot signal them.
 const REPORT_WAIT: Duration = Duration::from_millis(1);
+
+/// The longest wait for a signalled delivery report: a safety net only.
+const REPORT_WAIT_SIGNALLED: Duration = Duration::from_millis(20);
 
 /// Entries handed to librdkafka before the loop polls again.
 const SENDS_PER_ROUND_MAX: usize = 4096;
@@ -325,6 +333,7 @@ impl KafkaSink {
             key_symbol,
             encoder: Encoder::new(options.encoding, Arc::clone(&symbols)),
             symbols,
+            report_wait: None,
             producer,
             failures,
             awaiting: (0..options.slots.slots_total()).map(|_| None).collect(),
@@ -344,9 +353,15 @@ impl KafkaSink {
     /// The thread body: runs until every lane is finished and every batch
     /// taken has been reported.
     pub fn run(mut self, mut links: SinkLinks, metrics: Arc<SinkMetrics>) {
-        links.own.register_current();
+        match ReportWait::new(self.producer.client(), &links.own) {
+            Ok(wait) => self.report_wait = Some(wait),
+            Err(error) => {
+                tracing::warn!(sink = %self.options.id, %error, "no poll for delivery reports; the sink looks for them every millisecond");
+                links.own.register_current();
+            }
+        }
         loop {
-            self.producer.poll(Duration::ZERO);
+            self.serve_events();
             self.open_on_transport_error();
             let mut progressed = self.produce(&mut links);
             // With the breaker open every waiting batch fails at once, before
@@ -370,28 +385,48 @@ impl KafkaSink {
         }
     }
 
+    /// Serves the events librdkafka queued (delivery reports, errors): one
+    /// at least, as every round always did (an event that does not reach
+    /// the signalled queue is still served at the next round), then every
+    /// one the queue still holds.
+    fn serve_events(&self) {
+        self.producer.poll(Duration::ZERO);
+        if let Some(wait) = &self.report_wait {
+            wait.serve_queued(|| self.producer.poll(Duration::ZERO));
+        }
+    }
+
     /// Waits for delivery reports or, with nothing in librdkafka, for the
-    /// dispatcher (it unparks this thread).
+    /// dispatcher (its wake ends the wait).
     ///
-    /// Delivery reports are awaited in parks of [`REPORT_WAIT`], each
-    /// followed by a `poll(0)` at the top of the loop, not in a `poll` with
-    /// a timeout: rdkafka's `BaseProducer::poll` returns only at its
-    /// deadline and spins through the deadline's last millisecond (it waits
-    /// in whole milliseconds), which cost a fifth of a core at a few
-    /// hundred batches per second.
-    fn wait(&self, idle: bool) {
+    /// Reports end the wait through librdkafka's queue signal (see
+    /// [`ReportWait`]); without it, they are looked for every
+    /// [`REPORT_WAIT`]. Never in a `poll` with a timeout: rdkafka's
+    /// `BaseProducer::poll` returns only at its deadline and spins through
+    /// the deadline's last millisecond (it waits in whole milliseconds),
+    /// which cost a fifth of a core at a few hundred batches per second.
+    fn wait(&mut self, idle: bool) {
         self.metrics
             .queue_size
             .set(self.producer.in_flight_count().max(0) as u64);
-        if self.awaiting_count > 0 && !self.breaker.is_open() {
-            wake::park(REPORT_WAIT);
+        let timeout = if self.awaiting_count > 0 && !self.breaker.is_open() {
+            if self.report_wait.is_some() {
+                REPORT_WAIT_SIGNALLED
+            } else {
+                REPORT_WAIT
+            }
         } else if idle {
-            let timeout = if self.breaker.is_open() {
+            Duration::from_millis(if self.breaker.is_open() {
                 50
             } else {
                 limits::PARK_TIMEOUT_MS_MAX
-            };
-            wake::park(Duration::from_millis(timeout));
+            })
+        } else {
+            return;
+        };
+        match &mut self.report_wait {
+            Some(wait) => wait.wait(timeout),
+            None => wake::park(timeout),
         }
     }
 
