@@ -102,6 +102,8 @@ pub struct SourceEnd {
     pub commits: Producer<Receipt>,
     /// Wakes the source when a chunk comes back.
     pub source: Waker,
+    /// Whether the source wants that wake (see `SourceLinks::returns_wanted`).
+    pub returns_wanted: Arc<std::sync::atomic::AtomicBool>,
     /// A chunk partly copied into batches, and the index of its next line.
     current: Option<(SourceChunk, usize)>,
     /// The source's counters; the dispatcher counts the lines it took.
@@ -109,11 +111,20 @@ pub struct SourceEnd {
 }
 
 impl SourceEnd {
+    /// After a push to `returns`: whether to wake the source for it. The
+    /// fence pairs with `SourceLinks::want_returns`: either the source sees
+    /// the chunk when it looks again, or this sees its wish.
+    fn wants_return_wake(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.returns_wanted.load(Ordering::Relaxed)
+    }
+
     pub fn new(
         chunks: Consumer<SourceChunk>,
         returns: Producer<SourceChunk>,
         commits: Producer<Receipt>,
         source: Waker,
+        returns_wanted: Arc<std::sync::atomic::AtomicBool>,
         metrics: Arc<SourceMetrics>,
     ) -> Self {
         Self {
@@ -121,6 +132,7 @@ impl SourceEnd {
             returns,
             commits,
             source,
+            returns_wanted,
             current: None,
             metrics,
         }
@@ -923,7 +935,7 @@ impl Dispatcher {
         let source = &mut self.sources[index];
         // A source that has ended no longer takes chunks back; dropping the
         // chunk then frees it, which happens once, at shutdown.
-        if source.returns.push(chunk).is_ok() {
+        if source.returns.push(chunk).is_ok() && source.wants_return_wake() {
             source.source.wake();
         }
         Drained::Chunk

@@ -101,11 +101,13 @@ fn build_one(
         source_type: config.type_name(),
         ..SourceMetrics::default()
     });
+    let returns_wanted = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let end = SourceEnd::new(
         chunks_consumer,
         returns_producer,
         commits_producer,
         waker.clone(),
+        Arc::clone(&returns_wanted),
         Arc::clone(&metrics),
     );
     let links = SourceLinks {
@@ -114,6 +116,7 @@ fn build_one(
         commits: commits_consumer,
         dispatcher: wiring.dispatcher.clone(),
         own: waker.clone(),
+        returns_wanted,
     };
     let pool = (0..chunk_count).map(|_| SourceChunk::new()).collect();
     let stop = Arc::clone(&wiring.stop);

@@ -133,6 +133,25 @@ pub struct SourceLinks {
     pub commits: rtrb::Consumer<Receipt>,
     pub dispatcher: crate::wake::Waker,
     pub own: crate::wake::Waker,
+    /// Whether the dispatcher wakes the source when it hands a chunk back:
+    /// true unless the source clears it (the file source does, and sets it
+    /// only while it waits for a chunk), so that a source with spares is
+    /// not woken for every chunk. Shared with the dispatcher's end.
+    pub returns_wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SourceLinks {
+    /// Asks to be woken for returned chunks (`wanted`), or not. Asking is
+    /// followed by a fence that pairs with the dispatcher's after its push,
+    /// so that a source that then finds the return ring empty is woken by
+    /// the next push.
+    pub fn want_returns(&self, wanted: bool) {
+        use std::sync::atomic::{Ordering, fence};
+        self.returns_wanted.store(wanted, Ordering::Relaxed);
+        if wanted {
+            fence(Ordering::SeqCst);
+        }
+    }
 }
 
 /// A block of input bytes and the lines found in it.

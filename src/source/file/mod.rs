@@ -353,6 +353,9 @@ impl FileSource {
             &self.links.own,
             self.discovery.raw_fd(),
         ));
+        // Chunks coming back wake this thread only while it waits for one
+        // (`take_chunk`): with spares, it takes them at its next round.
+        self.links.want_returns(false);
         self.load_positions();
         // Acquire pairs with the Release store of the shutdown path, so a
         // stop seen here is a stop requested before.

@@ -164,6 +164,7 @@ impl FileSource {
     /// costs one long line more than the pool, not one per chunk.
     fn take_chunk(&mut self, bytes: usize, while_stopping: bool) -> Option<SourceChunk> {
         let exclusive = bytes > limits::CHUNK_BYTES;
+        let mut asked = false;
         loop {
             while let Ok(chunk) = self.links.returns.pop() {
                 self.spare.push(chunk);
@@ -176,7 +177,16 @@ impl FileSource {
             if (!exclusive || self.spare.len() == self.pool_size)
                 && let Some(chunk) = self.spare.pop()
             {
+                if asked {
+                    self.links.want_returns(false);
+                }
                 return Some(chunk);
+            }
+            if !asked {
+                // Ask to be woken, then look once more before waiting.
+                self.links.want_returns(true);
+                asked = true;
+                continue;
             }
             if self.links.returns.is_abandoned() {
                 return None;
