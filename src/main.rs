@@ -247,7 +247,9 @@ fn run(path: &std::path::Path, hangup: Arc<AtomicBool>) -> anyhow::Result<()> {
             tracing::info!("SIGHUP received; reopening file sink outputs");
             pipeline.reopen_outputs();
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Signals only set flags: a tenth of a second to react keeps an
+        // idle daemon from waking this thread 50 times a second.
+        std::thread::sleep(Duration::from_millis(100));
     }
     if terminate.load(Ordering::Relaxed) {
         tracing::info!("signal received; flushing and stopping");

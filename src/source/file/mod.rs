@@ -368,7 +368,9 @@ impl FileSource {
             }
             self.open_waiting();
             let mut progressed = false;
-            let mut next_due = now + self.settings.poll_interval;
+            // Files bring their own poll times; past them, an idle source
+            // looks at its scans and positions at the slowest poll rate.
+            let mut next_due = now + self.settings.poll_interval * POLL_BACKOFF_MAX;
             for index in 0..self.files.len() {
                 if self.files[index].next_poll <= now {
                     progressed |= self.poll_file(index);
