@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -165,9 +165,7 @@ fn answered(mut response: ureq::http::Response<ureq::Body>) -> Pushed {
         .as_reader()
         .take(ANSWER_BODY_BYTES_MAX)
         .read_to_end(&mut body);
-    let now_unix_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64);
+    let now_unix_s = (crate::clock::now_ns() / 1_000_000_000) as i64;
     let answer = response::classify(status, retry_after.as_deref(), &body, now_unix_s);
     let message = if matches!(answer, Answer::Accepted) {
         String::new()

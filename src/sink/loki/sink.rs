@@ -37,7 +37,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::batch::{Entry, SealedBatch};
 use crate::labels::SymbolTable;
@@ -355,7 +355,7 @@ impl LokiSink {
     /// Takes jobs while they wait and the round's lines fit one request.
     fn gather(&mut self, links: &mut SinkLinks) {
         let mut round_bytes = 0usize;
-        let now_ns = unix_now_ns();
+        let now_ns = crate::clock::now_ns();
         while round_bytes < self.options.max_request_bytes
             && self.held.len() < self.options.slots.slots_total()
         {
@@ -793,12 +793,6 @@ fn recycle<'to>(mut entries: Vec<PushEntry<'_>>) -> Vec<PushEntry<'to>> {
         .into_iter()
         .map(|_| unreachable!("the list was cleared"))
         .collect()
-}
-
-fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos() as u64)
 }
 
 #[cfg(test)]
