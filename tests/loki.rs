@@ -14,19 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::loki::Loki;
 use common::{Daemon, sample};
+use log_capturer::clock::now_ns;
 
 const SECOND_NS: u64 = 1_000_000_000;
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_nanos() as u64
-}
 
 /// A `[sinks.ID]` table of a Loki sink pushing to `loki`, plus `keys`.
 fn loki_sink_table(id: &str, loki: &Loki, keys: &str) -> String {
@@ -725,6 +719,28 @@ fn a_label_per_file_makes_a_stream_per_file_with_a_warning() {
     assert_eq!(streams.len(), LABELLED_FILES);
 }
 
+/// A daemon tailing a new empty `input.log` into a Loki sink whose stream
+/// is `{case=CASE, source_id="app"}`, with the breaker probing every 200
+/// ms, 2 s requests and the outage tests' retries and DLQ.
+fn start_outage_daemon(loki: &Loki, case: &str) -> (tempfile::TempDir, PathBuf, Daemon) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = common::write_file(dir.path(), "input.log", "");
+    let sinks = loki_sink_table(
+        "loki",
+        loki,
+        &format!(
+            "labels = [\"source_id\"]\nstatic_labels = {{ case = \"{case}\" }}\nprobe_interval_ms = 200\nrequest_timeout_ms = 2000"
+        ),
+    );
+    let config = common::write_file(
+        dir.path(),
+        "config.toml",
+        &common::file_source_config(&input, "", &format!("{sinks}\n{OUTAGE_RETRY_AND_DLQ}")),
+    );
+    let daemon = Daemon::start(&config);
+    (dir, input, daemon)
+}
+
 /// `[retry]` and `[dlq]` of the outage tests: a few quick retries, then the
 /// DLQ, replayed automatically one second after Loki answers again.
 const OUTAGE_RETRY_AND_DLQ: &str = r#"
@@ -801,19 +817,7 @@ fn loki_killed_under_load_and_restarted_with_its_wal_loses_nothing() {
     const RATE: u64 = 50_000;
     let mut loki = Loki::start_with_wal();
     let from_ns = now_ns();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = common::write_file(dir.path(), "input.log", "");
-    let sinks = loki_sink_table(
-        "loki",
-        &loki,
-        "labels = [\"source_id\"]\nstatic_labels = { case = \"crash\" }\nprobe_interval_ms = 200\nrequest_timeout_ms = 2000",
-    );
-    let config = common::write_file(
-        dir.path(),
-        "config.toml",
-        &common::file_source_config(&input, "", &format!("{sinks}\n{OUTAGE_RETRY_AND_DLQ}")),
-    );
-    let daemon = Daemon::start(&config);
+    let (_dir, input, daemon) = start_outage_daemon(&loki, "crash");
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let writer = paced_writer(input.clone(), LINES, RATE, Arc::clone(&stop));
@@ -1037,19 +1041,7 @@ fn the_dlq_is_replayed_after_an_outage_without_new_lines() {
     const LINES: u64 = 1_000;
     let mut loki = Loki::start_with_wal();
     let from_ns = now_ns();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = common::write_file(dir.path(), "input.log", "");
-    let sinks = loki_sink_table(
-        "loki",
-        &loki,
-        "labels = [\"source_id\"]\nstatic_labels = { case = \"idle\" }\nprobe_interval_ms = 200\nrequest_timeout_ms = 2000",
-    );
-    let config = common::write_file(
-        dir.path(),
-        "config.toml",
-        &common::file_source_config(&input, "", &format!("{sinks}\n{OUTAGE_RETRY_AND_DLQ}")),
-    );
-    let daemon = Daemon::start(&config);
+    let (_dir, input, daemon) = start_outage_daemon(&loki, "idle");
     loki.kill();
     common::append_numbered_lines(&input, 0, LINES);
     poll_until(

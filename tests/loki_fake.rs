@@ -1172,10 +1172,7 @@ fn replayed_records_sharing_a_time_arrive_as_distinct_entries() {
         policy: DlqPolicy::DropOldest,
     };
     let mut writer = DlqWriter::open("loki", &settings).expect("open the DLQ");
-    let read_at_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64;
+    let read_at_ns = log_capturer::clock::now_ns();
     for _ in 0..RECORDS {
         writer
             .append(&Record {
@@ -1227,10 +1224,7 @@ fn entries_moved_past_a_skewed_one_are_counted() {
         loki_sink_table("loki", &fake.url(), "labels = [\"source_id\"]")
     ));
     let daemon = setup.start();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
+    let now = (log_capturer::clock::now_ns() / 1_000_000_000) as i64;
     let stamp = |unix: i64| {
         jiff::Timestamp::from_second(unix)
             .expect("time")

@@ -224,10 +224,7 @@ fn https_checks_the_certificate_against_ca_file() {
             );
         }
     }
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64;
+    let now_ns = log_capturer::clock::now_ns();
     for ((name, _, delivers), daemon) in cases.iter().zip(daemons) {
         let stored = loki.entries(
             &format!("{{case=\"{name}\"}}"),
