@@ -78,36 +78,57 @@ fn serial() -> MutexGuard<'static, ()> {
 fn steady_state_allocations_per_line_at_most_one_hundredth() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("input.log");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&input).expect("create input"));
-    common::write_numbered_lines(&mut file, 0, INPUT_LINES);
-    drop(file);
     let output = dir.path().join("output.log");
     let sinks = format!(
         "[sinks.drop]\ntype = \"null\"\n\n[sinks.archive]\ntype = \"file\"\npath = \"{}\"\nencoding = \"raw\"",
         output.display()
     );
-    let text = common::file_source_config(&input, "exit_on_eof = true", &sinks);
-    let config =
-        Config::from_toml(&text, std::path::Path::new("allocations.toml")).expect("valid config");
+    let shipped = ship_file(dir.path(), &sinks);
+    let (lines, allocations) = (shipped.lines, shipped.allocations);
+    let per_line = allocations as f64 / lines as f64;
+    println!("{allocations} allocations over {lines} lines: {per_line:.5} per line");
+    assert!(lines >= MEASURED_LINES, "measured {lines} lines");
+    assert!(per_line <= 0.01, "{per_line} allocations per line");
+}
+
+/// What [`ship_file`] measured.
+struct Shipped {
+    /// Lines processed in the measured window, and allocations meanwhile.
+    lines: u64,
+    allocations: u64,
+    /// Lines processed when the window ended.
+    lines_end: u64,
+    sinks: Vec<Arc<log_capturer::metrics::SinkMetrics>>,
+}
+
+/// Ships a file of `INPUT_LINES` numbered lines (written in `dir`) through
+/// an in-process pipeline into `sinks`, counting allocations from
+/// `WARM_UP_LINES` processed lines over the next `MEASURED_LINES`, while
+/// the source still has input left; then stops the pipeline.
+fn ship_file(dir: &Path, sinks: &str) -> Shipped {
+    let input = dir.join("input.log");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&input).expect("create input"));
+    common::write_numbered_lines(&mut file, 0, INPUT_LINES);
+    drop(file);
+    let text = common::file_source_config(&input, "exit_on_eof = true", sinks);
+    let config = Config::from_toml(&text, Path::new("allocations.toml")).expect("valid config");
     let pipeline = Pipeline::start(&config).expect("pipeline starts");
     let processed = || pipeline.metrics().dispatcher.lines_processed.get();
-
     let (lines_start, allocations_start) = sample_when(WARM_UP_LINES, processed);
     let (lines_end, allocations_end) = sample_when(lines_start + MEASURED_LINES, processed);
     assert!(
         lines_end < INPUT_LINES,
         "measurement ended before the input did ({lines_end})"
     );
-
     pipeline.request_stop();
+    let sinks = pipeline.metrics().sinks.clone();
     pipeline.join(Duration::from_secs(30)).expect("clean stop");
-    let lines = lines_end - lines_start;
-    let allocations = allocations_end - allocations_start;
-    let per_line = allocations as f64 / lines as f64;
-    println!("{allocations} allocations over {lines} lines: {per_line:.5} per line");
-    assert!(lines >= MEASURED_LINES, "measured {lines} lines");
-    assert!(per_line <= 0.01, "{per_line} allocations per line");
+    Shipped {
+        lines: lines_end - lines_start,
+        allocations: allocations_end - allocations_start,
+        lines_end,
+        sinks,
+    }
 }
 
 /// Goal: a syslog message received over TCP, parsed and labelled costs no
@@ -178,10 +199,6 @@ fn loki_beside_a_file_sink_allocates_at_most_one_hundredth() {
     let _serial = serial();
     let loki = common::loki::Loki::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("input.log");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&input).expect("create input"));
-    common::write_numbered_lines(&mut file, 0, INPUT_LINES);
-    drop(file);
     let sinks = format!(
         "{}
 [sinks.loki]
@@ -192,20 +209,9 @@ labels = [\"source_id\", \"service\"]
         common::file_sink_table("archive", &dir.path().join("archive.log"), "raw"),
         loki.http
     );
-    let text = common::file_source_config(&input, "exit_on_eof = true", &sinks);
-    let config = Config::from_toml(&text, Path::new("allocations.toml")).expect("valid config");
-    let pipeline = Pipeline::start(&config).expect("pipeline starts");
-    let processed = || pipeline.metrics().dispatcher.lines_processed.get();
-    let (lines_start, allocations_start) = sample_when(WARM_UP_LINES, processed);
-    let (lines_end, allocations_end) = sample_when(lines_start + MEASURED_LINES, processed);
-    assert!(
-        lines_end < INPUT_LINES,
-        "measurement ended before the input did ({lines_end})"
-    );
-    pipeline.request_stop();
-    let sinks = pipeline.metrics().sinks.clone();
-    pipeline.join(Duration::from_secs(30)).expect("clean stop");
-    for sink in &sinks {
+    let shipped = ship_file(dir.path(), &sinks);
+    let lines_end = shipped.lines_end;
+    for sink in &shipped.sinks {
         assert_eq!(sink.lines_failed.get(), 0, "sink {} failed lines", sink.id);
         assert!(
             sink.lines_sent.get() >= lines_end,
@@ -214,8 +220,8 @@ labels = [\"source_id\", \"service\"]
             sink.lines_sent.get()
         );
     }
-    let lines = lines_end - lines_start;
-    let per_line = (allocations_end - allocations_start) as f64 / lines as f64;
+    let lines = shipped.lines;
+    let per_line = shipped.allocations as f64 / lines as f64;
     println!("loki beside a file sink: {per_line:.5} allocations per line over {lines}");
     assert!(per_line <= 0.01, "{per_line} allocations per line");
 }
