@@ -8,12 +8,9 @@
 set -euo pipefail
 lines=${1:-2000000}
 root=$(cd "$(dirname "$0")/.." && pwd)
-# LOG_CAPTURER_BINARY measures another build side by side (e.g. the
-# previous commit's), without building this one.
-if [ -z "${LOG_CAPTURER_BINARY:-}" ]; then
-    cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-fi
-binary=${LOG_CAPTURER_BINARY:-$root/target/release/log-capturer}
+# shellcheck source=perf/bench_common.sh
+. "$root/perf/bench_common.sh"
+bench_binary
 work=$(mktemp -d)
 "$binary" kafka-mock --topic bench:64 > "$work/mock.out" &
 mock=$!
@@ -24,18 +21,10 @@ for _ in $(seq 100); do
 done
 bootstrap=$(sed -n 's/^bootstrap: //p' "$work/mock.out")
 python3 "$root/perf/generate_lines.py" "$work/input.log" "$lines"
-cat > "$work/config.toml" <<TOML
-[daemon]
-pin_threads = true
-data_dir = "$work/data"
-metrics_addr = "127.0.0.1:0"
-
-[sources.bench]
-type = "file"
-paths = ["$work/input.log"]
-exit_on_eof = true
-labels = { service = "bench" }
-
+{
+    bench_file_source "$work"
+    echo
+    cat <<TOML
 [sinks.kafka]
 type = "kafka"
 brokers = "$bootstrap"
@@ -43,5 +32,6 @@ topic = "bench"
 encoding = "json"
 librdkafka = { "compression.type" = "lz4" }
 TOML
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+} > "$work/config.toml"
+bench_machine
 LOG_CAPTURER_LOG=warn python3 "$root/perf/measure.py" "$lines" -- "$binary" run --config "$work/config.toml"

@@ -14,10 +14,9 @@ format=${2:-protobuf}
 root=$(cd "$(dirname "$0")/.." && pwd)
 loki_dir=$root/../shared/loki
 [ -x "$loki_dir/loki" ] || { echo "no Loki at $loki_dir/loki" >&2; exit 1; }
-if [ -z "${LOG_CAPTURER_BINARY:-}" ]; then
-    cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-fi
-binary=${LOG_CAPTURER_BINARY:-$root/target/release/log-capturer}
+# shellcheck source=perf/bench_common.sh
+. "$root/perf/bench_common.sh"
+bench_binary
 work=$(mktemp -d)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http=$(port)
@@ -40,26 +39,19 @@ case $format in
     json) body=$'format = "json"\ncompression = "gzip"' ;;
     *) echo "FORMAT is protobuf or json" >&2; exit 1 ;;
 esac
-cat > "$work/config.toml" <<TOML
-[daemon]
-pin_threads = true
-data_dir = "$work/data"
-metrics_addr = "127.0.0.1:0"
-
-[sources.bench]
-type = "file"
-paths = ["$work/input.log"]
-exit_on_eof = true
-labels = { service = "bench" }
-
+{
+    bench_file_source "$work"
+    echo
+    cat <<TOML
 [sinks.loki]
 type = "loki"
 url = "http://127.0.0.1:$http/loki/api/v1/push"
 labels = ["source_id", "service"]
 $body
 TOML
+} > "$work/config.toml"
 ticks() { awk '{print $14 + $15}' "/proc/$loki/stat"; }
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bench_machine
 echo "format: $format"
 before=$(ticks)
 LOG_CAPTURER_LOG=warn python3 "$root/perf/measure.py" "$lines" -- "$binary" run --config "$work/config.toml"

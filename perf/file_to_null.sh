@@ -7,12 +7,9 @@
 set -euo pipefail
 lines=${1:-5000000}
 root=$(cd "$(dirname "$0")/.." && pwd)
-# LOG_CAPTURER_BINARY measures another build side by side (e.g. the
-# previous commit's), without building this one.
-if [ -z "${LOG_CAPTURER_BINARY:-}" ]; then
-    cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-fi
-binary=${LOG_CAPTURER_BINARY:-$root/target/release/log-capturer}
+# shellcheck source=perf/bench_common.sh
+. "$root/perf/bench_common.sh"
+bench_binary
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 "$root/perf/generate_lines.py" "$work/input.log" "$lines"
@@ -35,6 +32,6 @@ exit_on_eof = true
 [sinks.drop]
 type = "null"
 TOML
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bench_machine
 LOG_CAPTURER_LOG=warn python3 "$root/perf/measure.py" "$lines" -- \
     "$binary" run --config "$work/config.toml"
