@@ -220,9 +220,11 @@ pub struct DispatcherConfig {
     /// of `CHUNK_LINES_MAX` entries; validation requires at least
     /// `SOURCE_CHUNKS_MIN` chunks' worth.
     pub queue_capacity: NonZeroUsize,
-    /// Most sealed batches not yet acknowledged by every sink. Each one owns
-    /// an arena of about `batch_bytes`, allocated at start-up; when all are
-    /// in flight the dispatcher stops reading its source rings.
+    /// Most sealed batches not yet answered by every sink (delivered, or
+    /// failed and handed to the retry wheel, whose `retry.max_batches`
+    /// slots are its own). Each one owns an arena sized for a batch; when
+    /// all are in flight the dispatcher stops reading its source rings, so
+    /// a slow sink holds this many batches, not every slot.
     pub batches_in_flight: NonZeroUsize,
 }
 

@@ -26,7 +26,10 @@
 //!
 //! Invariants: arenas (free, open, or held by a batch) and batch slots both
 //! number `batches_in_flight + retry.max_batches`; a batch holds one slot and
-//! one arena from seal to completion. Every sink ring and report ring holds
+//! one arena from seal to completion. At most `batches_in_flight` sealed
+//! batches wait for a sink's first answer ("fresh"): a new batch is opened
+//! only below that, so a slow sink holds the live path at that many batches
+//! and the other slots stay for the retry wheel. Every sink ring and report ring holds
 //! that many elements, so no push can fail (each is asserted). When no arena
 //! is free the dispatcher stops taking chunks and sources stop reading:
 //! backpressure reaches the files, no queue grows.
@@ -80,6 +83,10 @@ pub struct BatchSettings {
     /// An open batch is sealed this long after its first entry when the
     /// sources have nothing more (`[dispatcher] latency_target_ms`).
     pub latency_target: Duration,
+    /// Most sealed batches some sink has not answered for the first time
+    /// (`[dispatcher] batches_in_flight`); the other slots are for batches
+    /// the retry wheel holds.
+    pub fresh_max: usize,
 }
 
 /// Retry settings, from `[retry]`, and the shutdown bound.
@@ -176,6 +183,10 @@ struct SlotState {
     sinks_pending: u64,
     /// Jobs handed to sinks and not yet reported.
     reports_missing: u32,
+    /// Sealed and not yet answered by every sink: counts against
+    /// `fresh_max`. Cleared once no report is missing, so that a batch
+    /// waiting in the retry wheel holds a retry slot only.
+    fresh: bool,
 }
 
 /// The receipts of one sealed batch, kept in sequence order.
@@ -437,7 +448,7 @@ impl Dispatcher {
                 let (moved, sources_idle) = self.drain_sources();
                 progressed |= moved;
                 self.seal_if_due(sources_idle);
-                if self.past_stop_deadline() && self.arenas.is_empty() {
+                if self.past_stop_deadline() && !self.may_open() {
                     progressed |= self.spill_sources();
                 }
                 if self.sources.iter().all(SourceEnd::is_finished) {
@@ -544,7 +555,8 @@ impl Dispatcher {
             .is_some_and(|since| since.elapsed() >= self.retry.drain_timeout)
     }
 
-    /// Past the stop deadline with every arena held by sinks: stores the
+    /// Past the stop deadline with no batch to be opened (every arena, or
+    /// `fresh_max` batches, held by sinks): stores the
     /// lines waiting in the source rings in every sink's DLQ (reason
     /// `shutdown`) and gives the chunks back, so that the sources can end.
     /// True if any chunk was taken.
@@ -694,6 +706,9 @@ impl Dispatcher {
                     "slot {slot}: a report nobody waited for"
                 );
                 state.reports_missing -= 1;
+                if state.reports_missing == 0 {
+                    state.fresh = false;
+                }
                 match report.outcome {
                     Outcome::Delivered => self.finish_sink(slot, sink),
                     Outcome::Failed { .. } => self.handle_failure(slot, sink),
@@ -951,10 +966,24 @@ impl Dispatcher {
         arena_capacity_bytes(self.settings.batch_size, self.settings.batch_bytes)
     }
 
-    /// Opens a batch if none is open. False when every arena is taken.
+    /// Whether a new batch may be opened: an arena is free and fewer than
+    /// `fresh_max` batches wait for a first answer.
+    fn may_open(&self) -> bool {
+        let fresh = self.slots.iter().filter(|state| state.fresh).count();
+        fresh < self.settings.fresh_max && !self.arenas.is_empty()
+    }
+
+    /// Opens a batch if none is open. False when every arena is taken, or
+    /// when `fresh_max` sealed batches wait for their sinks' first answer:
+    /// a slow sink then holds the sources back at `batches_in_flight`
+    /// batches (and their arenas, and the messages in librdkafka's queue)
+    /// rather than at every slot.
     fn ensure_open(&mut self) -> bool {
         if self.open.is_some() {
             return true;
+        }
+        if !self.may_open() {
+            return false;
         }
         let Some(arena) = self.arenas.pop() else {
             return false;
@@ -1022,6 +1051,7 @@ impl Dispatcher {
                 (1u64 << sink_count) - 1
             },
             reports_missing: sink_count as u32,
+            fresh: true,
         };
         self.metrics.batches_sealed.add(1);
         self.metrics

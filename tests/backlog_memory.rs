@@ -165,3 +165,72 @@ fn peak_memory_is_bounded_for_every_line_length() {
         );
     }
 }
+
+/// `THP_enabled` of a process's status, and the kilobytes of its memory
+/// backed by transparent huge pages.
+fn huge_pages_of(pid: u32) -> (String, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let enabled = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("THP_enabled in status")
+        .trim()
+        .to_string();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let huge_kib = smaps
+        .lines()
+        .filter_map(|line| line.strip_prefix("AnonHugePages:"))
+        .map(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .expect("kB figure")
+        })
+        .sum();
+    (enabled, huge_kib)
+}
+
+/// Goal: by default no memory of the daemon is backed by 2 MiB transparent
+/// huge pages, the allocator's start-up included (three such pages once
+/// made a third of its resident memory), and `[daemon]
+/// transparent_huge_pages = true` allows them. Method: a daemon that has
+/// shipped 200,000 lines reports THP disabled and no `AnonHugePages`; one
+/// configured to allow them reports THP enabled.
+#[test]
+fn huge_pages_are_refused_unless_configured() {
+    for allowed in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = common::write_file(dir.path(), "input.log", "");
+        common::append_numbered_lines(&input, 0, 200_000);
+        let mut config = common::file_source_config(&input, "", "[sinks.null]\ntype = \"null\"\n");
+        config = config.replacen(
+            "[daemon]\n",
+            &format!("[daemon]\ntransparent_huge_pages = {allowed}\n"),
+            1,
+        );
+        let config = common::write_file(dir.path(), "config.toml", &config);
+        let daemon = common::Daemon::start(&config);
+        common::wait_until(
+            "200,000 lines shipped",
+            std::time::Duration::from_secs(30),
+            || {
+                let (_, body) = daemon.get("/metrics");
+                common::sample(
+                    &body,
+                    "log_capturer_source_lines_read_total{source_id=\"app\"}",
+                )
+                .unwrap_or(0.0)
+                    >= 200_000.0
+            },
+        );
+        let (enabled, huge_kib) = huge_pages_of(daemon.child.id());
+        if allowed {
+            assert_eq!(enabled, "1", "THP allowed by the config");
+        } else {
+            assert_eq!(enabled, "0", "THP refused by default");
+            assert_eq!(huge_kib, 0, "no memory in transparent huge pages");
+        }
+        daemon.stop();
+    }
+}

@@ -40,6 +40,7 @@ pub(super) fn start(
         batch_bytes: config.dispatcher.batch_bytes.get(),
         batch_timeout: Duration::from_millis(config.dispatcher.batch_timeout_ms.get()),
         latency_target: Duration::from_millis(config.dispatcher.latency_target_ms.get()),
+        fresh_max: config.dispatcher.batches_in_flight.get(),
     };
     let parts = DispatcherParts {
         arenas: arenas(config, &settings),
