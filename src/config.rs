@@ -235,7 +235,7 @@ impl Default for DispatcherConfig {
             batch_bytes: NonZeroUsize::new(1024 * 1024).expect("not zero"),
             batch_timeout_ms: NonZeroU64::new(100).expect("not zero"),
             latency_target_ms: NonZeroU64::new(5).expect("not zero"),
-            queue_capacity: NonZeroUsize::new(65_536).expect("not zero"),
+            queue_capacity: NonZeroUsize::new(16_384).expect("not zero"),
             batches_in_flight: NonZeroUsize::new(8).expect("not zero"),
         }
     }

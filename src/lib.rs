@@ -27,7 +27,8 @@
 //! ```
 //!
 //! Layers, bottom up (no module imports one above it): `limits`, `clock`,
-//! `json`, `labels`, `metrics`, `wake`, `pin`, `error_chain`, `retry`, `top`;
+//! `json`, `labels`, `metrics`, `wake`, `pin`, `resident`, `error_chain`, `retry`,
+//! `top`;
 //! `batch`; `source`, `sink` (with its link protocol, [`sink::link`]),
 //! `dlq` (storage only); `config`; `telemetry`; `dispatch`, `replay`;
 //! `pipeline`; `demo`.
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod pin;
 pub mod pipeline;
 pub mod replay;
+pub mod resident;
 pub mod retry;
 pub mod sink;
 pub mod source;

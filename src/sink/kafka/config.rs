@@ -12,6 +12,7 @@
 //! | `queue.buffering.max.kbytes` | `65536` | same, in bytes |
 //! | `message.timeout.ms` | `30000` | librdkafka retries internally until this; past it our breaker, retry wheel and DLQ own the batch (librdkafka's default is 300 s) |
 //! | `socket.keepalive.enable` | `true` | notice dead connections |
+//! | `enable.metrics.push` | `false` | the client telemetry of KIP-714 keeps six histograms per broker (about 0.4 MiB in all) whether or not a cluster asks for them; the daemon's own metrics cover the sink |
 //!
 //! Properties the sink owns and refuses in the table: `bootstrap.servers`
 //! (use `brokers`), `delivery.report.only.error` (every report is needed to
@@ -240,6 +241,7 @@ pub fn client_config(
         ("queue.buffering.max.kbytes", "65536"),
         ("message.timeout.ms", "30000"),
         ("socket.keepalive.enable", "true"),
+        ("enable.metrics.push", "false"),
     ] {
         client.set(key, value);
     }
