@@ -20,7 +20,7 @@
 //! [dispatcher]
 //! batch_size = 1000
 //! batch_timeout_ms = 100
-//! queue_capacity = 65536
+//! queue_capacity = 16384
 //!
 //! [sources.app]
 //! type = "file"
@@ -885,7 +885,7 @@ type = "null"
         let config = parse(MINIMAL).expect("minimal config is valid");
         assert_eq!(config.dispatcher.batch_size.get(), 1000);
         assert_eq!(config.dispatcher.batch_timeout_ms.get(), 100);
-        assert_eq!(config.dispatcher.queue_capacity.get(), 65_536);
+        assert_eq!(config.dispatcher.queue_capacity.get(), 16_384);
         assert_eq!(config.daemon.metrics_addr.to_string(), "127.0.0.1:8401");
         assert!(config.daemon.pin_threads);
         let file = config.sources["app"].as_file().expect("a file source");
@@ -1255,7 +1255,7 @@ inputs = [\"mysql\", \"opensips\"]
     #[test]
     fn queue_capacity_becomes_whole_chunks() {
         let mut dispatcher = DispatcherConfig::default();
-        assert_eq!(dispatcher.source_chunks(), 64);
+        assert_eq!(dispatcher.source_chunks(), 16);
         dispatcher.queue_capacity = NonZeroUsize::new(10).expect("not zero");
         assert_eq!(dispatcher.source_chunks(), limits::SOURCE_CHUNKS_MIN);
     }

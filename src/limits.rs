@@ -9,8 +9,9 @@
 ///
 /// A file source reads straight into a chunk, so this is also the size of one
 /// `read(2)`. 128 KiB holds about a thousand 120-byte lines: one ring
-/// hand-off per thousand lines keeps the ring traffic negligible, and a pool
-/// of 64 such chunks is 8 MiB.
+/// hand-off per thousand lines keeps the ring traffic negligible, and the
+/// default pool of 16 such chunks is 2 MiB (resident only as far as reads
+/// filled them: the source takes the chunk handed back last).
 pub const CHUNK_BYTES: usize = 128 * 1024;
 
 /// Most lines one source chunk carries.
