@@ -5,6 +5,7 @@ the line length, file -> Kafka (`kafka-mock`, 4 partitions, raw, lz4, every
 other key at its default).
 
     perf/scaling.py [--secs S] [--quick] OUT.json [OUT.svg]
+    perf/scaling.py --replot OUT.json OUT.svg     draws a run again
 
 For each point a fresh daemon tails a glob over N files in a fresh
 directory while a writer appends lines of L bytes at R lines/s in all, a
@@ -185,6 +186,7 @@ def plot(results: dict, out_svg: str) -> None:
             twin = top.twinx()
             twin.plot(xs, [point["cpu_s_per_gb"] for point in points], "s--", color="gray")
             twin.set_ylabel("CPU-s per GB (dashed)")
+            twin.set_ylim(bottom=0)
         top.set_ylabel("CPU-s per million lines")
         bottom.plot(xs, rss, "o-", color="tab:green")
         bottom.set_ylabel("RSS median, MiB")
@@ -206,7 +208,12 @@ def main() -> None:
     parser.add_argument("out_svg", nargs="?")
     parser.add_argument("--secs", type=float, default=15.0)
     parser.add_argument("--quick", action="store_true", help="two points per curve")
+    parser.add_argument("--replot", action="store_true", help="draw OUT.json into OUT.svg")
     arguments = parser.parse_args()
+    if arguments.replot:
+        with open(arguments.out_json) as results:
+            plot(json.load(results), arguments.out_svg)
+        return
     binary = os.environ.get("LOG_CAPTURER_BINARY")
     if not binary:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path",
