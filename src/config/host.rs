@@ -308,9 +308,9 @@ impl Config {
     /// (records never span segments).
     fn lines_too_long_for_dlq(&self, document: &Document<'_>) -> Option<ConfigWarning> {
         let segment_bytes = self.dlq.segment_bytes.get();
-        // Room for the segment header, the record's fixed fields and a
-        // generous label set.
-        let record_room_bytes = segment_bytes.saturating_sub(64 * 1024);
+        // Room for the segment's header, open block and trailer, the
+        // record's fixed fields and a generous label set.
+        let record_room_bytes = crate::dlq::line_bytes_max(segment_bytes);
         let (id, longest) = self
             .sources
             .iter()

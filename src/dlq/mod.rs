@@ -35,6 +35,7 @@
 //! synchronously when the writer is dropped.
 
 pub mod ack;
+pub mod block;
 pub mod header;
 pub mod inspect;
 pub mod record;
@@ -49,6 +50,8 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use crate::metrics::{Counter, Gauge};
+use block::{BlockBuilder, block_frame_bound, record_payload_bound};
+use header::Layout;
 use record::{Reason, Record, encode_frame};
 use segment::{ReadableSegment, SegmentError, WritableSegment, list_segments};
 
@@ -92,8 +95,17 @@ pub struct DlqMetrics {
     pub stored: [Counter; 4],
     /// Records in the segments on disk.
     pub entries: Gauge,
-    /// Bytes of the segment files on disk.
+    /// Bytes of the segment files on disk (preallocated: a multiple of
+    /// `segment_bytes`).
     pub size_bytes: Gauge,
+    /// Bytes of those files holding data: segment headers and closed
+    /// blocks (v1 segments: their frames).
+    pub used_bytes: Gauge,
+    /// Bytes of the lines (messages) of the records in those blocks, before
+    /// compression: with `used_bytes`, the compression ratio.
+    pub input_bytes: Gauge,
+    /// The configured bound, `max_bytes`.
+    pub max_bytes: Gauge,
     /// Records dropped at the size bound (either policy).
     pub dropped: Counter,
     /// Records that could not be written (disk full, read-only, ...).
@@ -156,6 +168,26 @@ pub struct DlqSettings {
     pub policy: DlqPolicy,
 }
 
+/// A segment the writer no longer writes, as the writer accounts for it.
+#[derive(Debug)]
+struct SealedSegment {
+    path: PathBuf,
+    /// Records not yet acknowledged by a replay.
+    records: u64,
+    used_bytes: u64,
+    input_bytes: u64,
+}
+
+/// What start-up learned of one segment already on disk.
+#[derive(Debug, Default)]
+struct Found {
+    records: u64,
+    used_bytes: u64,
+    input_bytes: u64,
+    fingerprint: ack::Fingerprint,
+    in_use: bool,
+}
+
 /// One sink's DLQ writer, owned by the dispatcher (and, for `rejected/`,
 /// by a replay too).
 #[derive(Debug)]
@@ -163,21 +195,31 @@ pub struct DlqWriter {
     sink: String,
     dir: PathBuf,
     /// Writes `rejected/`: counts into `rejected`, not `stored`, and leaves
-    /// the `entries` and `size_bytes` gauges (replayable records) alone.
+    /// the `entries`, `size_bytes`, `used_bytes` and `input_bytes` gauges
+    /// (replayable records) alone.
     rejected: bool,
+    /// Writes v1 segments, as earlier builds did (tests only).
+    v1: bool,
     settings: DlqSettings,
     active: Option<WritableSegment>,
-    /// Sealed segments: sequence, path, records.
-    sealed: VecDeque<(u64, PathBuf, u64)>,
+    sealed: VecDeque<SealedSegment>,
     sequence_next: u64,
+    /// The v1 frame of the record being stored.
     frame: Vec<u8>,
+    /// The records of the open block (v2).
+    builder: BlockBuilder,
+    /// The frame of the block being closed.
+    block: Vec<u8>,
+    /// Message bytes of the records of the open block.
+    block_input_bytes: u64,
     flushed_at: Instant,
     metrics: Arc<DlqMetrics>,
 }
 
 impl DlqWriter {
-    /// Opens `<dir>/<sink>`, creating it, and scans the segments already
-    /// there (they are kept for replay; new records go to a new segment).
+    /// Opens `<dir>/<sink>`, creating it, and takes stock of the segments
+    /// already there (they are kept for replay; new records go to a new
+    /// segment).
     pub fn open(sink: &str, settings: &DlqSettings) -> Result<Self, DlqError> {
         let metrics = Arc::new(DlqMetrics {
             sink: sink.to_string(),
@@ -193,6 +235,15 @@ impl DlqWriter {
         metrics: Arc<DlqMetrics>,
     ) -> Result<Self, DlqError> {
         Self::open_in(sink, settings.dir.join(sink), false, settings, metrics)
+    }
+
+    /// A writer of v1 segments, as earlier builds wrote them: for tests of
+    /// an upgrade with a DLQ on disk.
+    #[doc(hidden)]
+    pub fn open_v1(sink: &str, settings: &DlqSettings) -> Result<Self, DlqError> {
+        let mut writer = Self::open(sink, settings)?;
+        writer.v1 = true;
+        Ok(writer)
     }
 
     /// Opens the sink's `rejected/` directory, counting into `metrics`.
@@ -223,42 +274,55 @@ impl DlqWriter {
         segment::remove_temporaries(&dir).map_err(directory_error)?;
         let mut sealed = VecDeque::new();
         let mut sequence_next = 1;
-        let mut pending = 0;
         for (sequence, path) in list_segments(&dir).map_err(directory_error)? {
             sequence_next = sequence_next.max(sequence + 1);
-            let mut fingerprint = ack::Fingerprint::default();
-            let scanned = ReadableSegment::open_unlocked(&path)
-                .and_then(|mut segment| segment.scan(|record| fingerprint.add(record)));
-            match scanned {
+            match take_stock(&path, &metrics) {
                 // Another writer's active segment (`rejected/` is shared
                 // with a replay); it is that writer's to bound.
-                Ok(summary) if rejected && summary.in_use => {}
-                Ok(summary) => {
-                    count_damage(&metrics, &path, &summary);
-                    let handled = ack::AckState::load(&path, sequence, fingerprint).handled();
-                    pending += summary.records - handled;
-                    sealed.push_back((sequence, path, summary.records - handled));
+                Ok(found) if rejected && found.in_use => {}
+                Ok(found) => {
+                    let handled =
+                        ack::AckState::load(&path, sequence, found.fingerprint).handled();
+                    sealed.push_back(SealedSegment {
+                        path,
+                        records: found.records - handled,
+                        used_bytes: found.used_bytes,
+                        input_bytes: found.input_bytes,
+                    });
                 }
                 // Kept in the sealed list: replay and the size bound still
                 // see it, and the next start-up tries again.
                 Err(error) => {
                     tracing::warn!(error = %crate::error_chain::ErrorChain(&error), "DLQ segment could not be read; its records are not counted");
-                    sealed.push_back((sequence, path, 0));
+                    sealed.push_back(SealedSegment {
+                        path,
+                        records: 0,
+                        used_bytes: 0,
+                        input_bytes: 0,
+                    });
                 }
             }
         }
         if !rejected {
-            metrics.entries.set(pending);
+            let sum = |field: fn(&SealedSegment) -> u64| sealed.iter().map(field).sum::<u64>();
+            metrics.entries.set(sum(|segment| segment.records));
+            metrics.used_bytes.set(sum(|segment| segment.used_bytes));
+            metrics.input_bytes.set(sum(|segment| segment.input_bytes));
+            metrics.max_bytes.set(settings.max_bytes);
         }
         let writer = Self {
             sink: sink.to_string(),
             dir,
             rejected,
+            v1: false,
             settings: settings.clone(),
             active: None,
             sealed,
             sequence_next,
             frame: Vec::with_capacity(64 * 1024),
+            builder: BlockBuilder::new(),
+            block: Vec::new(),
+            block_input_bytes: 0,
             flushed_at: Instant::now(),
             metrics,
         };
@@ -284,10 +348,22 @@ impl DlqWriter {
             "{:?} written to the right directory",
             record.reason
         );
-        let result = self.append_frame();
+        let result = if self.v1 {
+            self.append_frame()
+        } else {
+            self.append_record(record)
+        };
         match &result {
-            Ok(()) if self.rejected => self.metrics.rejected_for(record.reason).add(1),
-            Ok(()) => self.metrics.stored_for(record.reason).add(1),
+            Ok(()) => {
+                let active = self.active.as_mut().expect("a record was stored");
+                active.note(record);
+                if self.rejected {
+                    self.metrics.rejected_for(record.reason).add(1);
+                } else {
+                    self.metrics.stored_for(record.reason).add(1);
+                    self.metrics.entries.add(1);
+                }
+            }
             Err(DlqError::Full { .. }) => self.metrics.dropped.add(1),
             Err(_) => self.metrics.write_errors.add(1),
         }
@@ -302,19 +378,87 @@ impl DlqWriter {
                 segment_bytes: self.settings.segment_bytes,
             });
         }
+        self.make_room(self.frame.len())?;
+        let active = self.active.as_mut().expect("make_room opened a segment");
+        active.append(&self.frame);
+        self.add_used(self.frame.len() as u64);
+        Ok(())
+    }
+
+    /// Stores a record in the open block of the active segment (format
+    /// v2), closing the block first when it is full; a record too large
+    /// for the open block area becomes a block of its own at once.
+    fn append_record(&mut self, record: &Record<'_>) -> Result<(), DlqError> {
+        let alone_bytes = block_frame_bound(record_payload_bound(record));
+        if alone_bytes > block_room_bytes(self.settings.segment_bytes) {
+            return Err(DlqError::TooLarge {
+                bytes: alone_bytes,
+                segment_bytes: self.settings.segment_bytes,
+            });
+        }
+        let staging_bytes = Layout::of(self.settings.segment_bytes as u64)
+            .map_or(0, |layout| layout.trailer_start - layout.staging_start);
+        if self.frame.len() + segment::STAGING_HEADER_BYTES > staging_bytes {
+            self.close_block();
+            self.make_room(alone_bytes)?;
+            self.builder.add(record);
+            self.block_input_bytes += record.message.len() as u64;
+            self.close_block();
+            return Ok(());
+        }
+        let close = self.active.as_ref().is_some_and(|active| {
+            !self.builder.is_empty()
+                && (self.builder.is_full()
+                    || active.staging_free_bytes() < self.frame.len()
+                    || self.builder.sink() != record.sink)
+        });
+        if close {
+            self.close_block();
+        }
+        let payload_bytes = self.builder.payload_bytes() + record_payload_bound(record);
+        self.make_room(block_frame_bound(payload_bytes))?;
+        let active = self.active.as_mut().expect("make_room opened a segment");
+        active.stage(&self.frame);
+        self.builder.add(record);
+        self.block_input_bytes += record.message.len() as u64;
+        Ok(())
+    }
+
+    /// Makes sure the active segment has `bytes` free for frames or
+    /// blocks, rolling to a new one if not.
+    fn make_room(&mut self, bytes: usize) -> Result<(), DlqError> {
         let needs_roll = self
             .active
             .as_ref()
-            .is_none_or(|active| active.free_bytes() < self.frame.len());
+            .is_none_or(|active| active.free_bytes() < bytes);
         if needs_roll {
             self.roll()?;
         }
-        let active = self.active.as_mut().expect("roll opened a segment");
-        active.append(&self.frame);
-        if !self.rejected {
-            self.metrics.entries.add(1);
-        }
         Ok(())
+    }
+
+    /// Compresses the open block into the active segment.
+    fn close_block(&mut self) {
+        if self.builder.is_empty() {
+            return;
+        }
+        let active = self
+            .active
+            .as_mut()
+            .expect("an open block lives in the active segment");
+        self.builder.finish(&mut self.block);
+        active.write_block(&self.block);
+        self.add_used(self.block.len() as u64);
+        if !self.rejected {
+            self.metrics.input_bytes.add(self.block_input_bytes);
+        }
+        self.block_input_bytes = 0;
+    }
+
+    fn add_used(&self, bytes: u64) {
+        if !self.rejected {
+            self.metrics.used_bytes.add(bytes);
+        }
     }
 
     /// Seals the active segment and creates the next one, making room at
@@ -332,6 +476,7 @@ impl DlqWriter {
             }
         }
         let segment = self.create_next()?;
+        self.add_used(segment::SEGMENT_HEADER_BYTES as u64);
         self.active = Some(segment);
         self.publish_size();
         Ok(())
@@ -349,7 +494,12 @@ impl DlqWriter {
             // cannot match), but it must not linger either.
             let path = self.dir.join(segment::segment_name(sequence));
             let _ = ack::remove_for(&path);
-            let created = WritableSegment::create(
+            let create = if self.v1 {
+                WritableSegment::create_v1
+            } else {
+                WritableSegment::create
+            };
+            let created = create(
                 &self.dir,
                 sequence,
                 self.settings.segment_bytes,
@@ -369,17 +519,16 @@ impl DlqWriter {
 
     /// Deletes the oldest sealed segment. False if none can be deleted.
     fn drop_oldest(&mut self) -> bool {
-        let Some((sequence, path, records)) = self.sealed.pop_front() else {
+        let Some(oldest) = self.sealed.pop_front() else {
             return false;
         };
-        match segment::delete_unread(&path) {
+        match segment::delete_unread(&oldest.path) {
             Ok(()) => {
-                let _ = ack::remove_for(&path);
+                let _ = ack::remove_for(&oldest.path);
+                let records = oldest.records;
                 self.metrics.dropped.add(records);
-                if !self.rejected {
-                    self.metrics.entries.subtract(records);
-                }
-                tracing::warn!(sink = %self.sink, path = %path.display(), records, "DLQ full: oldest segment dropped (policy drop_oldest)");
+                self.forget(&oldest);
+                tracing::warn!(sink = %self.sink, path = %oldest.path.display(), records, "DLQ full: oldest segment dropped (policy drop_oldest)");
                 true
             }
             // Already gone (replayed and deleted): that freed the room.
@@ -390,9 +539,18 @@ impl DlqWriter {
             }
             Err(error) => {
                 tracing::warn!(error = %crate::error_chain::ErrorChain(&error), "cannot drop the oldest DLQ segment");
-                self.sealed.push_front((sequence, path, records));
+                self.sealed.push_front(oldest);
                 false
             }
+        }
+    }
+
+    /// Takes a deleted segment out of the gauges.
+    fn forget(&self, segment: &SealedSegment) {
+        if !self.rejected {
+            self.metrics.entries.subtract(segment.records);
+            self.metrics.used_bytes.subtract(segment.used_bytes);
+            self.metrics.input_bytes.subtract(segment.input_bytes);
         }
     }
 
@@ -416,14 +574,73 @@ impl DlqWriter {
         }
     }
 
-    /// Seals the active segment so that replay can take it.
+    /// Seals the active segment so that replay can take it: closes its
+    /// open block and writes its trailer.
     pub fn seal(&mut self) {
-        if let Some(active) = self.active.take() {
-            active.flush_async();
-            self.sealed
-                .push_back((active.sequence, active.path.clone(), active.records));
+        self.close_block();
+        if let Some(mut active) = self.active.take() {
+            active.seal();
+            self.sealed.push_back(SealedSegment {
+                path: active.path.clone(),
+                records: active.records,
+                used_bytes: active.used_bytes() as u64,
+                input_bytes: active.input_bytes,
+            });
         }
     }
+}
+
+impl Drop for DlqWriter {
+    /// Seals the active segment, so that the next start-up reads its
+    /// counts from its trailer.
+    fn drop(&mut self) {
+        self.seal();
+    }
+}
+
+/// Bytes a block may take in a v2 segment of `segment_bytes`.
+fn block_room_bytes(segment_bytes: usize) -> usize {
+    Layout::of(segment_bytes as u64).map_or(0, |layout| {
+        layout.staging_start - segment::SEGMENT_HEADER_BYTES - 4
+    })
+}
+
+/// The longest line a DLQ segment of `segment_bytes` stores, with room for
+/// a generous label set: what the config check warns against.
+pub fn line_bytes_max(segment_bytes: usize) -> usize {
+    let room = block_room_bytes(segment_bytes).saturating_sub(64 * 1024);
+    // zstd's bound adds 1/256 of the payload.
+    room - room / 255
+}
+
+/// The counts of a segment found at start-up: from its trailer when it is
+/// sealed and intact, else from a scan (which counts damage).
+fn take_stock(path: &Path, metrics: &DlqMetrics) -> Result<Found, SegmentError> {
+    let mut segment = ReadableSegment::open_unlocked(path)?;
+    if let Some(trailer) = segment.trailer() {
+        return Ok(Found {
+            records: trailer.records,
+            used_bytes: trailer.used_bytes,
+            input_bytes: trailer.input_bytes,
+            fingerprint: ack::Fingerprint {
+                records: trailer.records,
+                checksum: trailer.fingerprint,
+            },
+            in_use: false,
+        });
+    }
+    let mut fingerprint = ack::Fingerprint::default();
+    let summary = segment.scan(|record| fingerprint.add(record))?;
+    if !summary.in_use {
+        count_damage(metrics, path, &summary);
+    }
+    Ok(Found {
+        records: summary.records,
+        used_bytes: summary.used_bytes,
+        input_bytes: summary.input_bytes,
+        fingerprint,
+        in_use: summary.in_use,
+    })
 }
 
 /// Counts and logs what a start-up scan found damaged in one segment.

@@ -44,11 +44,103 @@
 
 use std::io::Read;
 
+use crate::dlq::block::{
+    BLOCK_PREFIX_BYTES, BLOCK_VERSION, BlockDecoder, CheckedBlock, block_prefix, check_block,
+};
 use crate::dlq::header::HeaderDamage;
 use crate::dlq::record::{
     FRAME_HEADER_BYTES, FRAME_PREFIX_BYTES, Frame, Prefix, RECORD_VERSION, Record, decode_frame,
     frame_prefix,
 };
+
+/// What a scan needs to know of a frame format: v1 records (one record a
+/// frame) or v2 blocks (many). Both share the frame header (length, CRC32C)
+/// and put their version byte right after it, which resynchronising
+/// searches for.
+pub trait Framing: 'static {
+    /// The version byte at [`VERSION_OFFSET`].
+    const VERSION: u8;
+    /// Bytes the prefix check looks at.
+    const PREFIX_BYTES: usize;
+    /// What an accepted frame yields.
+    type Item<'a>;
+    /// See [`frame_prefix`] and [`block_prefix`].
+    fn prefix(bytes: &[u8], limit_bytes: usize) -> Prefix;
+    /// The frame at the start of `frame` (exactly one frame's bytes), if
+    /// its checksum holds and it decodes.
+    fn accept(frame: &[u8]) -> Option<Self::Item<'_>>;
+    /// Records an accepted frame holds.
+    fn records(item: &Self::Item<'_>) -> u64;
+    /// Message bytes an accepted frame holds, if known without decoding.
+    fn input_bytes(item: &Self::Item<'_>) -> u64;
+}
+
+/// Format v1: one record per frame.
+#[derive(Debug)]
+pub enum RecordFrames {}
+
+impl Framing for RecordFrames {
+    const VERSION: u8 = RECORD_VERSION;
+    const PREFIX_BYTES: usize = FRAME_PREFIX_BYTES;
+    type Item<'a> = Record<'a>;
+
+    fn prefix(bytes: &[u8], limit_bytes: usize) -> Prefix {
+        frame_prefix(bytes, limit_bytes)
+    }
+
+    fn accept(frame: &[u8]) -> Option<Record<'_>> {
+        match decode_frame(frame) {
+            Ok(Frame::Record(record, taken)) => {
+                debug_assert_eq!(taken, frame.len(), "the prefix and the decoder agree");
+                debug_assert!(
+                    taken >= FRAME_PREFIX_BYTES,
+                    "an accepted frame is not empty"
+                );
+                Some(record)
+            }
+            Ok(Frame::End) | Err(_) => None,
+        }
+    }
+
+    fn records(_: &Record<'_>) -> u64 {
+        1
+    }
+
+    fn input_bytes(record: &Record<'_>) -> u64 {
+        record.message.len() as u64
+    }
+}
+
+/// Format v2: compressed blocks of records (see `block`). A block is
+/// accepted on its header and checksum; decompressing it is the caller's
+/// (see [`scan_blocks`]).
+#[derive(Debug)]
+pub enum BlockFrames {}
+
+impl Framing for BlockFrames {
+    const VERSION: u8 = BLOCK_VERSION;
+    const PREFIX_BYTES: usize = BLOCK_PREFIX_BYTES;
+    type Item<'a> = CheckedBlock<'a>;
+
+    fn prefix(bytes: &[u8], limit_bytes: usize) -> Prefix {
+        block_prefix(bytes, limit_bytes)
+    }
+
+    fn accept(frame: &[u8]) -> Option<CheckedBlock<'_>> {
+        let block = check_block(frame).ok()?;
+        debug_assert_eq!(block.frame.len(), frame.len(), "the prefix and the check agree");
+        debug_assert!(block.frame.len() > BLOCK_PREFIX_BYTES);
+        Some(block)
+    }
+
+    fn records(block: &CheckedBlock<'_>) -> u64 {
+        u64::from(block.head.records)
+    }
+
+    fn input_bytes(_: &CheckedBlock<'_>) -> u64 {
+        0
+    }
+}
 
 /// Bytes read at a time by a scan of a file (a longer frame grows the
 /// buffer once).
@@ -106,18 +198,25 @@ pub struct ScanSummary {
     /// A writer held the segment: it was read up to its last complete
     /// record ([`ScanMode::InUse`]).
     pub in_use: bool,
+    /// Bytes of the segment file in use: its header, the frames and blocks
+    /// read and, in a segment not sealed, its open block (see `segment`).
+    pub used_bytes: u64,
+    /// Bytes of the messages of the records recovered.
+    pub input_bytes: u64,
 }
 
 /// Walks the frames of a whole segment body held in memory (the bytes after
 /// the segment header), as a sealed segment.
 pub fn scan_frames(bytes: &[u8], visit: &mut dyn FnMut(&[Record<'_>])) -> ScanSummary {
-    let mut scanner = Scanner::new(ScanMode::Sealed, bytes.len() as u64);
+    let mut scanner = Scanner::<RecordFrames>::new(ScanMode::Sealed, bytes.len() as u64);
     let mut records = Vec::new();
     scanner.walk(bytes, 0, true, &mut records);
     if !records.is_empty() {
         visit(&records);
     }
     assert!(scanner.done, "a walk over all the bytes finishes");
+    scanner.summary.used_bytes = scanner.used_end;
+    scanner.summary.input_bytes = scanner.input_bytes;
     scanner.summary
 }
 
@@ -132,8 +231,70 @@ pub fn scan_reader(
     mode: ScanMode,
     visit: &mut dyn FnMut(&[Record<'_>]),
 ) -> std::io::Result<ScanSummary> {
+    scan_reader_with::<RecordFrames>(reader, total_bytes, chunk_bytes, mode, visit)
+}
+
+/// Walks the v2 blocks of a whole segment body held in memory, as a sealed
+/// segment, handing the records of each block to `visit`.
+pub fn scan_blocks(bytes: &[u8], visit: &mut dyn FnMut(&[Record<'_>])) -> ScanSummary {
+    scan_blocks_reader(
+        &mut &bytes[..],
+        bytes.len() as u64,
+        SCAN_CHUNK_BYTES,
+        ScanMode::Sealed,
+        visit,
+    )
+    .expect("reading a slice cannot fail")
+}
+
+/// [`scan_reader`] for a body of v2 blocks: each accepted block is
+/// decompressed and its records handed to `visit`. A block whose checksum
+/// holds but whose payload does not decode (a checksum collision, or a
+/// writer's bug) is counted as a corrupt region, and its records are not
+/// counted as recovered.
+pub fn scan_blocks_reader(
+    reader: &mut dyn Read,
+    total_bytes: u64,
+    chunk_bytes: usize,
+    mode: ScanMode,
+    visit: &mut dyn FnMut(&[Record<'_>]),
+) -> std::io::Result<ScanSummary> {
+    let mut decoder = BlockDecoder::new();
+    let (mut records_lost, mut corrupt, mut corrupt_bytes, mut input_bytes) = (0, 0, 0, 0u64);
+    let mut summary =
+        scan_reader_with::<BlockFrames>(reader, total_bytes, chunk_bytes, mode, &mut |blocks| {
+            for block in blocks {
+                let decoded = decoder.decode(block, &mut |records| {
+                    input_bytes += records
+                        .iter()
+                        .map(|record| record.message.len() as u64)
+                        .sum::<u64>();
+                    visit(records)
+                });
+                if decoded.is_err() {
+                    records_lost += u64::from(block.head.records);
+                    corrupt += 1;
+                    corrupt_bytes += block.frame.len() as u64;
+                }
+            }
+        })?;
+    summary.records -= records_lost;
+    summary.corrupt += corrupt;
+    summary.corrupt_bytes += corrupt_bytes;
+    summary.input_bytes = input_bytes;
+    Ok(summary)
+}
+
+/// [`scan_reader`] over any frame format.
+pub fn scan_reader_with<F: Framing>(
+    reader: &mut dyn Read,
+    total_bytes: u64,
+    chunk_bytes: usize,
+    mode: ScanMode,
+    visit: &mut dyn FnMut(&[F::Item<'_>]),
+) -> std::io::Result<ScanSummary> {
     assert!(chunk_bytes > 0, "a scan reads at least one byte at a time");
-    let mut scanner = Scanner::new(mode, total_bytes);
+    let mut scanner = Scanner::<F>::new(mode, total_bytes);
     let mut buffer: Vec<u8> = Vec::with_capacity(chunk_bytes);
     // Offset in the body of `buffer[0]`, and of the end of what was read.
     let (mut base, mut read_end) = (0u64, 0u64);
@@ -151,6 +312,8 @@ pub fn scan_reader(
             visit(&records);
         }
         if scanner.done {
+            scanner.summary.used_bytes = scanner.used_end;
+            scanner.summary.input_bytes = scanner.input_bytes;
             return Ok(scanner.summary);
         }
         drop(records);
@@ -199,17 +362,21 @@ struct Progress {
 }
 
 /// What the bytes at one offset hold.
-enum Candidate<'a> {
-    Frame(Record<'a>, usize),
+enum Candidate<'a, F: Framing> {
+    Frame(F::Item<'a>, usize),
     Invalid,
     /// More bytes are needed from this offset (a frame or prefix this long).
     Needs(usize),
 }
 
 /// The state of a scan between windows of the body.
-#[derive(Debug)]
-struct Scanner {
+struct Scanner<F: Framing> {
     mode: ScanMode,
+    /// Body offset of the end of the last accepted frame.
+    used_end: u64,
+    /// Message bytes of the v1 records accepted.
+    input_bytes: u64,
+    format: std::marker::PhantomData<F>,
     total_bytes: u64,
     summary: ScanSummary,
     /// Start of the corrupt region being crossed.
@@ -224,10 +391,13 @@ struct Scanner {
     done: bool,
 }
 
-impl Scanner {
+impl<F: Framing> Scanner<F> {
     fn new(mode: ScanMode, total_bytes: u64) -> Self {
         Self {
             mode,
+            used_end: 0,
+            input_bytes: 0,
+            format: std::marker::PhantomData,
             total_bytes,
             summary: ScanSummary {
                 in_use: mode == ScanMode::InUse,
@@ -250,7 +420,7 @@ impl Scanner {
         window: &'a [u8],
         base: u64,
         end_of_data: bool,
-        records: &mut Vec<Record<'a>>,
+        records: &mut Vec<F::Item<'a>>,
     ) -> Progress {
         debug_assert!(!self.done, "walk after the scan finished");
         assert!(
@@ -268,8 +438,10 @@ impl Scanner {
             };
             match step {
                 Step::Record(record, next) => {
+                    self.summary.records += F::records(&record);
+                    self.input_bytes += F::input_bytes(&record);
+                    self.used_end = base + next as u64;
                     records.push(record);
-                    self.summary.records += 1;
                     at = next;
                 }
                 Step::Moved(next) => at = next,
@@ -296,7 +468,7 @@ impl Scanner {
         base: u64,
         at: usize,
         end_of_data: bool,
-    ) -> Step<'a> {
+    ) -> Step<'a, F> {
         let rest = &window[at..];
         if rest.is_empty() {
             return if end_of_data {
@@ -333,11 +505,11 @@ impl Scanner {
         base: u64,
         at: usize,
         end_of_data: bool,
-    ) -> Step<'a> {
+    ) -> Step<'a, F> {
         let search_from = at + VERSION_OFFSET;
         let found = window
             .get(search_from..)
-            .and_then(|rest| memchr::memchr(RECORD_VERSION, rest));
+            .and_then(|rest| memchr::memchr(F::VERSION, rest));
         let Some(found) = found else {
             if end_of_data {
                 return Step::Finish;
@@ -364,15 +536,15 @@ impl Scanner {
         base: u64,
         at: usize,
         end_of_data: bool,
-    ) -> Candidate<'a> {
+    ) -> Candidate<'a, F> {
         let rest = &window[at..];
         let limit_bytes = self.total_bytes - (base + at as u64);
         let limit_bytes = usize::try_from(limit_bytes).unwrap_or(usize::MAX);
-        let frame_bytes = match frame_prefix(rest, limit_bytes) {
+        let frame_bytes = match F::prefix(rest, limit_bytes) {
             Prefix::Plausible(frame_bytes) => frame_bytes,
             Prefix::Implausible => return Candidate::Invalid,
             Prefix::Short if end_of_data => return Candidate::Invalid,
-            Prefix::Short => return Candidate::Needs(FRAME_PREFIX_BYTES),
+            Prefix::Short => return Candidate::Needs(F::PREFIX_BYTES),
         };
         if rest.len() < frame_bytes {
             return if end_of_data {
@@ -389,16 +561,9 @@ impl Scanner {
                 return Candidate::Invalid;
             }
         }
-        match decode_frame(&rest[..frame_bytes]) {
-            Ok(Frame::Record(record, taken)) => {
-                debug_assert_eq!(taken, frame_bytes, "the prefix and the decoder agree");
-                debug_assert!(
-                    taken >= FRAME_PREFIX_BYTES,
-                    "an accepted frame is not empty"
-                );
-                Candidate::Frame(record, taken)
-            }
-            Ok(Frame::End) | Err(_) => Candidate::Invalid,
+        match F::accept(&rest[..frame_bytes]) {
+            Some(item) => Candidate::Frame(item, frame_bytes),
+            None => Candidate::Invalid,
         }
     }
 
@@ -449,9 +614,9 @@ impl Scanner {
 }
 
 /// What one step of a walk did.
-enum Step<'a> {
-    /// An accepted record, and the index after its frame.
-    Record(Record<'a>, usize),
+enum Step<'a, F: Framing> {
+    /// An accepted frame, and the index after it.
+    Record(F::Item<'a>, usize),
     /// Go on at this index of the window.
     Moved(usize),
     /// Stop this window: more bytes are needed.
@@ -460,7 +625,7 @@ enum Step<'a> {
     Finish,
 }
 
-impl Step<'_> {
+impl<F: Framing> Step<'_, F> {
     fn wait(consumed: usize, needed: usize) -> Self {
         Step::Wait(Progress { consumed, needed })
     }

@@ -2,15 +2,39 @@
 //! memory map, locked while in use.
 //!
 //! ```text
-//! segment-0000000000000007.dlq
+//! segment-0000000000000007.dlq (version 2, written by this build)
 //! +--------------------------------------------+ 0
 //! | magic "LCDLQSEG" | version u32 | header u32 |
 //! | segment_bytes u64 | sequence u64           |
 //! | created_ns u64 | zero padding to 64 bytes   |
 //! +--------------------------------------------+ 64
-//! | frame | frame | ... | 0u32 (end) | zeroes   |
+//! | block | block | ... | 0u32 (end) | zeroes   |   blocks (see `block`)
+//! +--------------------------------------------+ staging_start
+//! | open block: magic u32 | crc32c u32 |        |   staging_bytes(size)
+//! |   block_offset u64 | v1 frame | ... | 0... |   (see `header`)
+//! +--------------------------------------------+ segment_bytes - 64
+//! | seal trailer (zero until sealed)            |   see `header`
 //! +--------------------------------------------+ segment_bytes
+//!
+//! version 1 (written by earlier builds, still read):
+//! | header | frame | frame | ... | 0u32 (end) | zeroes |
 //! ```
+//!
+//! The open block. A record is stored as soon as its v1 frame (see
+//! `record`) is in the open block area: it is in the page cache, so it
+//! survives a crash of the process. The writer also gathers the records in
+//! memory; when the block is full (64 KiB of payload, or the area is full)
+//! or the segment is sealed, it compresses them into a block, writes the
+//! block after the last one (its length last), and only then clears the
+//! open block area (its frames first, its header last). The area's header
+//! names the offset its block will be written at, so a scan after a crash
+//! between the two steps sees the block there and ignores the area: a crash
+//! at any point loses no record and repeats none.
+//!
+//! Sealing writes the trailer: the record count, the bytes used and the
+//! records' fingerprint, so that start-up takes a sealed segment's counts
+//! from 64 bytes instead of a scan. A segment without a valid trailer (one
+//! torn by a crash) is scanned.
 //!
 //! Invariants: a segment file is created at its full size with
 //! `posix_fallocate`, so a full disk is an error at creation and never a
@@ -43,12 +67,38 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Advice, MmapMut, UncheckedAdvice};
 
+use crate::dlq::ack::Fingerprint;
+use crate::dlq::block::check_block;
 pub use crate::dlq::header::{
-    HeaderDamage, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, check_header,
+    HeaderDamage, Layout, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
+    SEGMENT_VERSION_V1, TRAILER_BYTES, Trailer, check_header,
 };
 use crate::dlq::record::Record;
-use crate::dlq::scan::scan_reader;
-pub use crate::dlq::scan::{SCAN_CHUNK_BYTES, ScanMode, ScanSummary, scan_frames};
+use crate::dlq::scan::{scan_blocks_reader, scan_reader};
+pub use crate::dlq::scan::{SCAN_CHUNK_BYTES, ScanMode, ScanSummary, scan_blocks, scan_frames};
+
+/// Bytes of the open block area's header: magic, CRC32C, block offset.
+pub const STAGING_HEADER_BYTES: usize = 16;
+const STAGING_MAGIC: u32 = u32::from_le_bytes(*b"LCOB");
+
+/// The header of an open block area whose block goes to `block_offset`.
+fn staging_header(block_offset: u64) -> [u8; STAGING_HEADER_BYTES] {
+    let mut header = [0u8; STAGING_HEADER_BYTES];
+    header[0..4].copy_from_slice(&STAGING_MAGIC.to_le_bytes());
+    header[8..16].copy_from_slice(&block_offset.to_le_bytes());
+    let checksum = crc32c::crc32c(&header[8..16]);
+    header[4..8].copy_from_slice(&checksum.to_le_bytes());
+    header
+}
+
+/// The block offset an open block area's header names, if intact.
+fn staging_block_offset(header: &[u8]) -> Option<u64> {
+    let header = header.get(..STAGING_HEADER_BYTES)?;
+    let magic = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let checksum = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    (magic == STAGING_MAGIC && checksum == crc32c::crc32c(&header[8..16]))
+        .then(|| u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")))
+}
 
 /// Written bytes after which the pages behind the write offset are handed
 /// back to the page cache, so that a segment's mapping does not keep up to
@@ -212,14 +262,26 @@ pub struct WritableSegment {
     pub path: PathBuf,
     map: MmapMut,
     _file: File,
-    /// Next free byte; `SEGMENT_HEADER_BYTES..=map.len()`.
+    /// 2, or 1 for a segment of v1 frames (written only by tests now).
+    version: u32,
+    /// Where the areas lie (version 2).
+    layout: Layout,
+    /// Next free byte of the frames (v1) or blocks (v2);
+    /// `SEGMENT_HEADER_BYTES..=` the end of that area.
     write_offset: usize,
+    /// Bytes of the open block area in use, its header included; 0 when
+    /// the area is empty (zeroes).
+    staged_bytes: usize,
     /// Bytes before this offset were handed back to the page cache; a
     /// multiple of the page size, at most `write_offset`.
     released_offset: usize,
     /// Bytes before this offset have been faulted in ahead of writing.
     populated_offset: usize,
+    /// Records stored: in blocks (or frames) and in the open block.
     pub records: u64,
+    /// Message bytes of those records.
+    pub input_bytes: u64,
+    fingerprint: Fingerprint,
 }
 
 impl WritableSegment {
@@ -230,10 +292,39 @@ impl WritableSegment {
         segment_bytes: usize,
         created_ns: u64,
     ) -> Result<Self, SegmentError> {
+        Self::create_version(dir, sequence, segment_bytes, created_ns, SEGMENT_VERSION)
+    }
+
+    /// Creates a segment of v1 record frames, as earlier builds wrote them
+    /// (kept so that tests can make the segments an upgraded daemon finds).
+    #[doc(hidden)]
+    pub fn create_v1(
+        dir: &Path,
+        sequence: u64,
+        segment_bytes: usize,
+        created_ns: u64,
+    ) -> Result<Self, SegmentError> {
+        Self::create_version(dir, sequence, segment_bytes, created_ns, SEGMENT_VERSION_V1)
+    }
+
+    fn create_version(
+        dir: &Path,
+        sequence: u64,
+        segment_bytes: usize,
+        created_ns: u64,
+        version: u32,
+    ) -> Result<Self, SegmentError> {
         assert!(
             segment_bytes > SEGMENT_HEADER_BYTES + 4,
             "segment_bytes is validated"
         );
+        let layout = match version {
+            SEGMENT_VERSION_V1 => Layout {
+                staging_start: segment_bytes,
+                trailer_start: segment_bytes,
+            },
+            _ => Layout::of(segment_bytes as u64).expect("segment_bytes is validated"),
+        };
         let path = dir.join(segment_name(sequence));
         let temporary = dir.join(temporary_name(sequence));
         let file = OpenOptions::new()
@@ -243,7 +334,7 @@ impl WritableSegment {
             .open(&temporary)
             .map_err(io_error(&path, "create"))?;
         let prepared = Self::prepare(&file, &path, segment_bytes).and_then(|mut map| {
-            write_header(&mut map, segment_bytes, sequence, created_ns);
+            write_header(&mut map, segment_bytes, sequence, created_ns, version);
             publish(&temporary, &path)?;
             Ok(map)
         });
@@ -254,10 +345,15 @@ impl WritableSegment {
             path,
             map,
             _file: file,
+            version,
+            layout,
             write_offset: SEGMENT_HEADER_BYTES,
+            staged_bytes: 0,
             released_offset: 0,
             populated_offset: 0,
             records: 0,
+            input_bytes: 0,
+            fingerprint: Fingerprint::default(),
         })
     }
 
@@ -277,17 +373,56 @@ impl WritableSegment {
         map(file, path)
     }
 
-    /// Bytes still free for frames (keeping room for the end marker).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Bytes still free for frames (v1) or blocks (v2), keeping room for
+    /// the end marker.
     pub fn free_bytes(&self) -> usize {
-        self.map.len().saturating_sub(self.write_offset + 4)
+        self.layout
+            .staging_start
+            .saturating_sub(self.write_offset + 4)
+    }
+
+    /// Bytes of the open block area still free for frames (v2).
+    pub fn staging_free_bytes(&self) -> usize {
+        let staged = self.staged_bytes.max(STAGING_HEADER_BYTES);
+        self.layout.trailer_start - self.layout.staging_start - staged
+    }
+
+    /// Bytes of the open block area for frames when it is empty (v2).
+    pub fn staging_capacity_bytes(&self) -> usize {
+        self.layout.trailer_start - self.layout.staging_start - STAGING_HEADER_BYTES
+    }
+
+    /// Bytes in use: the header and the frames or blocks written.
+    pub fn used_bytes(&self) -> usize {
+        self.write_offset
     }
 
     pub fn len_bytes(&self) -> usize {
         self.map.len()
     }
 
-    /// Appends one encoded frame. The caller checked `free_bytes`.
+    /// Counts a record stored by [`append`](Self::append),
+    /// [`stage`](Self::stage) or [`write_block`](Self::write_block).
+    pub fn note(&mut self, record: &Record<'_>) {
+        self.records += 1;
+        self.input_bytes += record.message.len() as u64;
+        self.fingerprint.add(record);
+    }
+
+    /// Appends one encoded v1 frame to a v1 segment. The caller checked
+    /// `free_bytes`.
     pub fn append(&mut self, frame: &[u8]) {
+        assert_eq!(self.version, SEGMENT_VERSION_V1, "frames go to v1 segments");
+        self.write_at_end(frame);
+    }
+
+    /// Writes `frame` (a v1 frame or a v2 block) at the write offset,
+    /// length last.
+    fn write_at_end(&mut self, frame: &[u8]) {
         assert!(
             frame.len() <= self.free_bytes(),
             "frame of {} bytes, {} free",
@@ -298,18 +433,74 @@ impl WritableSegment {
         if end > self.populated_offset {
             self.populate_ahead(end);
         }
-        // Body first, length last: a crash between the two leaves a zero
-        // length, which reads as the end of the segment.
-        self.map[self.write_offset + 4..end].copy_from_slice(&frame[4..]);
-        // Readers of the segment being written (`dlq dump`) read the page
-        // cache concurrently: the length must not become visible first.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        self.map[self.write_offset..self.write_offset + 4].copy_from_slice(&frame[..4]);
+        write_length_last(&mut self.map[self.write_offset..end], frame);
         self.write_offset = end;
-        self.records += 1;
         if self.write_offset - self.released_offset >= RELEASE_BYTES {
             self.release_written();
         }
+    }
+
+    /// Stores one v1 frame in the open block area of a v2 segment: once
+    /// this returns, the record survives a crash of the process. The caller
+    /// checked `staging_free_bytes`, and that the blocks' area has room for
+    /// the block the open block will become.
+    pub fn stage(&mut self, frame: &[u8]) {
+        assert_eq!(self.version, SEGMENT_VERSION, "an open block is v2");
+        assert!(
+            frame.len() <= self.staging_free_bytes(),
+            "frame of {} bytes, {} free in the open block",
+            frame.len(),
+            self.staging_free_bytes()
+        );
+        let start = self.layout.staging_start;
+        if self.staged_bytes == 0 {
+            let header = staging_header(self.write_offset as u64);
+            self.map[start..start + STAGING_HEADER_BYTES].copy_from_slice(&header);
+            self.staged_bytes = STAGING_HEADER_BYTES;
+        }
+        let at = start + self.staged_bytes;
+        write_length_last(&mut self.map[at..at + frame.len()], frame);
+        self.staged_bytes += frame.len();
+    }
+
+    /// Writes a closed block after the last one, then clears the open block
+    /// area (its records are in the block). The caller checked
+    /// `free_bytes`.
+    pub fn write_block(&mut self, block: &[u8]) {
+        assert_eq!(self.version, SEGMENT_VERSION, "blocks go to v2 segments");
+        self.write_at_end(block);
+        if self.staged_bytes > 0 {
+            let start = self.layout.staging_start;
+            // Frames first, header last: while the header stands, the block
+            // at its offset tells a reader that the frames are in it.
+            self.map[start + STAGING_HEADER_BYTES..start + self.staged_bytes].fill(0);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            self.map[start..start + STAGING_HEADER_BYTES].fill(0);
+            self.staged_bytes = 0;
+        }
+    }
+
+    /// True when records wait in the open block area.
+    pub fn has_staged(&self) -> bool {
+        self.staged_bytes > 0
+    }
+
+    /// Writes the seal trailer of a v2 segment whose open block was
+    /// closed, and starts write-back.
+    pub fn seal(&mut self) {
+        if self.version == SEGMENT_VERSION {
+            assert_eq!(self.staged_bytes, 0, "the open block is closed first");
+            let trailer = Trailer {
+                sequence: self.sequence,
+                records: self.records,
+                used_bytes: self.write_offset as u64,
+                input_bytes: self.input_bytes,
+                fingerprint: self.fingerprint.checksum,
+            };
+            let start = self.layout.trailer_start;
+            self.map[start..start + TRAILER_BYTES].copy_from_slice(&trailer.encode());
+        }
+        self.flush_async();
     }
 
     /// Faults in the pages up to `POPULATE_BYTES` past `end` in one call.
@@ -383,11 +574,28 @@ fn publish(temporary: &Path, path: &Path) -> Result<(), SegmentError> {
     }
 }
 
+/// Copies `frame` into `target`, its 4-byte length last: a crash between
+/// the two leaves a zero length, which reads as the end of what was
+/// written.
+fn write_length_last(target: &mut [u8], frame: &[u8]) {
+    target[4..].copy_from_slice(&frame[4..]);
+    // Readers of the segment being written (`dlq dump`) read the page cache
+    // concurrently: the length must not become visible first.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+    target[..4].copy_from_slice(&frame[..4]);
+}
+
 /// Writes the header of a new segment into its map.
-fn write_header(map: &mut MmapMut, segment_bytes: usize, sequence: u64, created_ns: u64) {
+fn write_header(
+    map: &mut MmapMut,
+    segment_bytes: usize,
+    sequence: u64,
+    created_ns: u64,
+    version: u32,
+) {
     let header = &mut map[..SEGMENT_HEADER_BYTES];
     header[0..8].copy_from_slice(SEGMENT_MAGIC);
-    header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&version.to_le_bytes());
     header[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
     header[16..24].copy_from_slice(&(segment_bytes as u64).to_le_bytes());
     header[24..32].copy_from_slice(&sequence.to_le_bytes());
@@ -424,10 +632,14 @@ pub struct ReadableSegment {
     file: File,
     /// Why the header is damaged, if it is.
     header: Option<HeaderDamage>,
+    /// The format version: from the header, or from its version field
+    /// when the rest is damaged; `None` when that is damaged too (the scan
+    /// then tries both formats).
+    version: Option<u32>,
     /// Bytes of the header read (all of them unless the file is shorter).
     header_bytes: u64,
-    /// Bytes after the header.
-    body_bytes: u64,
+    /// Bytes of the file.
+    file_bytes: u64,
     mode: ScanMode,
 }
 
@@ -465,7 +677,14 @@ impl ReadableSegment {
             .file_name()
             .and_then(|name| name.to_str())
             .and_then(segment_sequence);
-        let damage = check_header(&header, named).err();
+        let checked = check_header(&header, named);
+        let version = match checked {
+            Ok(version) => Some(version),
+            Err(_) => header
+                .get(8..12)
+                .map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+                .filter(|&version| version == SEGMENT_VERSION || version == SEGMENT_VERSION_V1),
+        };
         let sequence = named.unwrap_or_else(|| {
             header.get(24..32).map_or(0, |bytes| {
                 u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
@@ -475,11 +694,32 @@ impl ReadableSegment {
             sequence,
             path: path.to_path_buf(),
             file,
-            header: damage,
+            header: checked.err(),
+            version,
             header_bytes: header.len() as u64,
-            body_bytes: file_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64),
+            file_bytes,
             mode,
         })
+    }
+
+    /// The format version, if the header tells it.
+    pub fn version(&self) -> Option<u32> {
+        self.version
+    }
+
+    /// The seal trailer of an intact, sealed v2 segment: its counts,
+    /// without a scan. `None` for a segment being written, a v1 segment, a
+    /// damaged header, or no valid trailer (a segment torn by a crash).
+    pub fn trailer(&self) -> Option<Trailer> {
+        use std::os::unix::fs::FileExt;
+        let intact_v2 = self.header.is_none() && self.version == Some(SEGMENT_VERSION);
+        if !intact_v2 || self.mode == ScanMode::InUse {
+            return None;
+        }
+        let start = self.file_bytes.checked_sub(TRAILER_BYTES as u64)?;
+        let mut bytes = [0u8; TRAILER_BYTES];
+        self.file.read_exact_at(&mut bytes, start).ok()?;
+        Trailer::decode(&bytes, self.sequence, self.file_bytes)
     }
 
     /// Visits every intact record in order, one chunk of records at a time
@@ -490,20 +730,161 @@ impl ReadableSegment {
         &mut self,
         visit: &mut dyn FnMut(&[Record<'_>]),
     ) -> Result<ScanSummary, SegmentError> {
-        let mut summary = scan_reader(
-            &mut self.file,
-            self.body_bytes,
-            SCAN_CHUNK_BYTES,
-            self.mode,
-            visit,
-        )
-        .map_err(io_error(&self.path, "read"))?;
+        let version = match self.version {
+            Some(version) => version,
+            None => self.guess_version()?,
+        };
+        let mut summary = if version == SEGMENT_VERSION_V1 {
+            let body_bytes = self.file_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64);
+            scan_reader(
+                &mut self.file,
+                body_bytes,
+                SCAN_CHUNK_BYTES,
+                self.mode,
+                visit,
+            )
+            .map_err(io_error(&self.path, "read"))?
+        } else {
+            self.scan_v2(visit)?
+        };
+        summary.used_bytes += SEGMENT_HEADER_BYTES as u64;
         if let Some(damage) = self.header {
             summary.header = Some(damage);
             summary.corrupt += 1;
             summary.corrupt_bytes += self.header_bytes;
         }
         Ok(summary)
+    }
+
+    /// The format of a segment whose header does not tell: the one whose
+    /// scan recovers more records.
+    fn guess_version(&mut self) -> Result<u32, SegmentError> {
+        self.version = Some(SEGMENT_VERSION);
+        let as_v2 = self.scan_chunks(&mut |_| {})?.records;
+        self.rewind()?;
+        self.version = Some(SEGMENT_VERSION_V1);
+        let as_v1 = self.scan_chunks(&mut |_| {})?.records;
+        self.rewind()?;
+        let version = if as_v1 > as_v2 {
+            SEGMENT_VERSION_V1
+        } else {
+            SEGMENT_VERSION
+        };
+        self.version = None;
+        Ok(version)
+    }
+
+    /// Scans a v2 segment: its blocks, then its open block (the records a
+    /// crash left there, or that the writer has not closed yet), then its
+    /// trailer.
+    fn scan_v2(
+        &mut self,
+        visit: &mut dyn FnMut(&[Record<'_>]),
+    ) -> Result<ScanSummary, SegmentError> {
+        let Some(layout) = Layout::of(self.file_bytes) else {
+            // Too short for the v2 areas: what there is, as blocks.
+            let body_bytes = self.file_bytes.saturating_sub(SEGMENT_HEADER_BYTES as u64);
+            return scan_blocks_reader(
+                &mut self.file,
+                body_bytes,
+                SCAN_CHUNK_BYTES,
+                self.mode,
+                visit,
+            )
+            .map_err(io_error(&self.path, "read"));
+        };
+        let blocks_bytes = (layout.staging_start - SEGMENT_HEADER_BYTES) as u64;
+        let mut summary = scan_blocks_reader(
+            &mut self.file,
+            blocks_bytes,
+            SCAN_CHUNK_BYTES,
+            self.mode,
+            visit,
+        )
+        .map_err(io_error(&self.path, "read"))?;
+        self.scan_staging(layout, &mut summary, visit)?;
+        if self.mode == ScanMode::Sealed {
+            self.check_trailer(layout, &mut summary)?;
+        }
+        Ok(summary)
+    }
+
+    /// Adds the records of the open block area, unless the block they went
+    /// into is in place.
+    fn scan_staging(
+        &mut self,
+        layout: Layout,
+        summary: &mut ScanSummary,
+        visit: &mut dyn FnMut(&[Record<'_>]),
+    ) -> Result<(), SegmentError> {
+        use std::os::unix::fs::FileExt;
+        let mut area = vec![0u8; layout.trailer_start - layout.staging_start];
+        self.file
+            .read_exact_at(&mut area, layout.staging_start as u64)
+            .map_err(io_error(&self.path, "read"))?;
+        let Some(block_offset) = staging_block_offset(&area) else {
+            if let Some(last) = area.iter().rposition(|&byte| byte != 0) {
+                // Damage: the header of an area in use is cleared last.
+                summary.corrupt += 1;
+                summary.corrupt_bytes += last as u64 + 1;
+            }
+            return Ok(());
+        };
+        if self.block_at(block_offset, layout) {
+            return Ok(());
+        }
+        let frames = &area[STAGING_HEADER_BYTES..];
+        let staged = scan_reader(
+            &mut &frames[..],
+            frames.len() as u64,
+            frames.len().max(1),
+            self.mode,
+            visit,
+        )
+        .expect("reading a slice cannot fail");
+        summary.records += staged.records;
+        summary.corrupt += staged.corrupt;
+        summary.corrupt_bytes += staged.corrupt_bytes;
+        summary.torn_tail |= staged.torn_tail;
+        summary.input_bytes += staged.input_bytes;
+        Ok(())
+    }
+
+    /// True when an intact block starts at `offset` of the blocks' area.
+    fn block_at(&self, offset: u64, layout: Layout) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Ok(offset) = usize::try_from(offset) else {
+            return false;
+        };
+        if offset < SEGMENT_HEADER_BYTES || offset >= layout.staging_start {
+            return false;
+        }
+        let mut prefix = [0u8; 4];
+        if self.file.read_exact_at(&mut prefix, offset as u64).is_err() {
+            return false;
+        }
+        let length = u32::from_le_bytes(prefix) as usize;
+        let frame_bytes = length.saturating_add(crate::dlq::record::FRAME_HEADER_BYTES);
+        if length == 0 || frame_bytes > layout.staging_start - offset {
+            return false;
+        }
+        let mut frame = vec![0u8; frame_bytes];
+        self.file.read_exact_at(&mut frame, offset as u64).is_ok() && check_block(&frame).is_ok()
+    }
+
+    /// Counts a trailer that is neither zero nor valid as damage.
+    fn check_trailer(&self, layout: Layout, summary: &mut ScanSummary) -> Result<(), SegmentError> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = [0u8; TRAILER_BYTES];
+        self.file
+            .read_exact_at(&mut bytes, layout.trailer_start as u64)
+            .map_err(io_error(&self.path, "read"))?;
+        let zero = bytes.iter().all(|&byte| byte == 0);
+        if !zero && Trailer::decode(&bytes, self.sequence, self.file_bytes).is_none() {
+            summary.corrupt += 1;
+            summary.corrupt_bytes += TRAILER_BYTES as u64;
+        }
+        Ok(())
     }
 
     /// Visits every intact record in order (see [`scan_chunks`](Self::scan_chunks)).
@@ -556,7 +937,7 @@ mod tests {
     #[test]
     fn written_records_scan_back_and_corruption_is_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut segment = WritableSegment::create(dir.path(), 7, 4096, 0).expect("create");
+        let mut segment = WritableSegment::create_v1(dir.path(), 7, 4096, 0).expect("create");
         let mut offsets = Vec::new();
         let mut count = 0;
         loop {
@@ -612,7 +993,7 @@ mod tests {
     fn released_pages_keep_their_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let segment_bytes = 3 * RELEASE_BYTES;
-        let mut segment = WritableSegment::create(dir.path(), 2, segment_bytes, 0).expect("create");
+        let mut segment = WritableSegment::create_v1(dir.path(), 2, segment_bytes, 0).expect("create");
         let mut count = 0u32;
         loop {
             let (frame, _) = record(count);
@@ -646,7 +1027,7 @@ mod tests {
     fn scan_reads_records_longer_than_a_chunk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut segment =
-            WritableSegment::create(dir.path(), 3, 8 * SCAN_CHUNK_BYTES, 0).expect("create");
+            WritableSegment::create_v1(dir.path(), 3, 8 * SCAN_CHUNK_BYTES, 0).expect("create");
         let big = vec![b'b'; SCAN_CHUNK_BYTES * 3 / 2];
         let mut expected = Vec::new();
         for number in 0..20_000u32 {

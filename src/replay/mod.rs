@@ -318,6 +318,10 @@ impl Replayer {
         // goes only when each of them was handled.
         let complete = !pass.halted && !pass.mismatched && pass.acks.is_complete();
         pass.counts.deleted = complete && delete(segment, &pass.acks);
+        if pass.counts.deleted {
+            self.metrics.used_bytes.subtract(summary.used_bytes);
+            self.metrics.input_bytes.subtract(summary.input_bytes);
+        }
         if pass.counts.deleted && summary.corrupt > 0 {
             tracing::warn!(path = %path.display(), records = summary.records, corrupt = summary.corrupt, corrupt_bytes = summary.corrupt_bytes, "DLQ segment with corrupt regions replayed and deleted: its intact records were handled, the damaged ones could not be read");
         }
