@@ -251,16 +251,17 @@ impl BlockBuilder {
             "a block payload is at most {PAYLOAD_BYTES_MAX} bytes"
         );
         out.clear();
-        out.reserve(block_frame_bound(self.payload.len()));
         out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
         out.extend_from_slice(&[BLOCK_VERSION, CODEC_ZSTD, 0, 0]);
         out.extend_from_slice(&self.records.to_le_bytes());
         out.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        out.resize(block_frame_bound(self.payload.len()), 0);
         let compressed = self
             .compressor
-            .compress_to_buffer(&self.payload, &mut *out)
+            .compress_to_buffer(&self.payload, &mut out[BLOCK_PREFIX_BYTES..])
             .expect("the output has room for zstd's bound");
         debug_assert!(compressed > 0, "zstd writes a frame header");
+        out.truncate(BLOCK_PREFIX_BYTES + compressed);
         let body_bytes = out.len() - FRAME_HEADER_BYTES;
         let checksum = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
         out[0..4].copy_from_slice(&(body_bytes as u32).to_le_bytes());

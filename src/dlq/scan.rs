@@ -762,6 +762,8 @@ mod tests {
             summary,
             ScanSummary {
                 records: 40,
+                used_bytes: ranges[39].end as u64,
+                input_bytes: summary.input_bytes,
                 ..ScanSummary::default()
             }
         );

@@ -950,6 +950,7 @@ mod tests {
             count += 1;
         }
         assert!(count > 50);
+        let used_bytes = segment.used_bytes() as u64;
         drop(segment);
         let path = dir.path().join(segment_name(7));
         assert_eq!(std::fs::metadata(&path).expect("file").len(), 4096);
@@ -962,6 +963,8 @@ mod tests {
             summary,
             ScanSummary {
                 records: count as u64,
+                used_bytes,
+                input_bytes: summary.input_bytes,
                 ..ScanSummary::default()
             }
         );
