@@ -16,16 +16,27 @@ use log_capturer::pipeline::Pipeline;
 use rdkafka::mocking::MockCluster;
 
 /// Runs a pipeline with a dead Kafka sink (every failure goes straight to
-/// its DLQ in `dlq_dir`) and a healthy file sink; returns (lines written,
-/// lines in the file sink's output, DLQ entries stored, DLQ write errors).
+/// its DLQ in `dlq_dir`) and a healthy file sink over 50,000 numbered
+/// lines; returns (lines written, lines in the file sink's output, DLQ
+/// entries stored, DLQ write errors).
 fn run_with_dlq_dir(dir: &std::path::Path, dlq_dir: &std::path::Path) -> (u64, u64, u64, u64) {
+    let mut buffer = Vec::new();
+    common::write_numbered_lines(&mut buffer, 0, 50_000);
+    run_lines_with_dlq_dir(dir, dlq_dir, &buffer, 50_000)
+}
+
+/// [`run_with_dlq_dir`] over `count` given lines.
+fn run_lines_with_dlq_dir(
+    dir: &std::path::Path,
+    dlq_dir: &std::path::Path,
+    lines: &[u8],
+    count: u64,
+) -> (u64, u64, u64, u64) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic("trouble", 1, 1).expect("topic");
     cluster.broker_down(1).expect("down");
     let input = dir.join("input.log");
-    let mut buffer = Vec::new();
-    common::write_numbered_lines(&mut buffer, 0, 50_000);
-    std::fs::write(&input, &buffer).expect("input");
+    std::fs::write(&input, lines).expect("input");
     let output = dir.join("archive.log");
     let text = format!(
         r#"
@@ -90,7 +101,7 @@ path = "{output}"
         .count() as u64;
     let stored = dlq.stored_total();
     (
-        50_000,
+        count,
         archived,
         stored,
         dlq.write_errors.get() + dlq.dropped.get(),
@@ -131,24 +142,28 @@ fn unwritable_dlq_directory_is_counted_and_harmless() {
 }
 
 /// Goal: a DLQ disk that fills up ends in counted errors, not a SIGBUS.
-/// Method: the DLQ on a 3 MiB tmpfs with 1 MiB segments, 50,000 lines of
-/// 120 bytes failing (about 8 MiB of records).
+/// Method: the DLQ on a 2 MiB tmpfs with 1 MiB segments, 150,000 lines of
+/// a VoIP host's logs (`perf/voip_lines.py`, random identifiers) failing:
+/// about 6 MiB of compressed blocks.
 #[test]
 fn full_dlq_disk_is_counted_and_never_faults() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dlq_dir = dir.path().join("small-disk");
     std::fs::create_dir_all(&dlq_dir).expect("mount point");
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
         .arg(&dlq_dir)
         .status()
         .expect("mount runs");
     assert!(
         mounted.success(),
-        "mount a 3 MiB tmpfs at {} (the test runs as root)",
+        "mount a 2 MiB tmpfs at {} (the test runs as root)",
         dlq_dir.display()
     );
-    let result = std::panic::catch_unwind(|| run_with_dlq_dir(dir.path(), &dlq_dir));
+    let lines = common::voip_lines(150_000, "random", false, 3);
+    let result = std::panic::catch_unwind(|| {
+        run_lines_with_dlq_dir(dir.path(), &dlq_dir, &lines, 150_000)
+    });
     let unmounted = Command::new("umount")
         .arg(&dlq_dir)
         .status()

@@ -308,3 +308,28 @@ pub fn topic_consumer(
     consumer.assign(&assignment).expect("assign");
     consumer
 }
+
+/// `count` lines of a VoIP host's logs from `perf/voip_lines.py` (`mode`
+/// "random": fresh identifiers on every line; "template": identifiers from
+/// a pool of calls in progress), numbered (`seq=NNNNNNNNNNNN ` first) when
+/// asked; deterministic for a given seed.
+pub fn voip_lines(count: u64, mode: &str, numbered: bool, seed: u64) -> Vec<u8> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/voip_lines.py");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(&script)
+        .arg("-")
+        .arg(count.to_string())
+        .args(["--mode", mode, "--seed", &seed.to_string()]);
+    if numbered {
+        command.arg("--numbered");
+    }
+    let output = command.output().expect("python3 runs perf/voip_lines.py");
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
