@@ -573,6 +573,9 @@ impl<'a> Reader<'a> {
 pub struct BlockDecoder {
     decompressor: zstd::bulk::Decompressor<'static>,
     payload: Vec<u8>,
+    /// Where each block's payload lies in `payload` (`None`: it did not
+    /// decompress).
+    spans: Vec<Option<(usize, usize)>>,
 }
 
 impl std::fmt::Debug for BlockDecoder {
@@ -587,6 +590,7 @@ impl BlockDecoder {
             decompressor: zstd::bulk::Decompressor::new()
                 .expect("zstd has memory for a decompression context"),
             payload: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
@@ -596,10 +600,60 @@ impl BlockDecoder {
         block: &CheckedBlock<'_>,
         visit: &mut dyn FnMut(&[Record<'_>]),
     ) -> Result<(), BlockError> {
+        let mut failed = None;
+        self.decode_many(std::slice::from_ref(block), visit, &mut |_, error| {
+            failed = Some(error)
+        });
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Decodes checked blocks and hands all their records to `visit` at
+    /// once (so that a replay sends them in steps as large as a v1 scan
+    /// gives); a block that does not decode goes to `failed` with its
+    /// index, and its records are left out.
+    pub fn decode_many(
+        &mut self,
+        blocks: &[CheckedBlock<'_>],
+        visit: &mut dyn FnMut(&[Record<'_>]),
+        failed: &mut dyn FnMut(usize, BlockError),
+    ) {
+        self.payload.clear();
+        self.spans.clear();
+        for block in blocks {
+            let start = self.payload.len();
+            let expected = block.head.payload_bytes;
+            self.payload.resize(start + expected, 0);
+            let compressed = &block.frame[BLOCK_PREFIX_BYTES..];
+            let decompressed = self
+                .decompressor
+                .decompress_to_buffer(compressed, &mut self.payload[start..]);
+            if matches!(decompressed, Ok(bytes) if bytes == expected) {
+                self.spans.push(Some((start, start + expected)));
+            } else {
+                self.payload.truncate(start);
+                self.spans.push(None);
+            }
+        }
         let mut records = Vec::new();
-        decode_block(block, &mut self.decompressor, &mut self.payload, &mut records)?;
-        visit(&records);
-        Ok(())
+        for (index, (block, span)) in blocks.iter().zip(&self.spans).enumerate() {
+            let Some((start, end)) = *span else {
+                failed(index, BlockError::Decompress(block.head.payload_bytes));
+                continue;
+            };
+            let before = records.len();
+            let payload = &self.payload[start..end];
+            let mut decoded = Vec::new();
+            match decode_payload(payload, block.head.records as usize, &mut decoded) {
+                Ok(()) => records.extend(decoded),
+                Err(error) => {
+                    records.truncate(before);
+                    failed(index, error);
+                }
+            }
+        }
+        if !records.is_empty() {
+            visit(&records);
+        }
     }
 }
 

@@ -263,20 +263,21 @@ pub fn scan_blocks_reader(
     let (mut records_lost, mut corrupt, mut corrupt_bytes, mut input_bytes) = (0, 0, 0, 0u64);
     let mut summary =
         scan_reader_with::<BlockFrames>(reader, total_bytes, chunk_bytes, mode, &mut |blocks| {
-            for block in blocks {
-                let decoded = decoder.decode(block, &mut |records| {
+            decoder.decode_many(
+                blocks,
+                &mut |records| {
                     input_bytes += records
                         .iter()
                         .map(|record| record.message.len() as u64)
                         .sum::<u64>();
                     visit(records)
-                });
-                if decoded.is_err() {
-                    records_lost += u64::from(block.head.records);
+                },
+                &mut |index, _| {
+                    records_lost += u64::from(blocks[index].head.records);
                     corrupt += 1;
-                    corrupt_bytes += block.frame.len() as u64;
-                }
-            }
+                    corrupt_bytes += blocks[index].frame.len() as u64;
+                },
+            );
         })?;
     summary.records -= records_lost;
     summary.corrupt += corrupt;
