@@ -49,10 +49,6 @@ enum Format {
 
 const FORMATS: [Format; 2] = [Format::V1, Format::V2];
 
-fn open_writer(config: &Config) -> DlqWriter {
-    open_writer_as(config, Format::V1)
-}
-
 fn open_writer_as(config: &Config, format: Format) -> DlqWriter {
     let settings = DlqSettings {
         dir: config.dlq_dir(),
