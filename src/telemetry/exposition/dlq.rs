@@ -27,6 +27,18 @@ pub static SIZE_BYTES: Family = Family::gauge(
     "log_capturer_dlq_size_bytes",
     "Bytes of the dead-letter queue segment files (preallocated).",
 );
+pub static USED_BYTES: Family = Family::gauge(
+    "log_capturer_dlq_used_bytes",
+    "Bytes of the dead-letter queue segment files that hold data: segment headers and compressed blocks (v1 segments: their records).",
+);
+pub static INPUT_BYTES: Family = Family::gauge(
+    "log_capturer_dlq_stored_input_bytes",
+    "Bytes of the log lines held in the dead-letter queue's closed blocks, before compression (stored_input_bytes / used_bytes is the compression ratio).",
+);
+pub static MAX_BYTES: Family = Family::gauge(
+    "log_capturer_dlq_max_bytes",
+    "The bound on the dead-letter queue's segment files (dlq.max_bytes).",
+);
 pub static REPROCESS_ATTEMPTS: Family = Family::counter(
     "log_capturer_dlq_reprocess_attempts_total",
     "Records replayed from the dead-letter queue by automatic replay, by result.",
@@ -53,6 +65,9 @@ pub fn render(out: &mut Exposition, queues: &[Arc<DlqMetrics>]) {
     per_sink(out, &ENTRIES_STORED, queues, DlqMetrics::stored_total);
     per_sink(out, &ENTRIES, queues, |dlq| dlq.entries.get());
     per_sink(out, &SIZE_BYTES, queues, |dlq| dlq.size_bytes.get());
+    per_sink(out, &USED_BYTES, queues, |dlq| dlq.used_bytes.get());
+    per_sink(out, &INPUT_BYTES, queues, |dlq| dlq.input_bytes.get());
+    per_sink(out, &MAX_BYTES, queues, |dlq| dlq.max_bytes.get());
     REPROCESS_ATTEMPTS.header(out);
     for dlq in queues {
         for (result, value) in [

@@ -212,6 +212,10 @@ fn dlq(figures: &mut Figures, sink: &str) -> Arc<DlqMetrics> {
     }
     dlq.entries.set(figures.next());
     dlq.size_bytes.set(figures.next() * 4096);
+    // Derived rather than drawn, so that the figures after them keep theirs.
+    dlq.used_bytes.set(dlq.size_bytes.get() / 4 + 64);
+    dlq.input_bytes.set(dlq.used_bytes.get() * 3);
+    dlq.max_bytes.set(1 << 30);
     for counter in [
         &dlq.dropped,
         &dlq.write_errors,
