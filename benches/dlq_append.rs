@@ -1,16 +1,40 @@
-//! DLQ append: records of a 120-byte line with three labels, encoded and
-//! appended to preallocated, memory-mapped 64 MiB segments (rolling to new
-//! ones as they fill). Throughput in bytes of frames written.
+//! DLQ append: records of a VoIP host's log lines (`perf/voip_lines.py`:
+//! about 144 bytes, a third random, or the less random template mode) with
+//! three labels, stored in the open block of preallocated, memory-mapped
+//! 64 MiB segments, compressed a block at a time and rolling to new
+//! segments as they fill (`max_bytes` bounds the disk: `drop_oldest`
+//! deletes the oldest). Throughput in lines; v1 (the format of earlier
+//! builds, one uncompressed record per frame) beside it. Each run prints
+//! the disk bytes per line.
+//!
+//!     cargo bench --bench dlq_append
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use log_capturer::config::DlqPolicy;
-use log_capturer::dlq::record::{Reason, Record, frame_bytes};
+use log_capturer::dlq::record::{Reason, Record};
 use log_capturer::dlq::{DlqSettings, DlqWriter};
 
 const RECORDS: usize = 10_000;
+
+/// Lines of `perf/voip_lines.py` in `mode`, without their newlines.
+fn corpus(mode: &str) -> Vec<Vec<u8>> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/voip_lines.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["-", &RECORDS.to_string(), "--mode", mode])
+        .output()
+        .expect("python3 runs perf/voip_lines.py");
+    assert!(output.status.success(), "{}", script.display());
+    output
+        .stdout
+        .split(|&byte| byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
 
 fn bench_append(criterion: &mut Criterion) {
     let dir =
@@ -22,32 +46,57 @@ fn bench_append(criterion: &mut Criterion) {
         max_bytes: 512 * 1024 * 1024,
         policy: DlqPolicy::DropOldest,
     };
-    let mut writer = DlqWriter::open("kafka", &settings).expect("open");
-    let message = [b'x'; 120];
     let labels = vec![
         ("file", "/var/log/opensips.log"),
         ("service", "opensips"),
         ("source_id", "app"),
     ];
-    let record = Record {
-        timestamp_ns: 1_795_737_599_123_456_789,
-        attempts: 5,
-        reason: Reason::AttemptsExhausted,
-        terminated: true,
-        sink: "kafka",
-        labels: labels.clone(),
-        message: &message,
-    };
-    let bytes = frame_bytes("kafka", &labels, &message) * RECORDS;
     let mut group = criterion.benchmark_group("dlq_append");
-    group.throughput(Throughput::Bytes(bytes as u64));
-    group.bench_function("records_10k_of_120b", |bencher| {
-        bencher.iter(|| {
-            for _ in 0..RECORDS {
-                writer.append(black_box(&record)).expect("append");
-            }
-        })
-    });
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    for (name, mode, v1) in [
+        ("v2_voip_random_10k", "random", false),
+        ("v2_voip_template_10k", "template", false),
+        ("v1_voip_random_10k", "random", true),
+    ] {
+        let lines = corpus(mode);
+        let sink = format!("kafka-{name}");
+        let mut writer = if v1 {
+            DlqWriter::open_v1(&sink, &settings)
+        } else {
+            DlqWriter::open(&sink, &settings)
+        }
+        .expect("open");
+        let metrics = writer.metrics();
+        let mut appended = 0u64;
+        let mut record = Record {
+            timestamp_ns: 0,
+            attempts: 5,
+            reason: Reason::AttemptsExhausted,
+            terminated: true,
+            sink: &sink,
+            labels: labels.clone(),
+            message: &[],
+        };
+        group.bench_function(name, |bencher| {
+            bencher.iter(|| {
+                for (index, line) in lines.iter().enumerate() {
+                    record.timestamp_ns = 1_795_737_599_123_456_789 + index as u64 * 20_000;
+                    record.message = line;
+                    writer.append(black_box(&record)).expect("append");
+                }
+                appended += RECORDS as u64;
+            })
+        });
+        writer.seal();
+        let stored = metrics.entries.get().max(1);
+        println!(
+            "{name}: {:.1} disk bytes per line, ratio {:.2} ({} lines on disk, {} appended)",
+            metrics.used_bytes.get() as f64 / stored as f64,
+            metrics.input_bytes.get() as f64 / metrics.used_bytes.get().max(1) as f64,
+            stored,
+            appended
+        );
+    }
     group.finish();
 }
 

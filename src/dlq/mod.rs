@@ -362,6 +362,11 @@ impl DlqWriter {
                 } else {
                     self.metrics.stored_for(record.reason).add(1);
                     self.metrics.entries.add(1);
+                    if self.v1 {
+                        // v1 frames are stored as they are: no block to
+                        // count them at.
+                        self.metrics.input_bytes.add(record.message.len() as u64);
+                    }
                 }
             }
             Err(DlqError::Full { .. }) => self.metrics.dropped.add(1),
