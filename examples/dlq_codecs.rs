@@ -9,7 +9,9 @@ use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().expect("usage: dlq_codecs CORPUS [BLOCK_KIB...]");
+    let path = args
+        .next()
+        .expect("usage: dlq_codecs CORPUS [BLOCK_KIB...]");
     let corpus = std::fs::read(&path).expect("read the corpus");
     let mut block_sizes: Vec<usize> = args.map(|arg| arg.parse().expect("KiB")).collect();
     if block_sizes.is_empty() {
@@ -33,7 +35,9 @@ fn main() {
                     _ => {
                         out.clear();
                         out.reserve(zstd::zstd_safe::compress_bound(block.len()));
-                        compressor.compress_to_buffer(block, &mut out).expect("compress")
+                        compressor
+                            .compress_to_buffer(block, &mut out)
+                            .expect("compress")
                     }
                 };
             }

@@ -161,9 +161,8 @@ fn full_dlq_disk_is_counted_and_never_faults() {
         dlq_dir.display()
     );
     let lines = common::voip_lines(150_000, "random", false, 3);
-    let result = std::panic::catch_unwind(|| {
-        run_lines_with_dlq_dir(dir.path(), &dlq_dir, &lines, 150_000)
-    });
+    let result =
+        std::panic::catch_unwind(|| run_lines_with_dlq_dir(dir.path(), &dlq_dir, &lines, 150_000));
     let unmounted = Command::new("umount")
         .arg(&dlq_dir)
         .status()

@@ -507,14 +507,21 @@ fn small_v2_body(blocks: u32) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
     let mut body = Vec::new();
     let mut ranges = Vec::new();
     let mut frame = Vec::new();
-    let files = ["/var/log/opensips.log", "/var/log/mysql/error.log", "/tmp/new.log"];
+    let files = [
+        "/var/log/opensips.log",
+        "/var/log/mysql/error.log",
+        "/tmp/new.log",
+    ];
     for block in 0..blocks {
         for index in 0..5u32 {
             let number = block * 5 + index;
             let message = format!("record {number:06} {}", "x".repeat(number as usize * 3));
             let labels = match number % 3 {
                 0 => vec![],
-                _ => vec![("file", files[(number as usize / 4) % 3]), ("host", "sbc01")],
+                _ => vec![
+                    ("file", files[(number as usize / 4) % 3]),
+                    ("host", "sbc01"),
+                ],
             };
             builder.add(&Record {
                 timestamp_ns: 1_700_000_000_000_000_000 + u64::from(number) * 1000,
@@ -564,7 +571,10 @@ fn every_single_byte_flip_in_a_v2_body_costs_one_block_at_most() {
                 .filter(|&block| !ranges[block].contains(&position))
                 .flat_map(|block| intact[block * 5..block * 5 + 5].to_vec())
                 .collect();
-            assert_eq!(seen, untouched, "byte {position} ^ {mask:#04x}: {summary:?}");
+            assert_eq!(
+                seen, untouched,
+                "byte {position} ^ {mask:#04x}: {summary:?}"
+            );
             assert_eq!(summary.records, seen.len() as u64);
             if untouched.len() < intact.len() {
                 assert!(summary.corrupt >= 1, "byte {position}: {summary:?}");
@@ -669,7 +679,10 @@ fn a_flipped_byte_in_every_other_block_costs_those_blocks() {
         }
         std::fs::write(path, &bytes).expect("write");
     }
-    assert_eq!(first, 3000, "every record is in a block of a sealed segment");
+    assert_eq!(
+        first, 3000,
+        "every record is in a block of a sealed segment"
+    );
     assert!(blocks >= 8, "{blocks} blocks");
     let mut seen = Vec::new();
     for path in &paths {
@@ -727,7 +740,10 @@ fn a_crash_while_closing_a_block_loses_and_repeats_nothing() {
     append_as(&mut writer, 0, 20, Format::V2);
     let segment = path(&config);
     let staged_again = std::fs::read(&segment).expect("read")[area.clone()].to_vec();
-    assert_eq!(staged_again, staged, "the same records stage the same bytes");
+    assert_eq!(
+        staged_again, staged,
+        "the same records stage the same bytes"
+    );
     append_as(&mut writer, 20, 400, Format::V2);
     std::mem::forget(writer);
     let mut bytes = std::fs::read(&segment).expect("read");
@@ -745,9 +761,11 @@ fn a_crash_while_closing_a_block_loses_and_repeats_nothing() {
     let staged_now = {
         let mut numbers = Vec::new();
         let _ = log_capturer::dlq::segment::scan_frames(&current_area[16..], &mut |records| {
-            numbers.extend(records.iter().flat_map(|record| {
-                record_numbers(&String::from_utf8_lossy(record.message))
-            }))
+            numbers.extend(
+                records
+                    .iter()
+                    .flat_map(|record| record_numbers(&String::from_utf8_lossy(record.message))),
+            )
         });
         numbers
     };
@@ -810,7 +828,9 @@ fn v2_stores_every_shape_of_line_and_label() {
         max_bytes: 1 << 30,
         policy: log_capturer::config::DlqPolicy::DropNew,
     };
-    let big: Vec<u8> = (0..(1 << 20)).map(|index| (index * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..(1 << 20))
+        .map(|index| (index * 7 % 251) as u8)
+        .collect();
     let mut expected = Vec::new();
     let mut writer = DlqWriter::open("out", &settings).expect("open");
     for number in 0..5000u32 {
@@ -848,8 +868,8 @@ fn v2_stores_every_shape_of_line_and_label() {
     drop(writer);
     let mut seen = Vec::new();
     for (_, path) in list_segments(&dir.path().join("out")).expect("segments") {
-        let mut segment = log_capturer::dlq::segment::ReadableSegment::open_unlocked(&path)
-            .expect("open");
+        let mut segment =
+            log_capturer::dlq::segment::ReadableSegment::open_unlocked(&path).expect("open");
         let trailer = segment.trailer().expect("a sealed segment has a trailer");
         let summary = segment
             .scan(|record| {
@@ -886,7 +906,11 @@ fn v1_segments_are_read_and_replayed_after_an_upgrade() {
     append_as(&mut old, 0, 1000, Format::V1);
     drop(old);
     let mut new = open_writer_as(&config, Format::V2);
-    assert_eq!(new.metrics().entries.get(), 1000, "start-up counts the v1 records");
+    assert_eq!(
+        new.metrics().entries.get(),
+        1000,
+        "start-up counts the v1 records"
+    );
     append_as(&mut new, 1000, 1000, Format::V2);
     drop(new);
     let paths = segments(&config);

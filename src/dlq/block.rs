@@ -335,12 +335,12 @@ pub fn block_prefix(bytes: &[u8], limit_bytes: usize) -> Prefix {
 
 /// The frame length and head of a block prefix, if plausible.
 fn check_head(prefix: &[u8]) -> Option<(usize, BlockHead)> {
-    let u32_at = |at: usize| {
-        u32::from_le_bytes(prefix[at..at + 4].try_into().expect("4 bytes")) as usize
-    };
+    let u32_at =
+        |at: usize| u32::from_le_bytes(prefix[at..at + 4].try_into().expect("4 bytes")) as usize;
     let length = u32_at(0);
     let body = &prefix[FRAME_HEADER_BYTES..];
-    let fixed_valid = body[0] == BLOCK_VERSION && body[1] == CODEC_ZSTD && body[2] == 0 && body[3] == 0;
+    let fixed_valid =
+        body[0] == BLOCK_VERSION && body[1] == CODEC_ZSTD && body[2] == 0 && body[3] == 0;
     let records = u32_at(FRAME_HEADER_BYTES + 4);
     let payload_bytes = u32_at(FRAME_HEADER_BYTES + 8);
     let compressed = length.checked_sub(BLOCK_FIXED_BYTES)?;
@@ -580,7 +580,9 @@ pub struct BlockDecoder {
 
 impl std::fmt::Debug for BlockDecoder {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("BlockDecoder").finish_non_exhaustive()
+        formatter
+            .debug_struct("BlockDecoder")
+            .finish_non_exhaustive()
     }
 }
 
@@ -673,7 +675,7 @@ mod tests {
             timestamp_ns: 1_795_737_599_000_000_000 + u64::from(number) * 7 - 50,
             attempts: number % 5,
             reason: Reason::ALL[number as usize % 4],
-            terminated: number % 3 != 0,
+            terminated: !number.is_multiple_of(3),
             sink: "kafka",
             labels,
             message,

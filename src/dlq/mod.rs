@@ -281,8 +281,7 @@ impl DlqWriter {
                 // with a replay); it is that writer's to bound.
                 Ok(found) if rejected && found.in_use => {}
                 Ok(found) => {
-                    let handled =
-                        ack::AckState::load(&path, sequence, found.fingerprint).handled();
+                    let handled = ack::AckState::load(&path, sequence, found.fingerprint).handled();
                     sealed.push_back(SealedSegment {
                         path,
                         records: found.records - handled,

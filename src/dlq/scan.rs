@@ -128,7 +128,11 @@ impl Framing for BlockFrames {
 
     fn accept(frame: &[u8]) -> Option<CheckedBlock<'_>> {
         let block = check_block(frame).ok()?;
-        debug_assert_eq!(block.frame.len(), frame.len(), "the prefix and the check agree");
+        debug_assert_eq!(
+            block.frame.len(),
+            frame.len(),
+            "the prefix and the check agree"
+        );
         debug_assert!(block.frame.len() > BLOCK_PREFIX_BYTES);
         Some(block)
     }

@@ -70,12 +70,12 @@ use memmap2::{Advice, MmapMut, UncheckedAdvice};
 use crate::dlq::ack::Fingerprint;
 use crate::dlq::block::check_block;
 pub use crate::dlq::header::{
-    HeaderDamage, Layout, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
-    SEGMENT_VERSION_V1, TRAILER_BYTES, Trailer, check_header,
+    HeaderDamage, Layout, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, SEGMENT_VERSION_V1,
+    TRAILER_BYTES, Trailer, check_header,
 };
 use crate::dlq::record::Record;
-use crate::dlq::scan::{scan_blocks_reader, scan_reader};
 pub use crate::dlq::scan::{SCAN_CHUNK_BYTES, ScanMode, ScanSummary, scan_blocks, scan_frames};
+use crate::dlq::scan::{scan_blocks_reader, scan_reader};
 
 /// Bytes of the open block area's header: magic, CRC32C, block offset.
 pub const STAGING_HEADER_BYTES: usize = 16;
@@ -996,7 +996,8 @@ mod tests {
     fn released_pages_keep_their_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let segment_bytes = 3 * RELEASE_BYTES;
-        let mut segment = WritableSegment::create_v1(dir.path(), 2, segment_bytes, 0).expect("create");
+        let mut segment =
+            WritableSegment::create_v1(dir.path(), 2, segment_bytes, 0).expect("create");
         let mut count = 0u32;
         loop {
             let (frame, _) = record(count);

@@ -316,11 +316,12 @@ pub fn topic_consumer(
 pub fn voip_lines(count: u64, mode: &str, numbered: bool, seed: u64) -> Vec<u8> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/voip_lines.py");
     let mut command = std::process::Command::new("python3");
-    command
-        .arg(&script)
-        .arg("-")
-        .arg(count.to_string())
-        .args(["--mode", mode, "--seed", &seed.to_string()]);
+    command.arg(&script).arg("-").arg(count.to_string()).args([
+        "--mode",
+        mode,
+        "--seed",
+        &seed.to_string(),
+    ]);
     if numbered {
         command.arg("--numbered");
     }
