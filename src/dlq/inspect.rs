@@ -41,13 +41,15 @@ pub fn sink_dirs(dlq_dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Dl
 }
 
 /// Writes one line per segment: sink, sequence, records, corrupt regions,
-/// torn tail, file bytes; then a total per sink; then one note per segment
-/// that is damaged or being written, naming its file.
+/// torn tail, file bytes, bytes used, format (`v1`: a frame per record,
+/// written by earlier builds; `v2`: compressed blocks); then a total per
+/// sink; then one note per segment that is damaged or being written,
+/// naming its file.
 pub fn write_listing(out: &mut dyn Write, dlq_dir: &Path) -> Result<(), DlqError> {
     let _ = writeln!(
         out,
-        "{:<20} {:>8} {:>10} {:>8} {:>5} {:>12}",
-        "sink", "segment", "records", "corrupt", "torn", "bytes"
+        "{:<20} {:>8} {:>10} {:>8} {:>5} {:>12} {:>12} {:>6}",
+        "sink", "segment", "records", "corrupt", "torn", "bytes", "used", "format"
     );
     let mut notes = Vec::new();
     for (sink, dir) in sink_dirs(dlq_dir)? {
@@ -75,10 +77,14 @@ fn write_segments(
     for (sequence, path, summary) in list(dir)? {
         let bytes = std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0);
         let torn = if summary.torn_tail { "yes" } else { "no" };
+        let format = match summary.version {
+            0 => "?".to_string(),
+            version => format!("v{version}"),
+        };
         let _ = writeln!(
             out,
-            "{sink:<20} {sequence:>8} {:>10} {:>8} {torn:>5} {bytes:>12}",
-            summary.records, summary.corrupt
+            "{sink:<20} {sequence:>8} {:>10} {:>8} {torn:>5} {bytes:>12} {:>12} {format:>6}",
+            summary.records, summary.corrupt, summary.used_bytes
         );
         records_total += summary.records;
         notes.extend(segment_note(&path, &summary));

@@ -207,6 +207,9 @@ pub struct ScanSummary {
     pub used_bytes: u64,
     /// Bytes of the messages of the records recovered.
     pub input_bytes: u64,
+    /// The segment's format version (1: a frame per record, 2: blocks);
+    /// 0 where a body was scanned without its segment header.
+    pub version: u32,
 }
 
 /// Walks the frames of a whole segment body held in memory (the bytes after

@@ -748,6 +748,7 @@ impl ReadableSegment {
             self.scan_v2(visit)?
         };
         summary.used_bytes += SEGMENT_HEADER_BYTES as u64;
+        summary.version = version;
         if let Some(damage) = self.header {
             summary.header = Some(damage);
             summary.corrupt += 1;
@@ -963,6 +964,7 @@ mod tests {
             summary,
             ScanSummary {
                 records: count as u64,
+                version: SEGMENT_VERSION_V1,
                 used_bytes,
                 input_bytes: summary.input_bytes,
                 ..ScanSummary::default()
