@@ -59,11 +59,15 @@ fn bench_append(criterion: &mut Criterion) {
         ("v1_voip_random_10k", "random", true),
     ] {
         let lines = corpus(mode);
-        let sink = format!("kafka-{name}");
+        let sink = "kafka";
+        let settings = DlqSettings {
+            dir: settings.dir.join(name),
+            ..settings.clone()
+        };
         let mut writer = if v1 {
-            DlqWriter::open_v1(&sink, &settings)
+            DlqWriter::open_v1(sink, &settings)
         } else {
-            DlqWriter::open(&sink, &settings)
+            DlqWriter::open(sink, &settings)
         }
         .expect("open");
         let metrics = writer.metrics();
@@ -73,7 +77,7 @@ fn bench_append(criterion: &mut Criterion) {
             attempts: 5,
             reason: Reason::AttemptsExhausted,
             terminated: true,
-            sink: &sink,
+            sink,
             labels: labels.clone(),
             message: &[],
         };

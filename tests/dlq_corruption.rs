@@ -923,7 +923,10 @@ fn v1_segments_are_read_and_replayed_after_an_upgrade() {
         .filter(|line| line.starts_with("out ") && !line.contains("total"))
         .filter_map(|line| line.split_whitespace().last())
         .collect();
-    assert!(formats.contains(&"v1") && formats.contains(&"v2"), "{stdout}");
+    assert!(
+        formats.contains(&"v1") && formats.contains(&"v2"),
+        "{stdout}"
+    );
     let (code, stdout, stderr) = dlq_command(&["dump"], &config_path);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(record_numbers(&stdout), (0..2000).collect::<Vec<_>>());

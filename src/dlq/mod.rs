@@ -10,14 +10,22 @@
 //! automatically. Its size is bounded by the same `max_bytes` and policy,
 //! separately per writer.
 //!
-//! Invariants (see `segment` and `record` for the byte layouts):
+//! Invariants (see `segment`, `block` and `record` for the byte layouts):
 //! * a segment is preallocated at its full size and never grows; a full disk
 //!   is an error when a segment is created, never a SIGBUS;
-//! * every record carries a CRC32C; a torn or corrupt record is detected,
-//!   counted and skipped, never trusted; a corrupt region or a damaged
-//!   segment header hides no intact record (the scan resynchronises, see
-//!   `scan`);
-//! * records are self-describing: sink id and labels are strings;
+//! * records are written in compressed blocks (format v2) that each carry a
+//!   CRC32C over their compressed bytes; a torn or corrupt block (or v1
+//!   record) is detected, counted and skipped, never trusted; a corrupt
+//!   region or a damaged segment header hides no intact block (the scan
+//!   resynchronises, see `scan`);
+//! * a record is stored once its frame is in the segment's open block area
+//!   (see `segment`): a crash loses no record counted as stored;
+//! * records are self-describing: sink id and labels are strings, the
+//!   labels in a dictionary of the block that holds them;
+//! * a sealed segment's trailer holds its counts, so that start-up reads 64
+//!   bytes of it instead of scanning it; a segment without one is scanned;
+//! * v1 segments (a frame per record, from earlier builds) are read,
+//!   listed, dumped and replayed like v2 ones;
 //! * records never span segments;
 //! * the writer (the dispatcher) creates segments; replay deletes a segment
 //!   only after every record recovered from it was acknowledged (delivered,
@@ -32,7 +40,15 @@
 //! Durability: records reach the page cache when appended (a shared map),
 //! so they survive a crash of the process; the map is flushed
 //! asynchronously when a segment is sealed and once a second, and
-//! synchronously when the writer is dropped.
+//! synchronously when the writer is dropped (which seals its segment).
+//!
+//! Thread: a writer belongs to the dispatcher (or, for `rejected/`, to a
+//! replay). Allocations: at open, the writer's buffers (a frame, a block
+//! builder, a zstd context of about 1 MiB); they grow to the largest record
+//! once. Appending allocates nothing. Limits: a block closes at 64 KiB of
+//! lines (`block::BLOCK_INPUT_BYTES`) or when the open block area (an eighth
+//! of a segment, at most 128 KiB) is full; a record too large for that area
+//! is a block of its own, up to the segment's size ([`line_bytes_max`]).
 
 pub mod ack;
 pub mod block;
