@@ -327,7 +327,8 @@ impl Config {
             message: format!(
                 "a DLQ segment of {segment_bytes} bytes cannot hold a line of \
                  sources.{id}.max_line_bytes = {longest} bytes (a record needs the line plus \
-                 up to 64 KiB): such a line that cannot be delivered is counted as not \
+                 up to 64 KiB, and a segment keeps an eighth of itself, at most 128 KiB, for \
+                 its open block): such a line that cannot be delivered is counted as not \
                  stored; raise segment_bytes or lower max_line_bytes"
             ),
         })

@@ -7,7 +7,10 @@
 //! They take no lock, so they run while the daemon writes and replays: a
 //! segment being written is read up to its last complete record, a segment
 //! deleted meanwhile is left out, and a damaged segment is reported and
-//! scanned for its intact records (see `segment` and `scan`).
+//! scanned for its intact records (see `segment` and `scan`). In the
+//! segment being written, the records of a block that the writer closes
+//! while the view reads it may be shown twice or not at all (the blocks
+//! are read before the open block); a view of a sealed segment is exact.
 
 use std::io::Write;
 use std::path::Path;
