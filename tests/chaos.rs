@@ -286,8 +286,10 @@ fn long_outage_beyond_the_dlq_bound_counts_every_drop() {
 
 /// Goal: corrupt and torn DLQ records are detected, counted and skipped;
 /// every intact record is replayed. Method: write 300 records through the
-/// writer, flip a byte inside one record and cut the last segment inside a
-/// record, replay into a file sink, compare.
+/// v1 writer (a frame per record, as an upgraded daemon finds them; v2
+/// blocks are damaged in `dlq_corruption`), flip a byte inside one record
+/// and cut the last segment inside a record, replay into a file sink,
+/// compare.
 #[test]
 fn corrupt_and_torn_segments_replay_every_intact_record() {
     let _one = ONE_AT_A_TIME
@@ -307,7 +309,7 @@ fn corrupt_and_torn_segments_replay_every_intact_record() {
         max_bytes: 1 << 30,
         policy: config.dlq.policy,
     };
-    let mut writer = DlqWriter::open("out", &settings).expect("open");
+    let mut writer = DlqWriter::open_v1("out", &settings).expect("open");
     let labels = vec![("file", "/var/log/a.log")];
     for number in 0..300u32 {
         let message = format!("record {number:04} {}", "z".repeat(400));
@@ -357,7 +359,8 @@ fn corrupt_and_torn_segments_replay_every_intact_record() {
 }
 
 /// Goal: `kill -9` during a replay loses nothing and bounds duplicates.
-/// Method: 3,000 records in 64 KiB segments; `dlq replay` runs as a child
+/// Method: 3,000 records in 64 KiB v1 segments (uncompressed, so that they
+/// fill several; `dlq_replay` kills replays of v2 ones); `dlq replay` runs as a child
 /// against a mock broker with 100 ms round trips and is killed with
 /// SIGKILL once it has deleted a segment; a second replay finishes the job;
 /// every record is then in the topic, duplicated at most one segment's
@@ -389,7 +392,7 @@ fn kill_during_replay_loses_nothing_and_bounds_duplicates() {
         max_bytes: 1 << 30,
         policy: config.dlq.policy,
     };
-    let mut writer = DlqWriter::open("kafka", &settings).expect("open");
+    let mut writer = DlqWriter::open_v1("kafka", &settings).expect("open");
     for number in 0..RECORDS {
         let message = format!("seq={number:012} {}", "k".repeat(100));
         writer
