@@ -213,7 +213,7 @@ pub struct DispatcherConfig {
     /// The delay the daemon aims for between reading a line and handing it
     /// to the sinks: a batch whose sources have nothing more to give is
     /// sealed once its first entry has waited this long, and Kafka sinks
-    /// linger half of it (`linger.ms`, unless their `librdkafka` table sets
+    /// linger a fifth of it (`linger.ms`, unless their `librdkafka` table sets
     /// it). Larger values make larger batches and cost less CPU per line.
     pub latency_target_ms: NonZeroU64,
     /// Most entries waiting in one source ring. Rounded down to whole chunks

@@ -6,7 +6,7 @@
 //! | property | default | why |
 //! | --- | --- | --- |
 //! | `compression.type` | `lz4` | cheap on CPU, 3-5x on log lines |
-//! | `linger.ms` | half of `[dispatcher] latency_target_ms` (set when the sink is built) | fills Kafka batches at high rates within the daemon's latency target |
+//! | `linger.ms` | a fifth of `[dispatcher] latency_target_ms` (set when the sink is built) | fills Kafka batches at high rates within the daemon's latency target |
 //! | `batch.num.messages` | `10000` | large produce requests |
 //! | `queue.buffering.max.messages` | `batch_size x` the sink's slots | librdkafka's queue never needs more than the batches in flight; memory we do not see stays small |
 //! | `queue.buffering.max.kbytes` | `65536` | same, in bytes |
