@@ -91,7 +91,10 @@ fn main() {
         filling.elapsed().as_secs_f64()
     );
     let (seconds, entries) = open_timed(&settings);
-    println!("open with trailers: {:.1} ms, {entries} records", seconds * 1e3);
+    println!(
+        "open with trailers: {:.1} ms, {entries} records",
+        seconds * 1e3
+    );
     let mut segments = Vec::new();
     let mut directories = vec![std::path::PathBuf::from(&dir)];
     while let Some(directory) = directories.pop() {
