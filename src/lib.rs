@@ -28,10 +28,10 @@
 //!
 //! Layers, bottom up (no module imports one above it): `limits`, `clock`,
 //! `json`, `labels`, `metrics`, `wake`, `pin`, `resident`, `error_chain`, `retry`,
-//! `top`;
+//! `top`, `notify`, `handover`;
 //! `batch`; `source`, `sink` (with its link protocol, [`sink::link`]),
 //! `dlq` (storage only); `config`; `telemetry`; `dispatch`, `replay`;
-//! `pipeline`; `demo`.
+//! `pipeline`; `reload`, `demo`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_debug_implementations)]
@@ -44,12 +44,15 @@ pub mod demo;
 pub mod dispatch;
 pub mod dlq;
 pub mod error_chain;
+pub mod handover;
 pub mod json;
 pub mod labels;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod pin;
 pub mod pipeline;
+pub mod reload;
 pub mod replay;
 pub mod resident;
 pub mod retry;

@@ -11,6 +11,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use log_capturer::config::{Config, Loaded};
 use log_capturer::error_chain::ErrorChain;
+use log_capturer::handover::{Handover, Inherited, Listeners};
+use log_capturer::metrics::ReloadMetrics;
 use log_capturer::pipeline::{Pipeline, PipelineMetrics};
 use log_capturer::telemetry::http::MetricsServer;
 
@@ -241,37 +243,172 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `hangup` is set by SIGHUP; its handler is installed first thing in
-/// `main`.
+/// The signals the daemon handles, and how the main loop learns of them.
+struct Signals {
+    /// Set by SIGHUP; its handler is installed first thing in `main`.
+    hangup: Arc<AtomicBool>,
+    /// Set by SIGTERM and SIGINT.
+    terminate: Arc<AtomicBool>,
+    /// Each of these signals also writes a byte here, which ends the main
+    /// loop's wait at once.
+    signalled: std::os::unix::net::UnixStream,
+}
+
+impl Signals {
+    fn install(hangup: Arc<AtomicBool>) -> anyhow::Result<Signals> {
+        let terminate = Arc::new(AtomicBool::new(false));
+        let (signalled, signal_writer) = std::os::unix::net::UnixStream::pair()
+            .context("cannot create the signal socket pair")?;
+        signal_writer
+            .set_nonblocking(true)
+            .context("cannot set up the signal socket")?;
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(signal, Arc::clone(&terminate))
+                .with_context(|| format!("cannot install handler for signal {signal}"))?;
+        }
+        for signal in HANDLED_SIGNALS {
+            let writer = signal_writer
+                .try_clone()
+                .context("cannot set up the signal socket")?;
+            signal_hook::low_level::pipe::register(signal, writer)
+                .with_context(|| format!("cannot install handler for signal {signal}"))?;
+        }
+        signalled
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .context("cannot set up the signal socket")?;
+        Ok(Signals {
+            hangup,
+            terminate,
+            signalled,
+        })
+    }
+
+    fn terminating(&self) -> bool {
+        self.terminate.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to 100 ms, less if a signal arrives.
+    fn wait(&mut self) {
+        let mut byte = [0u8; 16];
+        let _ = std::io::Read::read(&mut self.signalled, &mut byte);
+    }
+}
+
+/// SIGHUP, SIGTERM and SIGINT.
+const HANDLED_SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGINT,
+];
+
+/// Blocks (`true`) or unblocks the handled signals for the calling thread.
+/// Threads inherit the mask of the thread that starts them, so every
+/// thread is started while they are blocked and only the main thread
+/// takes them: a signal can then be held pending across `execve` (the
+/// pending set and the mask survive it), never taken by a thread that the
+/// exec is about to end.
+fn mask_handled_signals(block: bool) {
+    // SAFETY: `set` is a local sigset_t initialised by sigemptyset before
+    // sigaddset and pthread_sigmask read it; the old mask is not asked for
+    // (null). These calls touch only this thread's signal mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        for signal in HANDLED_SIGNALS {
+            libc::sigaddset(&raw mut set, signal);
+        }
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &raw const set, std::ptr::null_mut());
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or every source is done). A
+/// SIGHUP with a changed, valid config drains the pipeline and executes
+/// this binary again with the listening sockets handed over; if that exec
+/// fails, the new config is started in this process instead.
 fn run(path: &std::path::Path, hangup: Arc<AtomicBool>) -> anyhow::Result<()> {
+    // Blocked until the pipeline runs: see `mask_handled_signals`. A
+    // process re-executed by a reload starts with them blocked already.
+    mask_handled_signals(true);
     // Handlers before the config is read: a signal during start-up must be
     // seen by the loop below.
-    let terminate = Arc::new(AtomicBool::new(false));
-    // Each of these signals also writes a byte to `signalled`, which ends
-    // the main loop's wait at once.
-    let (mut signalled, signal_writer) =
-        std::os::unix::net::UnixStream::pair().context("cannot create the signal socket pair")?;
-    signal_writer
-        .set_nonblocking(true)
-        .context("cannot set up the signal socket")?;
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&terminate))
-            .with_context(|| format!("cannot install handler for signal {signal}"))?;
+    let mut signals = Signals::install(hangup)?;
+    let notifier = match log_capturer::notify::Notifier::from_env() {
+        Ok(notifier) => notifier.map(Arc::new),
+        Err(error) => {
+            tracing::warn!(error = %ErrorChain(&error), "service manager notifications are off");
+            None
+        }
+    };
+    let reloads = Arc::new(ReloadMetrics::default());
+    log_capturer::reload::restore_counts(&reloads);
+    let watchdog = Watchdog::start(notifier.clone())?;
+    let mut handover = Handover {
+        inherited: Inherited::from_env(),
+        listeners: Listeners::new(),
+    };
+    let daemon = DaemonContext {
+        path,
+        notifier,
+        reloads,
+        watchdog,
+    };
+    loop {
+        match serve(&daemon, &mut signals, handover)? {
+            Served::Stopped => return Ok(()),
+            Served::Reload(listeners) => {
+                let error = reexec(&listeners, &daemon.reloads, &signals);
+                tracing::error!(error = %ErrorChain(&*error), "cannot execute the daemon again; starting the new config in this process");
+                mask_handled_signals(false);
+                handover = Handover {
+                    inherited: listeners.into_inherited(),
+                    listeners: Listeners::new(),
+                };
+            }
+        }
     }
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
-        let writer = signal_writer
-            .try_clone()
-            .context("cannot set up the signal socket")?;
-        signal_hook::low_level::pipe::register(signal, writer)
-            .with_context(|| format!("cannot install handler for signal {signal}"))?;
+}
+
+/// What stays the same across pipelines of one process.
+struct DaemonContext<'a> {
+    path: &'a std::path::Path,
+    notifier: Option<Arc<log_capturer::notify::Notifier>>,
+    reloads: Arc<ReloadMetrics>,
+    watchdog: Watchdog,
+}
+
+impl DaemonContext<'_> {
+    fn notify(&self, state: &str) {
+        if let Some(notifier) = &self.notifier
+            && let Err(error) = notifier.notify(state)
+        {
+            tracing::warn!(%error, state, "cannot notify the service manager");
+        }
     }
-    signalled
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .context("cannot set up the signal socket")?;
+}
+
+/// How one pipeline ended.
+enum Served {
+    /// SIGTERM/SIGINT, or every source done: the process exits.
+    Stopped,
+    /// A valid new config: the pipeline drained, its sockets to hand over.
+    Reload(Listeners),
+}
+
+/// Starts a pipeline on the config at `daemon.path`, runs it until a
+/// signal, and drains it.
+fn serve(
+    daemon: &DaemonContext<'_>,
+    signals: &mut Signals,
+    handover: Handover,
+) -> anyhow::Result<Served> {
+    let path = daemon.path;
+    let running_text = std::fs::read(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     let Loaded { config, warnings } = Config::load(path)?;
     for warning in &warnings {
         tracing::warn!(%warning, "config");
@@ -280,11 +417,14 @@ fn run(path: &std::path::Path, hangup: Arc<AtomicBool>) -> anyhow::Result<()> {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot allow transparent huge pages");
     }
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(&config)
+    mask_handled_signals(true);
+    let mut pipeline = Pipeline::start_with(&config, handover, &daemon.reloads)
         .with_context(|| format!("cannot start pipeline from {}", path.display()))?;
     let telemetry = pipeline
         .take_telemetry()
         .context("telemetry is taken once")?;
+    let stages = telemetry.stages.clone();
+    let timeout = Duration::from_millis(config.daemon.shutdown_timeout_ms.get());
     let server = match MetricsServer::start(
         config.daemon.metrics_addr,
         telemetry,
@@ -294,35 +434,31 @@ fn run(path: &std::path::Path, hangup: Arc<AtomicBool>) -> anyhow::Result<()> {
         Err(error) => {
             // Nothing may be lost: let what was read drain before failing.
             pipeline.request_stop();
-            let _ = pipeline.join(Duration::from_millis(
-                config.daemon.shutdown_timeout_ms.get(),
-            ));
+            let _ = pipeline.join(timeout);
             return Err(error.into());
         }
     };
+    mask_handled_signals(false);
+    daemon.watchdog.watch(stages);
+    daemon.notify(&format!(
+        "READY=1\nSTATUS=running: {} sources, {} sinks",
+        config.sources.len(),
+        config.sinks.len()
+    ));
     tracing::info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), metrics = %server.address(), "started");
-    let mut code_pages_released = false;
-    while !terminate.load(Ordering::Relaxed) && !pipeline.is_finished() {
-        if !code_pages_released && started.elapsed() >= CODE_PAGES_RELEASE_AFTER {
-            code_pages_released = true;
-            release_code_pages();
-        }
-        if hangup.swap(false, Ordering::Relaxed) {
-            // logrotate's postrotate sends HUP after moving output files.
-            tracing::info!("SIGHUP received; reopening file sink outputs");
-            pipeline.reopen_outputs();
-        }
-        // A signal ends this wait at once; otherwise the thread looks at
-        // the pipeline ten times a second (an idle daemon's only cost here).
-        let mut byte = [0u8; 16];
-        let _ = std::io::Read::read(&mut signalled, &mut byte);
-    }
-    if terminate.load(Ordering::Relaxed) {
+    let reload = wait_for_signal(daemon, signals, &pipeline, &running_text, started);
+    daemon.watchdog.draining();
+    if reload {
+        daemon.notify("RELOADING=1\nSTATUS=reloading: draining");
+        // The next process receives on the Unix sockets: their paths stay.
+        pipeline.listeners().keep_paths();
+    } else {
+        daemon.notify("STOPPING=1\nSTATUS=stopping: draining");
         tracing::info!("signal received; flushing and stopping");
     }
+    let listeners = pipeline.take_listeners();
     pipeline.request_stop();
     let metrics = pipeline.metrics().clone();
-    let timeout = Duration::from_millis(config.daemon.shutdown_timeout_ms.get());
     let joined = pipeline.join(timeout);
     log_summary(&metrics, started.elapsed());
     server.stop();
@@ -336,12 +472,243 @@ fn run(path: &std::path::Path, hangup: Arc<AtomicBool>) -> anyhow::Result<()> {
             // waiting on its destination must not hold the exit.
             tracing::warn!(
                 stages,
-                "exiting with sink threads still busy; undelivered batches are in the DLQ"
+                "sink threads still busy; undelivered batches are in the DLQ"
             );
         }
         other => other.context("shutdown did not complete")?,
     }
-    Ok(())
+    Ok(if reload {
+        Served::Reload(listeners)
+    } else {
+        Served::Stopped
+    })
+}
+
+/// The main loop: reopens outputs on SIGHUP with an unchanged config,
+/// refuses an invalid one, and returns `true` for a valid changed one,
+/// `false` on SIGTERM/SIGINT or when every stage has ended.
+fn wait_for_signal(
+    daemon: &DaemonContext<'_>,
+    signals: &mut Signals,
+    pipeline: &Pipeline,
+    running_text: &[u8],
+    started: Instant,
+) -> bool {
+    use log_capturer::reload::Check;
+    let mut code_pages_released = false;
+    while !signals.terminating() && !pipeline.is_finished() {
+        daemon.watchdog.heartbeat();
+        if !code_pages_released && started.elapsed() >= CODE_PAGES_RELEASE_AFTER {
+            code_pages_released = true;
+            release_code_pages();
+        }
+        if signals.hangup.swap(false, Ordering::Relaxed) {
+            match log_capturer::reload::check(daemon.path, running_text, pipeline.listeners()) {
+                Ok(Check::Unchanged) => {
+                    // logrotate's postrotate sends HUP after moving output files.
+                    tracing::info!(
+                        "SIGHUP received, config unchanged; reopening file sink outputs"
+                    );
+                    pipeline.reopen_outputs();
+                }
+                Ok(Check::Changed { loaded, .. }) => {
+                    for warning in &loaded.warnings {
+                        tracing::warn!(%warning, "new config");
+                    }
+                    tracing::info!(config = %daemon.path.display(), "SIGHUP received, config changed and valid; draining, then starting again with it");
+                    return true;
+                }
+                Err(error) => {
+                    daemon.reloads.failed.add(1);
+                    daemon.reloads.last_failed.set(1);
+                    tracing::error!(error = %ErrorChain(&error), "SIGHUP received, new config refused; running on with the old one");
+                }
+            }
+        }
+        // A signal ends this wait at once; otherwise the thread looks at
+        // the pipeline ten times a second (an idle daemon's only cost here).
+        signals.wait();
+    }
+    false
+}
+
+/// Executes this binary again with the same arguments, the listening
+/// sockets in `listeners` and the reload counters handed over. Returns only
+/// if that failed. A SIGTERM that arrived while draining ends the process
+/// instead; a SIGHUP is passed on (held pending across the exec).
+fn reexec(listeners: &Listeners, reloads: &ReloadMetrics, signals: &Signals) -> anyhow::Error {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    // From here on, signals stay pending for the next image.
+    mask_handled_signals(true);
+    if signals.terminating() {
+        tracing::info!("SIGTERM during the reload's drain; exiting instead");
+        std::process::exit(0);
+    }
+    if signals.hangup.load(Ordering::Relaxed) {
+        // SAFETY: raise(2) sends a signal to this thread, which blocks it:
+        // it stays pending across execve for the next image's handler.
+        unsafe { libc::raise(libc::SIGHUP) };
+    }
+    reloads.succeeded.add(1);
+    reloads.last_failed.set(0);
+    let mut variables = match listeners.prepare_exec(std::process::id()) {
+        Ok(variables) => variables,
+        Err(error) => return error.into(),
+    };
+    variables.push(log_capturer::reload::counts_variable(reloads));
+    let executable = match current_executable() {
+        Ok(executable) => executable,
+        Err(error) => return error,
+    };
+    let to_c = |bytes: &[u8]| CString::new(bytes).ok();
+    let arguments: Option<Vec<CString>> = std::env::args_os()
+        .map(|argument| to_c(argument.as_bytes()))
+        .collect();
+    let ours: Vec<&str> = variables.iter().map(|(name, _)| name.as_str()).collect();
+    let environment: Option<Vec<CString>> = std::env::vars_os()
+        .filter(|(name, _)| !ours.iter().any(|own| name.as_bytes() == own.as_bytes()))
+        .map(|(name, value)| [name.as_bytes(), b"=", value.as_bytes()].concat())
+        .chain(
+            variables
+                .iter()
+                .map(|(name, value)| format!("{name}={value}").into_bytes()),
+        )
+        .map(|entry| to_c(&entry))
+        .collect();
+    let (Some(arguments), Some(environment), Some(program)) = (
+        arguments,
+        environment,
+        to_c(executable.as_os_str().as_bytes()),
+    ) else {
+        return anyhow::anyhow!("an argument or environment variable holds a NUL byte");
+    };
+    let mut argv: Vec<*const libc::c_char> = arguments.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = environment.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    tracing::info!(executable = %executable.display(), sockets = listeners.len(), "executing the daemon again");
+    // SAFETY: `program` and every pointer of `argv` and `envp` point to
+    // NUL-terminated strings owned by `arguments`, `environment` and
+    // `program`, which outlive the call; both arrays end with a null
+    // pointer, as execve requires. On success the call does not return.
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let error = std::io::Error::last_os_error();
+    anyhow::Error::new(error).context(format!("cannot execute {}", executable.display()))
+}
+
+/// The path of this binary. After a package upgrade replaced it, the
+/// kernel names the running one `PATH (deleted)`; PATH then holds the new
+/// binary, which is the one to run.
+fn current_executable() -> anyhow::Result<PathBuf> {
+    let executable = std::env::current_exe().context("cannot find the daemon's own executable")?;
+    let text = executable.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(live) => PathBuf::from(live),
+        None => executable,
+    })
+}
+
+/// Sends `WATCHDOG=1` every half `WATCHDOG_USEC` from its own thread while
+/// every stage thread runs and the main loop turns; while draining (a stop
+/// or a reload) it sends it regardless, for at most the drain. Without a
+/// watchdog it does nothing.
+#[derive(Clone)]
+struct Watchdog {
+    state: Arc<WatchdogState>,
+}
+
+struct WatchdogState {
+    stages: std::sync::Mutex<Vec<Arc<log_capturer::metrics::StageHealth>>>,
+    draining: AtomicBool,
+    /// Milliseconds since `epoch` of the main loop's last turn.
+    heartbeat_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+/// The main loop turns ten times a second; this long without a turn means
+/// it is stuck.
+const MAIN_LOOP_STUCK: Duration = Duration::from_secs(10);
+
+impl Watchdog {
+    fn start(notifier: Option<Arc<log_capturer::notify::Notifier>>) -> anyhow::Result<Watchdog> {
+        let state = Arc::new(WatchdogState {
+            stages: std::sync::Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
+            heartbeat_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        let watchdog = Watchdog { state };
+        let (Some(notifier), Some(interval)) =
+            (notifier, log_capturer::notify::watchdog_interval())
+        else {
+            return Ok(watchdog);
+        };
+        let state = Arc::clone(&watchdog.state);
+        std::thread::Builder::new()
+            .name("watchdog".to_string())
+            .spawn(move || {
+                let mut complained = false;
+                loop {
+                    std::thread::sleep(interval);
+                    match state.trouble() {
+                        None => {
+                            complained = false;
+                            if let Err(error) = notifier.notify("WATCHDOG=1") {
+                                tracing::warn!(%error, "cannot notify the service manager's watchdog");
+                            }
+                        }
+                        Some(trouble) if !complained => {
+                            complained = true;
+                            tracing::error!(%trouble, "watchdog notifications stopped; the service manager will restart the daemon");
+                        }
+                        Some(_) => {}
+                    }
+                }
+            })
+            .context("cannot start the watchdog thread")?;
+        Ok(watchdog)
+    }
+
+    /// Watch these stages (a new pipeline) and stop draining.
+    fn watch(&self, stages: Vec<Arc<log_capturer::metrics::StageHealth>>) {
+        *self
+            .state
+            .stages
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = stages;
+        self.heartbeat();
+        self.state.draining.store(false, Ordering::Relaxed);
+    }
+
+    fn draining(&self) {
+        self.state.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn heartbeat(&self) {
+        let now = self.state.epoch.elapsed().as_millis() as u64;
+        self.state.heartbeat_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+impl WatchdogState {
+    /// Why the daemon is not well, if it is not.
+    fn trouble(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return None;
+        }
+        let stages = self
+            .stages
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(dead) = stages.iter().find(|stage| !stage.is_alive()) {
+            return Some(format!("stage {} has stopped", dead.name));
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let since = now.saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
+        (since > MAIN_LOOP_STUCK.as_millis() as u64)
+            .then(|| format!("the main loop has not turned for {since} ms"))
+    }
 }
 
 /// How long after start-up the pages of code that only start-up ran are

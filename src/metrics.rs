@@ -194,3 +194,20 @@ impl StageHealth {
         self.alive.store(alive, Ordering::Release);
     }
 }
+
+/// Configuration reloads (SIGHUP) of this daemon. A reload that re-executes
+/// the binary hands these figures to the new process, so they count over
+/// the daemon's whole life, not one process image.
+#[derive(Debug, Default)]
+pub struct ReloadMetrics {
+    /// Reloads applied: a changed config validated and started.
+    pub succeeded: Counter,
+    /// Reloads refused: the new config was invalid; the old one runs on.
+    pub failed: Counter,
+    /// 1 when the last reload was refused, 0 otherwise (and before any).
+    pub last_failed: Gauge,
+    /// Listening sockets that could not be handed to the new process, and
+    /// inherited ones the new config no longer names (closed, with what
+    /// their queues held).
+    pub sockets_not_handed_over: Counter,
+}

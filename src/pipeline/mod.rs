@@ -31,8 +31,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::handover::{Handover, Listeners};
 use crate::labels::SymbolTable;
-use crate::metrics::StageHealth;
+use crate::metrics::{ReloadMetrics, StageHealth};
 use crate::pin::CorePlan;
 use crate::sink::SinkBuildError;
 use crate::sink::link::{REPLAY_SLOTS, SlotPlan};
@@ -81,6 +82,9 @@ pub struct Pipeline {
     metrics: PipelineMetrics,
     symbols: Arc<SymbolTable>,
     telemetry: Option<Telemetry>,
+    /// Duplicates of the syslog sources' listening sockets, for a reload
+    /// that hands them to the next process.
+    listeners: Listeners,
 }
 
 /// The batch slots of every sink: one per batch the dispatcher may have in
@@ -147,6 +151,17 @@ impl Pipeline {
     /// for them), then the dispatcher, then the sources, then the replay
     /// threads.
     pub fn start(config: &Config) -> Result<Pipeline, PipelineError> {
+        Pipeline::start_with(config, Handover::default(), &Arc::default())
+    }
+
+    /// As [`start`](Self::start), with the listening sockets a previous
+    /// process handed over (used for the addresses and paths the config
+    /// still names; the others are closed and counted in `reloads`).
+    pub fn start_with(
+        config: &Config,
+        mut handover: Handover,
+        reloads: &Arc<ReloadMetrics>,
+    ) -> Result<Pipeline, PipelineError> {
         let symbols = sources::symbol_table(config);
         let mut wiring = Wiring::new(config.daemon.pin_threads);
         let slots = slot_plan(config);
@@ -155,7 +170,8 @@ impl Pipeline {
             let stage = sinks::start(id, sink, config, slots, &symbols, &mut wiring)?;
             sink_stages.push(stage);
         }
-        let mut source_stages = sources::build(config, &symbols, &wiring)?;
+        let mut source_stages = sources::build(config, &symbols, &wiring, &mut handover)?;
+        close_unclaimed(&mut handover, reloads);
         let dispatcher_metrics = dispatcher::start(
             config,
             &mut sink_stages,
@@ -211,6 +227,8 @@ impl Pipeline {
                 .collect(),
             ring_capacity_entries: (config.dispatcher.source_chunks()
                 * crate::limits::CHUNK_LINES_MAX) as u64,
+            retry_capacity_batches: config.retry.max_batches.get() as u64,
+            reloads: Arc::clone(reloads),
         };
         Ok(Pipeline {
             threads: wiring.threads,
@@ -228,7 +246,19 @@ impl Pipeline {
             metrics,
             symbols,
             telemetry: Some(telemetry),
+            listeners: handover.listeners,
         })
+    }
+
+    /// The duplicates of the listening sockets, to hand over at a reload.
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
+    /// Gives up the duplicates of the listening sockets (after the
+    /// pipeline stopped), to hand them to the next process.
+    pub fn take_listeners(&mut self) -> Listeners {
+        std::mem::take(&mut self.listeners)
     }
 
     pub fn metrics(&self) -> &PipelineMetrics {
@@ -306,6 +336,27 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Closes the inherited sockets no source took (the new config no longer
+/// names their address or path), counting and logging each: what they
+/// still held is lost with them.
+fn close_unclaimed(handover: &mut Handover, reloads: &ReloadMetrics) {
+    let refused = handover.inherited.refused();
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "inherited descriptors that were not the sockets named are closed"
+        );
+        reloads.sockets_not_handed_over.add(refused);
+    }
+    for key in handover.inherited.close_rest() {
+        tracing::warn!(socket = %key, "the new config no longer names this socket; closed, with what it held");
+        reloads.sockets_not_handed_over.add(1);
+    }
+    reloads
+        .sockets_not_handed_over
+        .add(handover.listeners.not_kept());
 }
 
 /// Starts a stage thread that reports itself alive until it ends, for any

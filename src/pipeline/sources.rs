@@ -10,6 +10,7 @@ use crate::config::{
     Config, FileSourceConfig, SourceConfig, StdinSourceConfig, SyslogSourceConfig,
 };
 use crate::dispatch::SourceEnd;
+use crate::handover::Handover;
 use crate::labels::{SymbolLimits, SymbolTable};
 use crate::metrics::SourceMetrics;
 use crate::pipeline::{PipelineError, Wiring};
@@ -75,23 +76,39 @@ pub(super) fn build(
     config: &Config,
     symbols: &Arc<SymbolTable>,
     wiring: &Wiring,
+    handover: &mut Handover,
 ) -> Result<Vec<SourceStage>, PipelineError> {
-    let chunk_count = config.dispatcher.source_chunks();
-    config
-        .sources
-        .iter()
-        .map(|(id, source)| build_one(id, source, config, chunk_count, symbols, wiring))
-        .collect()
+    let mut stages = Vec::with_capacity(config.sources.len());
+    for (id, source) in &config.sources {
+        let built = BuildContext {
+            whole: config,
+            symbols,
+            wiring,
+        };
+        stages.push(build_one(id, source, &built, handover)?);
+    }
+    Ok(stages)
+}
+
+/// What every source is built with.
+struct BuildContext<'a> {
+    whole: &'a Config,
+    symbols: &'a Arc<SymbolTable>,
+    wiring: &'a Wiring,
 }
 
 fn build_one(
     id: &str,
     config: &SourceConfig,
-    whole: &Config,
-    chunk_count: usize,
-    symbols: &Arc<SymbolTable>,
-    wiring: &Wiring,
+    context: &BuildContext<'_>,
+    handover: &mut Handover,
 ) -> Result<SourceStage, PipelineError> {
+    let BuildContext {
+        whole,
+        symbols,
+        wiring,
+    } = *context;
+    let chunk_count = whole.dispatcher.source_chunks();
     let (chunks_producer, chunks_consumer) = RingBuffer::new(chunk_count);
     let (returns_producer, returns_consumer) = RingBuffer::new(chunk_count);
     let (commits_producer, commits_consumer) = RingBuffer::new(COMMITS_RING_CAPACITY);
@@ -137,6 +154,7 @@ fn build_one(
             pool,
             stop,
             source_metrics,
+            handover,
         )?)),
         SourceConfig::Stdin(stdin) => SourceThread::Stdin(Box::new(StdinSource::new(
             stdin_settings(id, stdin),

@@ -22,6 +22,7 @@ pub mod kafka;
 pub mod latency;
 pub mod loki;
 pub mod process;
+pub mod reload;
 pub mod sinks;
 pub mod sources;
 
@@ -176,7 +177,11 @@ impl Exporter {
         health::render_errors(&mut out, metrics);
         let unhealthy: BTreeMap<String, String> = self.unhealthy().into_iter().collect();
         health::render_component_health(&mut out, &telemetry.stages, &unhealthy);
-        dispatcher::render_retry(&mut out, &metrics.dispatcher);
+        dispatcher::render_retry(
+            &mut out,
+            &metrics.dispatcher,
+            telemetry.retry_capacity_batches,
+        );
         dlq::render(&mut out, &metrics.dlq);
         latency::render(&mut out, &telemetry.latency);
         let kafka_figures = KafkaFigures {
@@ -194,6 +199,7 @@ impl Exporter {
             start_time_seconds: self.start_time_seconds,
         };
         process::render(&mut out, &process_figures);
+        reload::render(&mut out, &telemetry.reloads);
         out.into_text()
     }
 }
@@ -227,6 +233,8 @@ mod tests {
             latency: Vec::new(),
             kafka_brokers: Vec::new(),
             ring_capacity_entries: 1,
+            retry_capacity_batches: 1,
+            reloads: Arc::default(),
         };
         Exporter::new(telemetry, None)
     }

@@ -14,7 +14,7 @@ pub mod process;
 use std::sync::Arc;
 
 use crate::dlq::DlqMetrics;
-use crate::metrics::{DispatcherMetrics, SinkMetrics, SourceMetrics, StageHealth};
+use crate::metrics::{DispatcherMetrics, ReloadMetrics, SinkMetrics, SourceMetrics, StageHealth};
 use crate::sink::FailureTable;
 use crate::sink::kafka::KafkaMetrics;
 use crate::sink::loki::sink::LokiMetrics;
@@ -59,6 +59,10 @@ pub struct Telemetry {
     pub kafka_brokers: Vec<(String, Vec<String>)>,
     /// Entries one source ring can hold.
     pub ring_capacity_entries: u64,
+    /// (batch, sink) retries the wheel holds at most (`retry.max_batches`).
+    pub retry_capacity_batches: u64,
+    /// Configuration reloads, kept by the binary.
+    pub reloads: Arc<ReloadMetrics>,
 }
 
 /// Figures of the global allocator, supplied by the binary (which chose

@@ -33,7 +33,12 @@
 //!
 //! Stopping: the thread receives what the sockets hold (for at most
 //! [`STOP_DRAIN_MAX`]), delivers partial TCP frames as they are, hands
-//! over its last chunk, closes every socket and removes the Unix socket.
+//! over its last chunk, closes every socket and removes the Unix socket,
+//! unless a reload hands the sockets to the next process
+//! ([`crate::handover`]): then the path stays, and the duplicates kept for
+//! the handover hold the sockets open, so the kernel goes on queueing what
+//! arrives. At bind time a socket inherited from the previous process for
+//! the same address or path is used instead of a new one.
 
 mod framing;
 mod labeler;
@@ -56,6 +61,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::now_ns;
+use crate::handover::{Handover, ListenerKey, Listeners};
 use crate::labels::SymbolTable;
 use crate::metrics::SourceMetrics;
 use crate::source::{SourceChunk, SourceLinks};
@@ -180,13 +186,20 @@ struct Connection {
     last_active: Instant,
 }
 
-/// The Unix socket's path, removed when the source ends.
+/// The Unix socket's path, removed when the source ends unless `keep`
+/// is set (the socket is handed to the next process).
 #[derive(Debug)]
-struct SocketPath(PathBuf);
+struct SocketPath {
+    path: PathBuf,
+    keep: Arc<AtomicBool>,
+}
 
 impl Drop for SocketPath {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        // Acquire pairs with the Release store of `Listeners::keep_paths`.
+        if !self.keep.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -240,7 +253,9 @@ pub struct SyslogSource {
 }
 
 impl SyslogSource {
-    /// Binds every configured socket. Errors name the address or path.
+    /// Binds every configured socket, or takes the one `handover` inherited
+    /// for its address or path, and keeps a duplicate of each in
+    /// `handover` for the next process. Errors name the address or path.
     pub fn bind(
         settings: SyslogSettings,
         symbols: Arc<SymbolTable>,
@@ -248,6 +263,7 @@ impl SyslogSource {
         chunks: Vec<SourceChunk>,
         stop: Arc<AtomicBool>,
         metrics: Arc<SourceMetrics>,
+        handover: &mut Handover,
     ) -> Result<Self, SyslogError> {
         assert!(settings.max_connections > 0, "max_connections is validated");
         let id = settings.id.clone();
@@ -260,7 +276,8 @@ impl SyslogSource {
             source,
         })?;
         links.own.register_poll(waker);
-        let sockets = bind_sockets(&settings, &poll)?;
+        let sockets = bind_sockets(&settings, &poll, handover)?;
+        sockets.keep_duplicates(&settings, &mut handover.listeners);
         let time = match &settings.timezone {
             Some(zone) => TimeContext::named(zone).map_err(|_| SyslogError::TimeZone {
                 id: id.clone(),
@@ -849,7 +866,11 @@ fn recv(sockets: &Sockets, token: Token, buffer: &mut [u8]) -> std::io::Result<(
     }
 }
 
-fn bind_sockets(settings: &SyslogSettings, poll: &Poll) -> Result<Sockets, SyslogError> {
+fn bind_sockets(
+    settings: &SyslogSettings,
+    poll: &Poll,
+    handover: &mut Handover,
+) -> Result<Sockets, SyslogError> {
     let id = &settings.id;
     let mut sockets = Sockets {
         udp: None,
@@ -862,7 +883,19 @@ fn bind_sockets(settings: &SyslogSettings, poll: &Poll) -> Result<Sockets, Syslo
             address,
             source,
         };
-        let mut socket = UdpSocket::bind(address).map_err(udp_error)?;
+        let inherited = handover
+            .inherited
+            .take(&ListenerKey::udp(address))
+            .map(std::net::UdpSocket::from)
+            .filter(|socket| socket.local_addr().is_ok_and(|bound| bound == address));
+        let mut socket = match inherited {
+            Some(socket) => {
+                socket.set_nonblocking(true).map_err(udp_error)?;
+                tracing::info!(source = %id, %address, "syslog source: UDP socket taken over from the previous process");
+                UdpSocket::from_std(socket)
+            }
+            None => UdpSocket::bind(address).map_err(udp_error)?,
+        };
         if let Some(bytes) = settings.recv_buffer_bytes {
             request_recv_buffer(id, &socket, bytes).map_err(udp_error)?;
         }
@@ -877,16 +910,98 @@ fn bind_sockets(settings: &SyslogSettings, poll: &Poll) -> Result<Sockets, Syslo
             address,
             source,
         };
-        let mut listener = TcpListener::bind(address).map_err(tcp_error)?;
+        let inherited = handover
+            .inherited
+            .take(&ListenerKey::tcp(address))
+            .map(std::net::TcpListener::from)
+            .filter(|listener| listener.local_addr().is_ok_and(|bound| bound == address));
+        let mut listener = match inherited {
+            Some(listener) => {
+                listener.set_nonblocking(true).map_err(tcp_error)?;
+                tracing::info!(source = %id, %address, "syslog source: TCP listener taken over from the previous process");
+                TcpListener::from_std(listener)
+            }
+            None => TcpListener::bind(address).map_err(tcp_error)?,
+        };
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(tcp_error)?;
         sockets.listener = Some(listener);
     }
     if let Some(path) = &settings.unix {
-        sockets.unix = Some(bind_unix(settings, path, poll)?);
+        let keep = handover.listeners.keep_paths_flag();
+        let inherited = ListenerKey::unix(path)
+            .and_then(|key| handover.inherited.take(&key))
+            .map(std::os::unix::net::UnixDatagram::from)
+            .filter(|socket| {
+                socket
+                    .local_addr()
+                    .is_ok_and(|bound| bound.as_pathname() == Some(path.as_path()))
+            });
+        sockets.unix = Some(match inherited {
+            Some(socket) => adopt_unix(settings, path, socket, poll, keep)?,
+            None => bind_unix(settings, path, poll, keep)?,
+        });
     }
     Ok(sockets)
+}
+
+impl Sockets {
+    /// Keeps a duplicate of every socket in `listeners`, for a reload.
+    fn keep_duplicates(&self, settings: &SyslogSettings, listeners: &mut Listeners) {
+        use std::os::fd::AsFd;
+        if let (Some(socket), Some(address)) = (&self.udp, settings.udp) {
+            listeners.push(
+                Some(ListenerKey::udp(address)),
+                socket.as_fd().try_clone_to_owned(),
+            );
+        }
+        if let (Some(listener), Some(address)) = (&self.listener, settings.tcp) {
+            listeners.push(
+                Some(ListenerKey::tcp(address)),
+                listener.as_fd().try_clone_to_owned(),
+            );
+        }
+        if let Some((socket, path)) = &self.unix {
+            listeners.push(
+                ListenerKey::unix(&path.path),
+                socket.as_fd().try_clone_to_owned(),
+            );
+        }
+    }
+}
+
+/// Uses the Unix datagram socket the previous process bound at `path`:
+/// its permissions and receive buffer are set as configured now.
+fn adopt_unix(
+    settings: &SyslogSettings,
+    path: &std::path::Path,
+    socket: std::os::unix::net::UnixDatagram,
+    poll: &Poll,
+    keep: Arc<AtomicBool>,
+) -> Result<(UnixDatagram, SocketPath), SyslogError> {
+    use std::os::unix::fs::PermissionsExt;
+    let unix_error = |source| SyslogError::Unix {
+        id: settings.id.clone(),
+        path: path.to_path_buf(),
+        source,
+    };
+    socket.set_nonblocking(true).map_err(unix_error)?;
+    let mut socket = UnixDatagram::from_std(socket);
+    let guard = SocketPath {
+        path: path.to_path_buf(),
+        keep,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.unix_mode))
+        .map_err(unix_error)?;
+    if let Some(bytes) = settings.recv_buffer_bytes {
+        request_recv_buffer(&settings.id, &socket, bytes).map_err(unix_error)?;
+    }
+    poll.registry()
+        .register(&mut socket, UNIX, Interest::READABLE)
+        .map_err(unix_error)?;
+    tracing::info!(source = %settings.id, path = %path.display(), "syslog source: Unix socket taken over from the previous process");
+    Ok((socket, guard))
 }
 
 /// Creates the Unix datagram socket at `path` (its directory too), with
@@ -896,6 +1011,7 @@ fn bind_unix(
     settings: &SyslogSettings,
     path: &std::path::Path,
     poll: &Poll,
+    keep: Arc<AtomicBool>,
 ) -> Result<(UnixDatagram, SocketPath), SyslogError> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let unix_error = |source| SyslogError::Unix {
@@ -928,7 +1044,10 @@ fn bind_unix(
         std::fs::create_dir_all(directory).map_err(unix_error)?;
     }
     let mut socket = UnixDatagram::bind(path).map_err(unix_error)?;
-    let guard = SocketPath(path.to_path_buf());
+    let guard = SocketPath {
+        path: path.to_path_buf(),
+        keep,
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.unix_mode))
         .map_err(unix_error)?;
     if let Some(bytes) = settings.recv_buffer_bytes {

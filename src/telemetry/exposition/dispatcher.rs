@@ -28,6 +28,10 @@ pub static RETRY_QUEUE_SIZE: Family = Family::gauge(
     "log_capturer_dispatcher_retry_queue_size",
     "(batch, sink) retries waiting in the retry wheel.",
 );
+pub static RETRY_QUEUE_CAPACITY: Family = Family::gauge(
+    "log_capturer_dispatcher_retry_queue_capacity",
+    "(batch, sink) retries the retry wheel holds at most (retry.max_batches).",
+);
 pub static RETRY_DROPS: Family = Family::counter(
     "log_capturer_dispatcher_retry_drops_total",
     "Entries sent to the DLQ because the retry wheel was full.",
@@ -99,10 +103,12 @@ pub fn render_rates<'a>(out: &mut Exposition, rates: impl Iterator<Item = (&'a s
     }
 }
 
-/// The retry wheel's size, drops and retries.
-pub fn render_retry(out: &mut Exposition, dispatcher: &DispatcherMetrics) {
+/// The retry wheel's size, bound, drops and retries.
+pub fn render_retry(out: &mut Exposition, dispatcher: &DispatcherMetrics, capacity_batches: u64) {
     RETRY_QUEUE_SIZE.header(out);
     RETRY_QUEUE_SIZE.sample(out, &[], dispatcher.retry_queue_size.get());
+    RETRY_QUEUE_CAPACITY.header(out);
+    RETRY_QUEUE_CAPACITY.sample(out, &[], capacity_batches);
     RETRY_DROPS.header(out);
     RETRY_DROPS.sample(out, &[], dispatcher.retry_drops.get());
     RETRIES.header(out);

@@ -331,7 +331,20 @@ fn full_telemetry() -> Telemetry {
             ("kafka-audit".to_string(), vec!["broker-3:9092".to_string()]),
         ],
         ring_capacity_entries: 4096,
+        retry_capacity_batches: 64,
+        reloads: Arc::new(crate::metrics::ReloadMetrics {
+            succeeded: counter(2),
+            failed: counter(1),
+            last_failed: Default::default(),
+            sockets_not_handed_over: counter(0),
+        }),
     }
+}
+
+fn counter(value: u64) -> crate::metrics::Counter {
+    let counter = crate::metrics::Counter::default();
+    counter.add(value);
+    counter
 }
 
 fn allocator_figures() -> Vec<(&'static str, u64)> {
@@ -465,6 +478,8 @@ fn empty_pipeline_renders_the_golden_text() {
         latency: Vec::new(),
         kafka_brokers: Vec::new(),
         ring_capacity_entries: 4096,
+        retry_capacity_batches: 64,
+        reloads: Arc::default(),
     };
     let mut exporter = Exporter::new(telemetry, None);
     exporter.start_time_seconds = None;
