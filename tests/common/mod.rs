@@ -168,8 +168,13 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and expects exit 0 within 10 s.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
         send_signal(&self.child, libc::SIGTERM);
+        self.stop_after_signal();
+    }
+
+    /// Expects exit 0 within 10 s, a stopping signal sent already.
+    pub fn stop_after_signal(mut self) {
         let status = wait_with_timeout(&mut self.child, Duration::from_secs(10));
         assert!(status.success(), "daemon exit {status}");
     }
