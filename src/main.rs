@@ -454,7 +454,9 @@ fn serve(
         pipeline.listeners().keep_paths();
     } else {
         daemon.notify("STOPPING=1\nSTATUS=stopping: draining");
-        tracing::info!("signal received; flushing and stopping");
+        if signals.terminating() {
+            tracing::info!("signal received; flushing and stopping");
+        }
     }
     let listeners = pipeline.take_listeners();
     pipeline.request_stop();

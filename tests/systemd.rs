@@ -12,7 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/log-capturer.service");
+const UNIT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/packaging/log-capturer.service"
+);
 
 /// The most `systemd-analyze security` may rate the unit ("OK" or better).
 const EXPOSURE_MAX: f64 = 2.5;
@@ -21,7 +24,10 @@ const EXPOSURE_MAX: f64 = 2.5;
 /// this build (verify checks that the command exists), in `dir`.
 fn unit_for_this_build(dir: &Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(UNIT).expect("read the unit");
-    assert!(text.contains("/usr/bin/log-capturer run --config"), "{text}");
+    assert!(
+        text.contains("/usr/bin/log-capturer run --config"),
+        "{text}"
+    );
     let binary = common::binary();
     let path = dir.join("log-capturer.service");
     std::fs::write(
@@ -59,7 +65,10 @@ fn unit_verifies_and_is_hardened() {
     let text = String::from_utf8_lossy(&security.stdout);
     let score: f64 = text
         .lines()
-        .find_map(|line| line.split("exposure level for log-capturer.service:").nth(1))
+        .find_map(|line| {
+            line.split("exposure level for log-capturer.service:")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|number| number.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in: {text}"));
