@@ -165,9 +165,55 @@ fn daemon_notifies_ready_watchdog_and_stopping() {
         "pings too rare: {:?}",
         started.elapsed()
     );
+    // A reload: RELOADING=1, then READY=1 from the re-executed daemon.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("batch_timeout_ms = 20", "batch_timeout_ms = 30"),
+    )
+    .expect("change config");
+    common::send_signal(&daemon.child, libc::SIGHUP);
+    let reloading = receive_until(&socket, "RELOADING=1", Duration::from_secs(10));
+    assert!(
+        reloading
+            .iter()
+            .all(|message| !message.contains("STOPPING")),
+        "a reload is no stop: {reloading:#?}"
+    );
+    receive_until(&socket, "READY=1", Duration::from_secs(30));
+    receive_until(&socket, "WATCHDOG=1", Duration::from_secs(5));
     common::send_signal(&daemon.child, libc::SIGTERM);
     receive_until(&socket, "STOPPING=1", Duration::from_secs(10));
     daemon.stop_after_signal();
+}
+
+/// Goal: SIGTERM during a reload's drain ends the daemon (exit 0) rather
+/// than starting it again. Method: SIGHUP with a changed config, SIGTERM
+/// 5 ms later; the process must exit 0 without a second `started`.
+#[test]
+fn sigterm_during_reload_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = common::write_file(dir.path(), "app.log", "one\n");
+    let config = dir.path().join("config.toml");
+    let text = common::file_source_config(&input, "", "[sinks.drop]\ntype = \"null\"");
+    std::fs::write(&config, &text).expect("write config");
+    let (mut daemon, _) = common::start_daemon_with_log(&config);
+    std::fs::write(
+        &config,
+        text.replace("batch_timeout_ms = 20", "batch_timeout_ms = 30"),
+    )
+    .expect("change config");
+    common::send_signal(&daemon.child, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(5));
+    common::send_signal(&daemon.child, libc::SIGTERM);
+    let status = common::wait_with_timeout(&mut daemon.child, Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    let restarted = daemon
+        .stderr
+        .try_iter()
+        .filter(|line| line.contains(" started "))
+        .count();
+    assert_eq!(restarted, 0, "no start after SIGTERM");
 }
 
 /// Goal: a daemon not started by a service manager (no `NOTIFY_SOCKET`)
