@@ -299,11 +299,6 @@ impl Inherited {
     pub fn is_empty(&self) -> bool {
         self.sockets.is_empty()
     }
-
-    /// Whether a socket for `key` is waiting to be taken.
-    pub fn holds(&self, key: &ListenerKey) -> bool {
-        self.sockets.iter().any(|(known, _)| known == key)
-    }
 }
 
 /// `<fd> <kind> <address>`; the address may hold spaces (a path).
