@@ -407,24 +407,83 @@ fn serve(
     handover: Handover,
 ) -> anyhow::Result<Served> {
     let path = daemon.path;
-    let running_text = std::fs::read(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let read_text = || {
+        std::fs::read(path).with_context(|| format!("cannot read config file {}", path.display()))
+    };
+    let text_before = read_text()?;
     let Loaded { config, warnings } = Config::load(path)?;
+    // The text the daemon runs on; if the file changed while it was being
+    // read, none, so that the next SIGHUP applies whatever it holds then.
+    let running_text = if read_text()? == text_before {
+        text_before
+    } else {
+        Vec::new()
+    };
     for warning in &warnings {
         tracing::warn!(%warning, "config");
     }
     if config.daemon.transparent_huge_pages && !set_huge_pages_refused(false) {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot allow transparent huge pages");
     }
+    let running = start_pipeline(daemon, &config, handover)?;
+    daemon.notify(&format!(
+        "READY=1\nSTATUS=running: {} sources, {} sinks",
+        config.sources.len(),
+        config.sinks.len()
+    ));
+    tracing::info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), metrics = %running.server.address(), "started");
+    let reload = wait_for_signal(
+        daemon,
+        signals,
+        &running.pipeline,
+        &running_text,
+        running.started,
+    );
+    daemon.watchdog.draining();
+    if reload {
+        daemon.notify("RELOADING=1\nSTATUS=reloading: draining");
+        // The next process receives on the Unix sockets: their paths stay.
+        running.pipeline.listeners().keep_paths();
+    } else {
+        daemon.notify("STOPPING=1\nSTATUS=stopping: draining");
+        if signals.terminating() {
+            tracing::info!("signal received; flushing and stopping");
+        }
+    }
+    let listeners = running.drain()?;
+    Ok(if reload {
+        Served::Reload(listeners)
+    } else {
+        Served::Stopped
+    })
+}
+
+/// A started pipeline and its metrics endpoint.
+struct Running {
+    pipeline: Pipeline,
+    server: MetricsServer,
+    started: Instant,
+    shutdown_timeout: Duration,
+}
+
+/// Starts the pipeline and the metrics endpoint with the handled signals
+/// blocked (every thread started inherits that; see
+/// `mask_handled_signals`), then unblocks them for this thread, and has
+/// the watchdog watch the new stages.
+fn start_pipeline(
+    daemon: &DaemonContext<'_>,
+    config: &Config,
+    handover: Handover,
+) -> anyhow::Result<Running> {
     let started = Instant::now();
     mask_handled_signals(true);
-    let mut pipeline = Pipeline::start_with(&config, handover, &daemon.reloads)
-        .with_context(|| format!("cannot start pipeline from {}", path.display()))?;
+    let mut pipeline = Pipeline::start_with(config, handover, &daemon.reloads)
+        .with_context(|| format!("cannot start pipeline from {}", daemon.path.display()))?;
     let telemetry = pipeline
         .take_telemetry()
         .context("telemetry is taken once")?;
     let stages = telemetry.stages.clone();
-    let timeout = Duration::from_millis(config.daemon.shutdown_timeout_ms.get());
+    let shutdown_timeout = Duration::from_millis(config.daemon.shutdown_timeout_ms.get());
     let server = match MetricsServer::start(
         config.daemon.metrics_addr,
         telemetry,
@@ -434,56 +493,54 @@ fn serve(
         Err(error) => {
             // Nothing may be lost: let what was read drain before failing.
             pipeline.request_stop();
-            let _ = pipeline.join(timeout);
+            let _ = pipeline.join(shutdown_timeout);
             return Err(error.into());
         }
     };
     mask_handled_signals(false);
     daemon.watchdog.watch(stages);
-    daemon.notify(&format!(
-        "READY=1\nSTATUS=running: {} sources, {} sinks",
-        config.sources.len(),
-        config.sinks.len()
-    ));
-    tracing::info!(config = %path.display(), sources = config.sources.len(), sinks = config.sinks.len(), metrics = %server.address(), "started");
-    let reload = wait_for_signal(daemon, signals, &pipeline, &running_text, started);
-    daemon.watchdog.draining();
-    if reload {
-        daemon.notify("RELOADING=1\nSTATUS=reloading: draining");
-        // The next process receives on the Unix sockets: their paths stay.
-        pipeline.listeners().keep_paths();
-    } else {
-        daemon.notify("STOPPING=1\nSTATUS=stopping: draining");
-        if signals.terminating() {
-            tracing::info!("signal received; flushing and stopping");
-        }
-    }
-    let listeners = pipeline.take_listeners();
-    pipeline.request_stop();
-    let metrics = pipeline.metrics().clone();
-    let joined = pipeline.join(timeout);
-    log_summary(&metrics, started.elapsed());
-    server.stop();
-    match joined {
-        Err(log_capturer::pipeline::PipelineError::ShutdownTimeout {
-            stages,
-            data_safe: true,
-            ..
-        }) => {
-            // Every line read is delivered or in the DLQ; a sink still
-            // waiting on its destination must not hold the exit.
-            tracing::warn!(
-                stages,
-                "sink threads still busy; undelivered batches are in the DLQ"
-            );
-        }
-        other => other.context("shutdown did not complete")?,
-    }
-    Ok(if reload {
-        Served::Reload(listeners)
-    } else {
-        Served::Stopped
+    Ok(Running {
+        pipeline,
+        server,
+        started,
+        shutdown_timeout,
     })
+}
+
+impl Running {
+    /// Stops the sources and waits until every line read is delivered or
+    /// in the DLQ and the positions are written (as at SIGTERM); returns
+    /// the listening sockets' duplicates, for a reload.
+    fn drain(self) -> anyhow::Result<Listeners> {
+        let Running {
+            mut pipeline,
+            server,
+            started,
+            shutdown_timeout,
+        } = self;
+        let listeners = pipeline.take_listeners();
+        pipeline.request_stop();
+        let metrics = pipeline.metrics().clone();
+        let joined = pipeline.join(shutdown_timeout);
+        log_summary(&metrics, started.elapsed());
+        server.stop();
+        match joined {
+            Err(log_capturer::pipeline::PipelineError::ShutdownTimeout {
+                stages,
+                data_safe: true,
+                ..
+            }) => {
+                // Every line read is delivered or in the DLQ; a sink still
+                // waiting on its destination must not hold the exit.
+                tracing::warn!(
+                    stages,
+                    "sink threads still busy; undelivered batches are in the DLQ"
+                );
+            }
+            other => other.context("shutdown did not complete")?,
+        }
+        Ok(listeners)
+    }
 }
 
 /// The main loop: reopens outputs on SIGHUP with an unchanged config,
