@@ -208,7 +208,8 @@ fn shutdown_stores_only_a_sinks_inputs_in_its_dlq() {
                 // dispatcher takes at most 8 chunks of 1024 lines from a
                 // source before it turns to the next); three of them leave
                 // 10 000 lines in the source rings.
-                dispatcher: Some("batch_size = 10000"),
+                // Rings of 64 chunks hold each source's 20 000 lines whole.
+                dispatcher: Some("batch_size = 10000\nqueue_capacity = 65536"),
                 ..Keys::default()
             },
             &sinks,
