@@ -4,7 +4,9 @@
 //! the demo's consumer) hands librdkafka's `log` and `error` callbacks to a
 //! [`ClientLog`], so that nothing librdkafka says reaches standard error
 //! except through the daemon's subscriber, at a level the operator can act
-//! on.
+//! on. A TLS or SASL refusal is logged at ERROR with its own rate limit,
+//! whatever else librdkafka says meanwhile: it is the cause an operator
+//! needs, and "brokers are down" alone would hide it.
 //!
 //! Levels. An outage is an operating condition: the circuit breaker, the
 //! retry wheel and the DLQ handle it and log what they do. librdkafka, for
@@ -71,9 +73,13 @@ enum Kind {
     Error = 1,
     Warning = 2,
     Notice = 3,
+    /// A TLS or SASL refusal ([`needs_operator`]): its own kind, so that
+    /// the cause is logged at once even while "brokers are down" and other
+    /// errors use up their turns.
+    Refusal = 4,
 }
 
-const KINDS: usize = 4;
+const KINDS: usize = 5;
 
 impl Kind {
     fn describe(self) -> &'static str {
@@ -82,6 +88,7 @@ impl Kind {
             Kind::Error => "error",
             Kind::Warning => "warning",
             Kind::Notice => "notice",
+            Kind::Refusal => "refusal",
         }
     }
 }
@@ -117,6 +124,7 @@ impl ClientLog {
                 tracing::debug!(client = %self.client, facility, "librdkafka: {message}");
                 return;
             }
+            _ if needs_operator(message) => Kind::Refusal,
             _ if is_outage_message(message) => Kind::Outage,
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -134,7 +142,7 @@ impl ClientLog {
         // A refused certificate or password also reports "brokers down",
         // but no waiting fixes it: it needs an operator, at ERROR.
         let kind = if needs_operator(reason) {
-            Kind::Error
+            Kind::Refusal
         } else if transport || is_outage_message(reason) {
             Kind::Outage
         } else {
@@ -181,7 +189,13 @@ impl Drop for ClientLog {
             if slot.held_back == 0 {
                 continue;
             }
-            let kind = [Kind::Outage, Kind::Error, Kind::Warning, Kind::Notice][index];
+            let kind = [
+                Kind::Outage,
+                Kind::Error,
+                Kind::Warning,
+                Kind::Notice,
+                Kind::Refusal,
+            ][index];
             let message = format!(
                 "{} more {} messages were not logged (rate limit)",
                 slot.held_back,
@@ -200,7 +214,7 @@ fn log_line(client: &str, kind: Kind, facility: &str, message: &str, held_back: 
             not_logged_since_last = held_back,
             "librdkafka: {message}"
         ),
-        Kind::Error => tracing::error!(
+        Kind::Error | Kind::Refusal => tracing::error!(
             client,
             facility,
             not_logged_since_last = held_back,
@@ -257,5 +271,31 @@ mod tests {
         }
         assert_eq!(log.take_turn(Kind::Outage), Some(5));
         assert_eq!(log.take_turn(Kind::Outage), None);
+    }
+
+    /// Goal: a TLS refusal is logged even while other errors and "brokers
+    /// are down" lines have used their turns, and a refusal that also
+    /// names a disconnection counts as a refusal. Method: use up the error
+    /// and outage turns, then log a refusal through `log` and see that it
+    /// took the refusal turn.
+    #[test]
+    fn a_refusal_has_its_own_turn() {
+        let log = ClientLog::new("test");
+        log.log(RDKafkaLogLevel::Error, "FAIL", "Failed to get metadata");
+        log.log(RDKafkaLogLevel::Error, "FAIL", "1/1 brokers are down");
+        assert_eq!(log.take_turn(Kind::Error), None, "error turn used");
+        assert_eq!(log.take_turn(Kind::Outage), None, "outage turn used");
+        log.log(
+            RDKafkaLogLevel::Error,
+            "FAIL",
+            "ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: \
+             certificate verify failed (after 3ms in state SSL_HANDSHAKE, \
+             Disconnected)",
+        );
+        assert_eq!(log.take_turn(Kind::Refusal), None, "the refusal was logged");
+        let error = KafkaError::Global(rdkafka::types::RDKafkaErrorCode::SSL);
+        let fresh = ClientLog::new("fresh");
+        fresh.error(&error, "SSL handshake failed: certificate verify failed");
+        assert_eq!(fresh.take_turn(Kind::Refusal), None, "a global refusal too");
     }
 }
