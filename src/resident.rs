@@ -71,36 +71,27 @@ struct CodeMapping {
 /// The mappings of `smaps` text that are private, not writable, backed by
 /// a file (a path), resident, and without anonymous pages.
 fn code_mappings(smaps: &str) -> Vec<CodeMapping> {
-    let mut found = Vec::new();
-    let mut current: Option<(CodeMapping, bool)> = None;
-    let mut anonymous_kib = 0;
+    // Every mapping with its eligibility and anonymous KiB; the fields
+    // after a header belong to it.
+    let mut mappings: Vec<(CodeMapping, bool, u64)> = Vec::new();
     for line in smaps.lines() {
-        if let Some(header) = mapping_header(line) {
-            if let Some((mapping, eligible)) = current.take()
-                && eligible
-                && anonymous_kib == 0
-                && mapping.resident_bytes > 0
-            {
-                found.push(mapping);
-            }
-            anonymous_kib = 0;
-            current = Some(header);
-        } else if let Some(kib) = field_kib(line, "Rss:") {
-            if let Some((mapping, _)) = current.as_mut() {
+        if let Some((mapping, eligible)) = mapping_header(line) {
+            mappings.push((mapping, eligible, 0));
+        } else if let Some((mapping, _, anonymous_kib)) = mappings.last_mut() {
+            if let Some(kib) = field_kib(line, "Rss:") {
                 mapping.resident_bytes = kib * 1024;
+            } else if let Some(kib) = field_kib(line, "Anonymous:") {
+                *anonymous_kib = kib;
             }
-        } else if let Some(kib) = field_kib(line, "Anonymous:") {
-            anonymous_kib = kib;
         }
     }
-    if let Some((mapping, eligible)) = current
-        && eligible
-        && anonymous_kib == 0
-        && mapping.resident_bytes > 0
-    {
-        found.push(mapping);
-    }
-    found
+    mappings
+        .into_iter()
+        .filter(|&(mapping, eligible, anonymous_kib)| {
+            eligible && anonymous_kib == 0 && mapping.resident_bytes > 0
+        })
+        .map(|(mapping, _, _)| mapping)
+        .collect()
 }
 
 /// `start-end perms offset dev inode path`: the range, and whether the
