@@ -210,11 +210,13 @@ pub struct DispatcherConfig {
     /// A batch is sealed this long after its first entry, however small:
     /// the bound under load.
     pub batch_timeout_ms: NonZeroU64,
-    /// The delay the daemon aims for between reading a line and handing it
-    /// to the sinks: a batch whose sources have nothing more to give is
-    /// sealed once its first entry has waited this long, and Kafka sinks
-    /// linger a fifth of it (`linger.ms`, unless their `librdkafka` table sets
-    /// it). Larger values make larger batches and cost less CPU per line.
+    /// The delay the daemon aims for between a line being written and it
+    /// being handed to the sinks: file sources read a busy file every three
+    /// fifths of it (and their batches are sealed when a read round ends),
+    /// a batch whose other sources have nothing more to give is sealed once
+    /// its first entry has waited this long, and Kafka sinks linger a fifth
+    /// of it (`linger.ms`, unless their `librdkafka` table sets it). Larger
+    /// values make larger batches and cost less CPU per line.
     pub latency_target_ms: NonZeroU64,
     /// Most entries waiting in one source ring. Rounded down to whole chunks
     /// of `CHUNK_LINES_MAX` entries; validation requires at least

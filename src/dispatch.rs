@@ -113,6 +113,11 @@ pub struct SourceEnd {
     pub returns_wanted: Arc<std::sync::atomic::AtomicBool>,
     /// A chunk partly copied into batches, and the index of its next line.
     current: Option<(SourceChunk, usize)>,
+    /// The last chunk taken did not end the source's read round
+    /// (`SourceChunk::ends_round`): more may come before it waits.
+    round_open: bool,
+    /// Lines of this source are in the open batch.
+    in_open_batch: bool,
     /// The source's counters; the dispatcher counts the lines it took.
     metrics: Arc<SourceMetrics>,
 }
@@ -141,6 +146,8 @@ impl SourceEnd {
             source,
             returns_wanted,
             current: None,
+            round_open: false,
+            in_open_batch: false,
             metrics,
         }
     }
@@ -906,7 +913,10 @@ impl Dispatcher {
         let (chunk, mut next_line) = match source.current.take() {
             Some(current) => current,
             None => match source.chunks.pop() {
-                Ok(chunk) => (chunk, 0),
+                Ok(chunk) => {
+                    source.round_open = !chunk.ends_round;
+                    (chunk, 0)
+                }
                 Err(_) => return Drained::Empty,
             },
         };
@@ -948,6 +958,9 @@ impl Dispatcher {
         }
         self.count_dispatched(index, appended);
         let source = &mut self.sources[index];
+        // Also when the chunk's last line filled a batch: then the open
+        // batch waits as if it had lines of this source, which is safe.
+        source.in_open_batch |= appended > 0;
         // A source that has ended no longer takes chunks back; dropping the
         // chunk then frees it, which happens once, at shutdown.
         if source.returns.push(chunk).is_ok() && source.wants_return_wake() {
@@ -996,10 +1009,13 @@ impl Dispatcher {
         true
     }
 
-    /// Seals the open batch when it has waited `batch_timeout`, or
-    /// `latency_target` with `sources_idle` (every ring emptied).
+    /// Seals the open batch when it has waited `batch_timeout`, or with
+    /// `sources_idle` (every ring emptied): at once when every source with
+    /// lines in it ended its read round, else after `latency_target`.
     fn seal_if_due(&mut self, sources_idle: bool) {
-        let wait = if sources_idle {
+        let wait = if sources_idle && self.rounds_ended() {
+            Duration::ZERO
+        } else if sources_idle {
             self.settings
                 .batch_timeout
                 .min(self.settings.latency_target)
@@ -1015,11 +1031,22 @@ impl Dispatcher {
         }
     }
 
+    /// Whether every source with lines in the open batch has ended its
+    /// read round: nothing more is coming until its next read.
+    fn rounds_ended(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|source| !source.in_open_batch || !source.round_open)
+    }
+
     /// Seals the open batch (if it has entries) and hands it to every sink.
     fn seal_open(&mut self) {
         let Some(open) = self.open.take() else {
             return;
         };
+        for source in &mut self.sources {
+            source.in_open_batch = false;
+        }
         if open.is_empty() {
             debug_assert!(self.receipts.open.is_empty(), "receipts come with lines");
             let arena = reclaim_arena(open.into_arena(), self.arena_bytes());

@@ -177,6 +177,12 @@ pub struct SourceChunk {
     pub receipt: Option<Receipt>,
     /// When the bytes were read, nanoseconds since the Unix epoch.
     pub read_at_ns: u64,
+    /// The source sends nothing more until its next read round: the
+    /// dispatcher may seal a batch it ends at once, instead of waiting
+    /// `latency_target_ms` for more. Only a source that paces its own reads
+    /// (the file source, every `write_wait`) sets it; a source woken by
+    /// each arrival (syslog) would make a batch of every message.
+    pub ends_round: bool,
     /// One entry per line when the lines differ in labels or time (a
     /// syslog chunk); empty otherwise. Grown on first use, kept with the
     /// chunk.
@@ -198,6 +204,7 @@ impl SourceChunk {
             inline: Vec::new(),
             receipt: None,
             read_at_ns: 0,
+            ends_round: false,
             metas: Vec::new(),
             meta_labels: Vec::new(),
             meta_inline: Vec::new(),
@@ -223,6 +230,7 @@ impl SourceChunk {
         self.inline.extend_from_slice(inline);
         self.receipt = None;
         self.read_at_ns = read_at_ns;
+        self.ends_round = false;
         self.metas.clear();
         self.meta_labels.clear();
         self.meta_inline.clear();

@@ -8,8 +8,18 @@
 //! file does not starve the others. A read goes straight into a pooled
 //! [`SourceChunk`] after the file's carried-over partial line; the chunk is
 //! split into lines, stamped with a [`Receipt`] (where its last line ends)
-//! and pushed to the dispatcher. When a round finds nothing new the thread
-//! parks for `poll_interval_ms`, so an idle source costs nothing.
+//! and pushed to the dispatcher; the round's last chunk is marked as its
+//! end, and the dispatcher is woken once for the round. When a round finds
+//! nothing new the thread parks for `poll_interval_ms`, so an idle source
+//! costs nothing.
+//!
+//! Pacing: a write that inotify reports is read `write_wait` later (three
+//! fifths of `[dispatcher] latency_target_ms`), so that the writes of that time
+//! are read together; a file that a round found grown by at least
+//! [`POLL_SLOW_BYTES`] is read again after `write_wait` without waiting for
+//! inotify, so that a busy file costs one wake-up per `write_wait`, not two
+//! per write. The first round that finds less hands it back to inotify and
+//! its poll interval.
 //!
 //! Files are known by device and inode, and a fingerprint of their first
 //! KiB (see `positions`). Where a file starts:
@@ -137,9 +147,9 @@ pub struct FileSourceSettings {
     pub start_at: StartAt,
     pub max_line_bytes: usize,
     pub poll_interval: Duration,
-    /// How long after inotify reports a write the file is read: the writes
-    /// of one burst are read together (from `[dispatcher]
-    /// latency_target_ms`).
+    /// How long after inotify reports a write the file is read, and how
+    /// often a busy file is read: the writes of that time are read together
+    /// (from `[dispatcher] latency_target_ms`).
     pub write_wait: Duration,
     pub glob_interval: Duration,
     pub max_files: usize,
@@ -273,6 +283,13 @@ pub struct FileSource {
     metrics: Arc<SourceMetrics>,
     /// Set when the thread starts.
     waiter: Option<waiting::Waiter>,
+    /// The last chunk of the round so far, held back so that it can be
+    /// marked as the round's end (`SourceChunk::ends_round`) when the
+    /// round ends: one wake-up of the dispatcher per round, and a batch it
+    /// may seal at once.
+    held: Option<SourceChunk>,
+    /// Chunks pushed since the dispatcher was last woken.
+    pushed_unwoken: usize,
 }
 
 impl FileSource {
@@ -316,6 +333,8 @@ impl FileSource {
             stop,
             metrics,
             waiter: None,
+            held: None,
+            pushed_unwoken: 0,
         }
     }
 
@@ -390,9 +409,11 @@ impl FileSource {
                 break;
             }
             if !progressed {
+                self.end_round();
                 self.wait(next_due.saturating_duration_since(Instant::now()));
             }
         }
+        self.end_round();
         self.finish();
     }
 
@@ -416,6 +437,7 @@ impl FileSource {
                 self.emit_pending(index);
             }
         }
+        self.end_round();
         // Drop the ring before the wake-up, so that the dispatcher sees it
         // abandoned at once instead of at its next park timeout.
         drop(self.links.chunks.take());

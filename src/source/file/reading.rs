@@ -4,6 +4,10 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use super::{FileSource, POLL_BACKOFF_MAX, POLL_SLOW_BYTES, READS_PER_FILE_MAX, ReadStep};
+
+/// Chunks pushed in one round before the dispatcher is woken for them
+/// (besides the wake at the round's end): a quarter of the default pool.
+const WAKE_AFTER_CHUNKS: usize = 4;
 use crate::clock::now_ns;
 use crate::limits;
 use crate::source::SourceChunk;
@@ -130,17 +134,46 @@ impl FileSource {
         } else {
             base
         };
+        // A file this round found grown by a chunk's worth of reads is
+        // busy: it is read again after the write wait, without waiting for
+        // inotify to report each write. (A slow file is left to inotify: a
+        // read after each of its writes would find nothing.)
+        let wait = if file.bytes_since_end >= POLL_SLOW_BYTES {
+            file.poll_every.min(self.settings.write_wait)
+        } else {
+            file.poll_every
+        };
         file.bytes_since_end = 0;
-        file.next_poll = Instant::now() + file.poll_every;
+        file.next_poll = Instant::now() + wait;
     }
 
-    /// Pushes a chunk with lines to the dispatcher, or keeps an empty one.
+    /// Hands on a chunk with lines (held back as the round's last until
+    /// the next one comes or the round ends), or keeps an empty one.
     fn hand_on(&mut self, chunk: SourceChunk) {
         let lines = chunk.lines().len() as u64;
         if lines == 0 {
             self.spare.push(chunk);
             return;
         }
+        self.metrics.lines_read.add(lines);
+        if let Some(previous) = self.held.replace(chunk) {
+            self.push_chunk(previous, false);
+        }
+    }
+
+    /// Ends the round: the held chunk goes to the dispatcher marked as the
+    /// round's last, and the dispatcher is woken.
+    pub(super) fn end_round(&mut self) {
+        if let Some(chunk) = self.held.take() {
+            self.push_chunk(chunk, true);
+        }
+    }
+
+    /// Pushes a chunk to the dispatcher. It is woken at the round's end,
+    /// and every [`WAKE_AFTER_CHUNKS`] chunks of a long round (a backlog),
+    /// so that it batches while the source reads on.
+    fn push_chunk(&mut self, mut chunk: SourceChunk, ends_round: bool) {
+        chunk.ends_round = ends_round;
         let ring = self
             .links
             .chunks
@@ -148,8 +181,11 @@ impl FileSource {
             .expect("chunks are handed on before the ring is dropped");
         let pushed = ring.push(chunk);
         assert!(pushed.is_ok(), "the ring holds the whole chunk pool");
-        self.metrics.lines_read.add(lines);
-        self.links.dispatcher.wake();
+        self.pushed_unwoken += 1;
+        if ends_round || self.pushed_unwoken >= WAKE_AFTER_CHUNKS {
+            self.pushed_unwoken = 0;
+            self.links.dispatcher.wake();
+        }
     }
 
     /// An empty chunk from the local spares or from the dispatcher, able to
@@ -186,6 +222,12 @@ impl FileSource {
                 // Ask to be woken, then look once more before waiting.
                 self.links.want_returns(true);
                 asked = true;
+                continue;
+            }
+            // Waiting for the dispatcher: it must have every chunk, woken.
+            if let Some(held) = self.held.take() {
+                self.push_chunk(held, false);
+                self.links.dispatcher.wake();
                 continue;
             }
             if self.links.returns.is_abandoned() {
