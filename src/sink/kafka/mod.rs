@@ -8,6 +8,7 @@
 
 pub mod breaker;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod sink;
 pub mod wakeup;

@@ -44,9 +44,7 @@ use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::batch::{Entry, SealedBatch};
@@ -56,6 +54,7 @@ use crate::metrics::{Counter, Gauge, SinkMetrics};
 use crate::sink::SinkHealth;
 use crate::sink::encode::{Encoder, Encoding};
 use crate::sink::kafka::breaker::{Breaker, is_transport_error, rejection_of};
+use crate::sink::kafka::group::{MessageGroup, Produced, TopicHandle};
 use crate::sink::kafka::log::ClientLog;
 use crate::sink::kafka::wakeup::ReportWait;
 use crate::sink::link::{
@@ -231,7 +230,12 @@ pub struct KafkaSink {
     /// Set when the thread starts; declared before `producer` so that it
     /// is dropped first (it holds a handle on the producer's queue).
     report_wait: Option<ReportWait>,
+    /// Declared before `producer` too: a topic handle is destroyed before
+    /// its client.
+    topic: TopicHandle,
     producer: BaseProducer<KafkaContext>,
+    /// Messages gathered for one `rd_kafka_produce_batch` call.
+    group: MessageGroup,
     failures: Arc<FailureTable>,
     /// Batches taken from the ring and not yet reported, by slot.
     awaiting: Vec<Option<Arc<SealedBatch>>>,
@@ -323,6 +327,11 @@ impl KafkaSink {
                     sink: options.id.clone(),
                     source,
                 })?;
+        let topic =
+            TopicHandle::new(&producer, &options.topic).map_err(|error| KafkaCreateError {
+                sink: options.id.clone(),
+                source: KafkaError::ClientCreation(format!("topic {:?}: {error}", options.topic)),
+            })?;
         let key_symbol = options
             .key_label
             .as_deref()
@@ -334,7 +343,9 @@ impl KafkaSink {
             encoder: Encoder::new(options.encoding, Arc::clone(&symbols)),
             symbols,
             report_wait: None,
+            topic,
             producer,
+            group: MessageGroup::default(),
             failures,
             awaiting: (0..options.slots.slots_total()).map(|_| None).collect(),
             awaiting_count: 0,
@@ -571,6 +582,7 @@ impl KafkaSink {
         }
         let end = batch.len().min(next + SENDS_PER_ROUND_MAX);
         let mut entry_index = next;
+        let mut refused_from = None;
         while entry_index < end {
             if !selection.includes(slot, entry_index, &batch.entries()[entry_index]) {
                 // Not a retry's failed entry, or not of the sink's inputs.
@@ -581,19 +593,72 @@ impl KafkaSink {
                 // Sent again: its mark comes back only if it fails again.
                 self.failures.unmark(slot, entry_index);
             }
-            match self.send(slot, entry_index, &batch) {
-                Ok(()) => entry_index += 1,
-                Err(SendRefused::QueueFull) => {
+            if !self.add_to_group(slot, entry_index, &batch) {
+                // Rejected only once every message before it is with
+                // librdkafka: a full queue then cannot make it be taken,
+                // and rejected, twice.
+                refused_from = self.produce_group(retry);
+                if refused_from.is_some() {
                     if retry {
                         self.failures.mark(slot, entry_index, true);
                     }
-                    self.producer.poll(Duration::from_millis(1));
+                    break;
+                }
+                let context = self.producer.context();
+                context.record_rejection(slot, entry_index, Rejection::TooLarge);
+                context.settle(slot);
+            }
+            entry_index += 1;
+            if self.group.is_full() {
+                refused_from = self.produce_group(retry);
+                if refused_from.is_some() {
                     break;
                 }
             }
         }
+        if refused_from.is_none() {
+            refused_from = self.produce_group(retry);
+        }
+        if let Some(refused_from) = refused_from {
+            // librdkafka's queue is full: the refused entries are sent
+            // again from the first of them once there is room.
+            entry_index = refused_from;
+            self.producer.poll(Duration::from_millis(1));
+        }
         self.producing = (entry_index < batch.len()).then_some((slot, entry_index, retry));
         entry_index > next
+    }
+
+    /// Hands the gathered messages to librdkafka. Those refused for good
+    /// are recorded and settled; returns the entry of the first one refused
+    /// for a full queue (it and every later one are refused so, and marked
+    /// failed again when `retry`, to be sent once there is room).
+    fn produce_group(&mut self, retry: bool) -> Option<usize> {
+        let mut queue_full_from: Option<usize> = None;
+        let entries_per_slot = self.options.batch_size;
+        let context = self.producer.context();
+        let failures = &self.failures;
+        self.group.produce(&self.topic, |opaque, produced| {
+            let (slot, entry) = (opaque / entries_per_slot, opaque % entries_per_slot);
+            match produced {
+                Produced::Queued => {}
+                Produced::Refused(RDKafkaErrorCode::QueueFull) => {
+                    queue_full_from.get_or_insert(entry);
+                    if retry {
+                        failures.mark(slot, entry, true);
+                    }
+                }
+                Produced::Refused(code) => {
+                    debug_assert!(
+                        queue_full_from.is_none(),
+                        "librdkafka stops at a full queue"
+                    );
+                    context.record_failure(slot, entry, code);
+                    context.settle(slot);
+                }
+            }
+        });
+        queue_full_from
     }
 
     /// Takes the next job. A batch none of whose entries is selected (a
@@ -713,45 +778,26 @@ impl KafkaSink {
         payload_bytes + self.key_of(entry).map_or(0, <[u8]>::len) > self.options.payload_bytes_max
     }
 
-    fn send(
-        &mut self,
-        slot: usize,
-        entry_index: usize,
-        batch: &SealedBatch,
-    ) -> Result<(), SendRefused> {
+    /// Encodes an entry into the group. False, with nothing added, when its
+    /// message would be longer than librdkafka accepts.
+    fn add_to_group(&mut self, slot: usize, entry_index: usize, batch: &SealedBatch) -> bool {
         let entry = &batch.entries()[entry_index];
-        self.buffer.clear();
-        self.encoder.encode(&mut self.buffer, entry);
-        let payload = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
-        let key = self.key_of(entry);
-        if payload.len() + key.map_or(0, <[u8]>::len) > self.options.payload_bytes_max {
-            tracing::debug!(sink = %self.options.id, bytes = payload.len(), "message longer than message.max.bytes; rejected");
-            let context = self.producer.context();
-            context.record_rejection(slot, entry_index, Rejection::TooLarge);
-            context.settle(slot);
-            return Ok(());
+        let start = self.group.payload_start();
+        self.encoder.encode(self.group.bytes_mut(), entry);
+        let encoded = &self.group.bytes_mut()[start..];
+        let payload_bytes = encoded.len() - usize::from(encoded.ends_with(b"\n"));
+        let key = self
+            .key_symbol
+            .and_then(|key| entry.labels.iter().find(|(label, _)| *label == key))
+            .map(|&(_, value)| self.symbols.resolve(value).as_bytes());
+        if payload_bytes + key.map_or(0, <[u8]>::len) > self.options.payload_bytes_max {
+            tracing::debug!(sink = %self.options.id, bytes = payload_bytes, "message longer than message.max.bytes; rejected");
+            self.group.discard_from(start);
+            return false;
         }
         let opaque = slot * self.options.batch_size + entry_index;
-        let mut record =
-            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.options.topic, opaque)
-                .payload(payload);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        match self.producer.send(record) {
-            Ok(()) => Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(SendRefused::QueueFull)
-            }
-            Err((error, _)) => {
-                let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-                tracing::debug!(sink = %self.options.id, %error, "produce refused");
-                let context = self.producer.context();
-                context.record_failure(slot, entry_index, code);
-                context.settle(slot);
-                Ok(())
-            }
-        }
+        self.group.push(start, key, opaque);
+        true
     }
 }
 
@@ -764,10 +810,4 @@ enum Taken {
     NothingSelected,
     /// The job's batch is now being produced.
     Producing,
-}
-
-/// A `send` that must be tried again.
-#[derive(Debug)]
-enum SendRefused {
-    QueueFull,
 }
