@@ -274,7 +274,7 @@ impl Signals {
                 .with_context(|| format!("cannot install handler for signal {signal}"))?;
         }
         signalled
-            .set_read_timeout(Some(Duration::from_millis(100)))
+            .set_read_timeout(Some(MAIN_LOOP_TURN))
             .context("cannot set up the signal socket")?;
         Ok(Signals {
             hangup,
@@ -287,7 +287,7 @@ impl Signals {
         self.terminate.load(Ordering::Relaxed)
     }
 
-    /// Waits up to 100 ms, less if a signal arrives.
+    /// Waits up to [`MAIN_LOOP_TURN`], less if a signal arrives.
     fn wait(&mut self) {
         let mut byte = [0u8; 16];
         let _ = std::io::Read::read(&mut self.signalled, &mut byte);
@@ -585,7 +585,8 @@ fn wait_for_signal(
             }
         }
         // A signal ends this wait at once; otherwise the thread looks at
-        // the pipeline ten times a second (an idle daemon's only cost here).
+        // the pipeline every `MAIN_LOOP_TURN` (an idle daemon's only cost
+        // here).
         signals.wait();
     }
     false
@@ -685,8 +686,11 @@ struct WatchdogState {
     epoch: Instant,
 }
 
-/// The main loop turns ten times a second; this long without a turn means
-/// it is stuck.
+/// How often the main loop turns without a signal: it notices that every
+/// stage ended (`exit_on_eof`) this late at most.
+const MAIN_LOOP_TURN: Duration = Duration::from_millis(500);
+
+/// This long without a turn of the main loop means it is stuck.
 const MAIN_LOOP_STUCK: Duration = Duration::from_secs(10);
 
 impl Watchdog {
