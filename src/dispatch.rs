@@ -549,6 +549,13 @@ impl Dispatcher {
         if let Some(retry_in) = self.wheel.next_due_in(Instant::now()) {
             timeout = timeout.min(retry_in);
         }
+        if let Some(since) = self.draining_since.or(self.stop_seen_at) {
+            // The drain deadline is kept to the millisecond: the shutdown
+            // timeout leaves only a fifth of itself after it.
+            let deadline = since + self.retry.drain_timeout;
+            let until = deadline.saturating_duration_since(Instant::now());
+            timeout = timeout.min(until.max(Duration::from_millis(1)));
+        }
         timeout
     }
 
