@@ -14,12 +14,13 @@
 //! costs nothing.
 //!
 //! Pacing: a write that inotify reports is read `write_wait` later (three
-//! fifths of `[dispatcher] latency_target_ms`), so that the writes of that time
-//! are read together; a file that a round found grown by at least
-//! [`POLL_SLOW_BYTES`] is read again after `write_wait` without waiting for
-//! inotify, so that a busy file costs one wake-up per `write_wait`, not two
-//! per write. The first round that finds less hands it back to inotify and
-//! its poll interval.
+//! fifths of `[dispatcher] latency_target_ms`) or a little sooner: reads
+//! are planned on a grid of write waits, so that the writes to many files
+//! (and their slow polls) are read together, in one round; a busy file (found grown twice within two write
+//! waits) is read again after `write_wait` without waiting for inotify, so
+//! that it costs one wake-up per `write_wait`, not two per write. The first
+//! round that finds it unchanged hands it back to inotify and its poll
+//! interval.
 //!
 //! Files are known by device and inode, and a fingerprint of their first
 //! KiB (see `positions`). Where a file starts:
@@ -195,6 +196,10 @@ struct FollowedFile {
     poll_every: Duration,
     /// Bytes read since the file's last end.
     bytes_since_end: u64,
+    /// When a read last reached the file's end having found it grown: a
+    /// file found grown again within two write waits is busy (see
+    /// `reached_end`).
+    grown_at: Option<Instant>,
     /// Its change time (seconds, nanoseconds) when it was closed for the
     /// descriptor limit: a scan that sees another reopens it.
     changed_at: (i64, i64),
@@ -290,6 +295,8 @@ pub struct FileSource {
     held: Option<SourceChunk>,
     /// Chunks pushed since the dispatcher was last woken.
     pushed_unwoken: usize,
+    /// Where the grid of read rounds starts (see `on_grid`).
+    started: Instant,
 }
 
 impl FileSource {
@@ -335,6 +342,7 @@ impl FileSource {
             waiter: None,
             held: None,
             pushed_unwoken: 0,
+            started: Instant::now(),
         }
     }
 
@@ -348,9 +356,24 @@ impl FileSource {
             .wait(timeout, watch_writes);
     }
 
-    /// Brings forward the next read of every file inotify saw written.
+    /// The read round at or before `at`: rounds fall on a grid of write
+    /// waits from the source's start, so that the reads planned for many
+    /// files (after their writes, and their slow polls) come together, one
+    /// round and one batch for all of them, however many files there are.
+    fn on_grid(&self, at: Instant) -> Instant {
+        let step = self.settings.write_wait.as_nanos();
+        if step == 0 {
+            return at;
+        }
+        let since = at.saturating_duration_since(self.started).as_nanos();
+        let rounds = u32::try_from(since / step).unwrap_or(u32::MAX);
+        self.started + self.settings.write_wait * rounds
+    }
+
+    /// Brings forward the next read of every file inotify saw written, to
+    /// the round before the write wait from now.
     fn note_writes(&mut self, now: Instant) {
-        let due = now + self.settings.write_wait;
+        let due = self.on_grid(now + self.settings.write_wait);
         let files = &mut self.files;
         self.discovery.read_events(now, |directory, name| {
             for file in files.iter_mut() {

