@@ -23,6 +23,7 @@
 //! one string, all reused with the chunk, so that a message costs no
 //! allocation once the vectors have grown to their working size.
 
+pub mod docker;
 pub mod file;
 pub mod positions;
 pub mod split;
