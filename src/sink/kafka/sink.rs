@@ -54,7 +54,7 @@ use crate::metrics::{Counter, Gauge, SinkMetrics};
 use crate::sink::SinkHealth;
 use crate::sink::encode::{Encoder, Encoding};
 use crate::sink::kafka::breaker::{Breaker, is_transport_error, rejection_of};
-use crate::sink::kafka::group::{MessageGroup, Produced, TopicHandle};
+use crate::sink::kafka::group::{MessageGroup, Produced, TopicHandle, payload_of};
 use crate::sink::kafka::log::ClientLog;
 use crate::sink::kafka::wakeup::ReportWait;
 use crate::sink::link::{
@@ -750,11 +750,17 @@ impl KafkaSink {
             .and_then(|label| symbols.get(label));
     }
 
-    /// The key of an entry: the value of the sink's key label.
-    fn key_of<'a>(&'a self, entry: &Entry<'_>) -> Option<&'a [u8]> {
-        self.key_symbol
+    /// The key of an entry: the value of the sink's key label, `key_symbol`
+    /// in `symbols`. Takes the two fields rather than the sink, so that it
+    /// can be called while the message group is borrowed.
+    fn key_of<'a>(
+        key_symbol: Option<Symbol>,
+        symbols: &'a SymbolTable,
+        entry: &Entry<'_>,
+    ) -> Option<&'a [u8]> {
+        key_symbol
             .and_then(|key| entry.labels.iter().find(|(label, _)| *label == key))
-            .map(|&(_, value)| self.symbols.resolve(value).as_bytes())
+            .map(|&(_, value)| symbols.resolve(value).as_bytes())
     }
 
     /// Whether librdkafka would refuse the entry's message as too large.
@@ -770,12 +776,9 @@ impl KafkaSink {
         }
         self.buffer.clear();
         self.encoder.encode(&mut self.buffer, entry);
-        let payload_bytes = self
-            .buffer
-            .strip_suffix(b"\n")
-            .unwrap_or(&self.buffer)
-            .len();
-        payload_bytes + self.key_of(entry).map_or(0, <[u8]>::len) > self.options.payload_bytes_max
+        let payload_bytes = payload_of(&self.buffer).len();
+        let key = Self::key_of(self.key_symbol, &self.symbols, entry);
+        payload_bytes + key.map_or(0, <[u8]>::len) > self.options.payload_bytes_max
     }
 
     /// Encodes an entry into the group. False, with nothing added, when its
@@ -784,12 +787,8 @@ impl KafkaSink {
         let entry = &batch.entries()[entry_index];
         let start = self.group.payload_start();
         self.encoder.encode(self.group.bytes_mut(), entry);
-        let encoded = &self.group.bytes_mut()[start..];
-        let payload_bytes = encoded.len() - usize::from(encoded.ends_with(b"\n"));
-        let key = self
-            .key_symbol
-            .and_then(|key| entry.labels.iter().find(|(label, _)| *label == key))
-            .map(|&(_, value)| self.symbols.resolve(value).as_bytes());
+        let payload_bytes = payload_of(&self.group.bytes_mut()[start..]).len();
+        let key = Self::key_of(self.key_symbol, &self.symbols, entry);
         if payload_bytes + key.map_or(0, <[u8]>::len) > self.options.payload_bytes_max {
             tracing::debug!(sink = %self.options.id, bytes = payload_bytes, "message longer than message.max.bytes; rejected");
             self.group.discard_from(start);

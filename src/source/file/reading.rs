@@ -202,9 +202,13 @@ impl FileSource {
         assert!(pushed.is_ok(), "the ring holds the whole chunk pool");
         self.pushed_unwoken += 1;
         if ends_round || self.pushed_unwoken >= WAKE_AFTER_CHUNKS {
-            self.pushed_unwoken = 0;
-            self.links.dispatcher.wake();
+            self.wake_dispatcher();
         }
+    }
+
+    fn wake_dispatcher(&mut self) {
+        self.pushed_unwoken = 0;
+        self.links.dispatcher.wake();
     }
 
     /// An empty chunk from the local spares or from the dispatcher, able to
@@ -246,7 +250,9 @@ impl FileSource {
             // Waiting for the dispatcher: it must have every chunk, woken.
             if let Some(held) = self.held.take() {
                 self.push_chunk(held, false);
-                self.links.dispatcher.wake();
+                if self.pushed_unwoken > 0 {
+                    self.wake_dispatcher();
+                }
                 continue;
             }
             if self.links.returns.is_abandoned() {
