@@ -63,7 +63,8 @@ pub use document::KeyLine;
 use document::{ComponentFields, Document};
 pub use host::{ConfigWarning, Loaded};
 pub use sources::{
-    MESSAGE_BYTES_LIMIT, SYSLOG_LABELS, StdinSourceConfig, StructuredData, SyslogSourceConfig,
+    DOCKER_LABELS, DockerSourceConfig, MESSAGE_BYTES_LIMIT, SYSLOG_LABELS, StdinSourceConfig,
+    StructuredData, SyslogSourceConfig,
 };
 
 /// Why a configuration could not be used. Each message names the file
@@ -327,6 +328,7 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     Syslog(SyslogSourceConfig),
     Stdin(StdinSourceConfig),
+    Docker(DockerSourceConfig),
 }
 
 impl SourceConfig {
@@ -336,6 +338,7 @@ impl SourceConfig {
             SourceConfig::File(_) => "file",
             SourceConfig::Syslog(_) => "syslog",
             SourceConfig::Stdin(_) => "stdin",
+            SourceConfig::Docker(_) => "docker",
         }
     }
 
@@ -345,6 +348,7 @@ impl SourceConfig {
             SourceConfig::File(file) => &file.labels,
             SourceConfig::Syslog(syslog) => &syslog.labels,
             SourceConfig::Stdin(stdin) => &stdin.labels,
+            SourceConfig::Docker(docker) => &docker.labels,
         }
     }
 
@@ -354,6 +358,7 @@ impl SourceConfig {
             SourceConfig::File(file) => file.max_line_bytes,
             SourceConfig::Syslog(syslog) => syslog.max_message_bytes,
             SourceConfig::Stdin(stdin) => stdin.max_line_bytes,
+            SourceConfig::Docker(docker) => docker.max_line_bytes,
         }
     }
 
@@ -364,6 +369,7 @@ impl SourceConfig {
             SourceConfig::File(_) => &RESERVED_LABELS,
             SourceConfig::Syslog(_) => &SYSLOG_LABELS,
             SourceConfig::Stdin(_) => &RESERVED_LABELS[..1],
+            SourceConfig::Docker(_) => &DOCKER_LABELS,
         }
     }
 
@@ -377,7 +383,7 @@ impl SourceConfig {
 }
 
 /// The values of a source's `type`.
-const SOURCE_TYPES: &[&str] = &["file", "syslog", "stdin"];
+const SOURCE_TYPES: &[&str] = &["file", "syslog", "stdin", "docker"];
 
 fn build_source(kind: &str, fields: ComponentFields<'_>) -> Result<SourceConfig, toml::de::Error> {
     let fields = fields.into_deserializer();
@@ -385,6 +391,7 @@ fn build_source(kind: &str, fields: ComponentFields<'_>) -> Result<SourceConfig,
         "file" => FileSourceConfig::deserialize(fields).map(SourceConfig::File),
         "syslog" => SyslogSourceConfig::deserialize(fields).map(SourceConfig::Syslog),
         "stdin" => StdinSourceConfig::deserialize(fields).map(SourceConfig::Stdin),
+        "docker" => DockerSourceConfig::deserialize(fields).map(SourceConfig::Docker),
         _ => unreachable!("source type {kind:?} is not in SOURCE_TYPES"),
     }
 }
@@ -441,7 +448,7 @@ fn default_rotate_wait_ms() -> NonZeroU64 {
     NonZeroU64::new(10_000).expect("not zero")
 }
 
-fn default_start_at() -> StartAt {
+pub(crate) fn default_start_at() -> StartAt {
     StartAt::Beginning
 }
 
@@ -591,6 +598,9 @@ impl Config {
                     .check()
                     .map_err(|(key, reason)| document.invalid(&["sources", id, key], reason))?,
                 SourceConfig::Stdin(_) => {}
+                SourceConfig::Docker(docker) => docker
+                    .check()
+                    .map_err(|(key, reason)| document.invalid(&["sources", id, key], reason))?,
             }
         }
         self.validate_message_sources(document)?;

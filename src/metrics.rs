@@ -100,6 +100,40 @@ pub struct SourceMetrics {
     pub positions_corrupt: Counter,
     /// A syslog source's own counts (zero for other sources).
     pub syslog: SyslogCounters,
+    /// A docker source's own counts (zero for other sources).
+    pub docker: DockerCounters,
+}
+
+/// What a docker source counts besides lines and bytes.
+#[derive(Debug, Default)]
+pub struct DockerCounters {
+    /// Event streams re-opened after dockerd went away.
+    pub reconnects: Counter,
+    /// Requests to dockerd that failed, and event streams lost.
+    pub api_errors: Counter,
+    /// Container log files found rotated by the `json-file` driver.
+    pub stream_rotations: Counter,
+    /// Container log files followed (current and rotated ones).
+    pub streams_active: Gauge,
+    /// JSON lines that did not decode, handed on as read.
+    pub undecoded: Counter,
+    /// Containers skipped for logging with another driver.
+    pub other_drivers: Counter,
+    /// The followed containers, published with the file metrics.
+    pub containers: std::sync::Mutex<Vec<ContainerStatus>>,
+    /// Container events by (event type, container name).
+    pub events: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+}
+
+/// One followed container, for the endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerStatus {
+    /// Short id (12 hex digits).
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// Lines handed on per stream (stdout, stderr).
+    pub collected: [u64; 2],
 }
 
 /// What a syslog source counts besides lines and bytes.

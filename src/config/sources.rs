@@ -198,3 +198,162 @@ impl SyslogSourceConfig {
         Ok(())
     }
 }
+
+/// Labels a docker source sets on every line itself.
+pub const DOCKER_LABELS: [&str; 6] = [
+    "source_id",
+    "container_id",
+    "container_name",
+    "image",
+    "stream",
+    "parse_error",
+];
+
+/// `type = "docker"`: follow the `json-file` logs of Docker containers
+/// found through the Engine API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSourceConfig {
+    /// The Engine API's Unix socket.
+    #[serde(default = "default_docker_socket")]
+    pub socket: PathBuf,
+    /// Container name globs to follow; every container when empty.
+    #[serde(default)]
+    pub include_containers: Vec<String>,
+    /// Container name globs not to follow, though `include_containers`
+    /// match them.
+    #[serde(default)]
+    pub exclude_containers: Vec<String>,
+    /// `key=value` container labels a container must all carry.
+    #[serde(default)]
+    pub include_labels: Vec<String>,
+    /// Which output streams to take: `stdout`, `stderr`.
+    #[serde(default = "default_streams")]
+    pub streams: Vec<String>,
+    /// Static labels attached to every line.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Longest line kept whole once Docker's 16 KiB pieces are joined; a
+    /// longer one is handed on in pieces of this size.
+    #[serde(
+        default = "super::default_max_line_bytes",
+        deserialize_with = "super::line_bytes"
+    )]
+    pub max_line_bytes: usize,
+    /// Container labels copied onto its lines (`com.example.service`
+    /// becomes the label `com_example_service`).
+    #[serde(default)]
+    pub container_labels: Vec<String>,
+    /// Where the container directories are, when not where dockerd says
+    /// (the daemon sees them mounted elsewhere).
+    #[serde(default)]
+    pub containers_root: Option<PathBuf>,
+    /// Where a container log with no stored position starts when the
+    /// daemon starts (logs of containers started later are read whole).
+    #[serde(default = "super::default_start_at")]
+    pub start_at: crate::source::file::StartAt,
+    /// How often an idle log is looked at when inotify says nothing.
+    #[serde(default = "default_docker_poll_interval_ms")]
+    pub poll_interval_ms: NonZeroU64,
+    /// Most log files open at once (current and rotated ones).
+    #[serde(default = "default_docker_max_files")]
+    pub max_files: NonZeroUsize,
+}
+
+fn default_docker_socket() -> PathBuf {
+    PathBuf::from("/var/run/docker.sock")
+}
+
+fn default_streams() -> Vec<String> {
+    vec!["stdout".to_string(), "stderr".to_string()]
+}
+
+fn default_docker_poll_interval_ms() -> NonZeroU64 {
+    NonZeroU64::new(50).expect("not zero")
+}
+
+fn default_docker_max_files() -> NonZeroUsize {
+    NonZeroUsize::new(1024).expect("not zero")
+}
+
+impl DockerSourceConfig {
+    /// Checks what serde cannot: globs, selectors, streams, label names.
+    /// Returns the key at fault and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, globs) in [
+            ("include_containers", &self.include_containers),
+            ("exclude_containers", &self.exclude_containers),
+        ] {
+            for (index, pattern) in globs.iter().enumerate() {
+                if let Err(error) = glob::Pattern::new(pattern) {
+                    return Err((
+                        key,
+                        format!("entry {index} {pattern:?} is not a glob pattern: {error}"),
+                    ));
+                }
+            }
+        }
+        for (index, selector) in self.include_labels.iter().enumerate() {
+            if !selector
+                .split_once('=')
+                .is_some_and(|(key, _)| !key.is_empty())
+            {
+                return Err((
+                    "include_labels",
+                    format!("entry {index} {selector:?} is not key=value"),
+                ));
+            }
+        }
+        if self.streams.is_empty() {
+            return Err(("streams", "must name stdout, stderr or both".to_string()));
+        }
+        if let Some(stream) = self
+            .streams
+            .iter()
+            .find(|stream| !matches!(stream.as_str(), "stdout" | "stderr"))
+        {
+            return Err((
+                "streams",
+                format!("{stream:?} is neither \"stdout\" nor \"stderr\""),
+            ));
+        }
+        if self.max_line_bytes < crate::source::docker::lines::MAX_LINE_BYTES_MIN {
+            return Err((
+                "max_line_bytes",
+                format!(
+                    "{} is below the least of {} for a docker source",
+                    self.max_line_bytes,
+                    crate::source::docker::lines::MAX_LINE_BYTES_MIN
+                ),
+            ));
+        }
+        for key in &self.container_labels {
+            let name = crate::source::docker::watch::label_name(key);
+            if key.is_empty() || DOCKER_LABELS.contains(&name.as_str()) {
+                return Err((
+                    "container_labels",
+                    format!("{key:?} would be the label {name:?}, which the daemon sets itself"),
+                ));
+            }
+            if self.labels.contains_key(&name) {
+                return Err((
+                    "container_labels",
+                    format!("{key:?} would be the label {name:?}, a static label already"),
+                ));
+            }
+        }
+        if self.socket.as_os_str().is_empty() {
+            return Err(("socket", "is empty".to_string()));
+        }
+        Ok(())
+    }
+
+    /// The `include_labels` pairs.
+    pub fn label_selectors(&self) -> Vec<(String, String)> {
+        self.include_labels
+            .iter()
+            .filter_map(|selector| selector.split_once('='))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+}

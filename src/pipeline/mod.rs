@@ -49,6 +49,8 @@ pub enum PipelineError {
     Sink(#[from] SinkBuildError),
     #[error(transparent)]
     Syslog(#[from] crate::source::syslog::SyslogError),
+    #[error(transparent)]
+    Docker(#[from] crate::source::docker::watch::AccessError),
     #[error("cannot start thread {name}")]
     Spawn {
         name: String,

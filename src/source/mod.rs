@@ -67,6 +67,15 @@ struct LineMeta {
     timestamp_ns: u64,
 }
 
+/// A label set stored once in a chunk and shared by several of its lines.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedLabels {
+    labels_start: u32,
+    labels_len: u16,
+    inline_start: u32,
+    inline_len: u16,
+}
+
 /// A label value carried as a string: key, and where the value lies in the
 /// chunk's `meta_text`.
 #[derive(Debug, Clone, Copy)]
@@ -408,6 +417,72 @@ impl SourceChunk {
     ) {
         self.message_room(message.len())[..message.len()].copy_from_slice(message);
         self.commit_message(message.len(), message.len(), labels, inline, timestamp_ns);
+    }
+
+    /// The filled bytes, to be rewritten in place (a decoder that leaves
+    /// each line's text where its encoded form was).
+    pub fn filled_mut(&mut self) -> &mut [u8] {
+        &mut self.data[..self.filled]
+    }
+
+    /// Exchanges the chunk's spans with `other` (emptied first if it is
+    /// to receive spans): lets a decoder walk the split spans while it
+    /// pushes the decoded ones, with no allocation.
+    pub fn swap_lines(&mut self, other: &mut Vec<LineSpan>) {
+        std::mem::swap(&mut self.lines, other);
+    }
+
+    /// Stores a label set that lines of this chunk will share (see
+    /// [`push_line_with`](Self::push_line_with)): copied once per chunk,
+    /// not per line.
+    pub fn add_label_set<'inline>(
+        &mut self,
+        labels: &[Label],
+        inline: impl IntoIterator<Item = (Symbol, &'inline str)>,
+    ) -> SharedLabels {
+        let labels_start = self.meta_labels.len();
+        self.meta_labels.extend_from_slice(labels);
+        let inline_start = self.meta_inline.len();
+        for (key, value) in inline {
+            self.meta_inline.push(InlineValue {
+                key,
+                start: u32::try_from(self.meta_text.len()).expect("inline text is bounded"),
+                len: u32::try_from(value.len()).expect("a label value is bounded"),
+            });
+            self.meta_text.push_str(value);
+        }
+        SharedLabels {
+            labels_start: u32::try_from(labels_start).expect("labels are bounded"),
+            labels_len: u16::try_from(labels.len()).expect("a line has few labels"),
+            inline_start: u32::try_from(inline_start).expect("inline values are bounded"),
+            inline_len: u16::try_from(self.meta_inline.len() - inline_start)
+                .expect("a line has few labels"),
+        }
+    }
+
+    /// Adds a line of bytes already in the chunk, with a label set stored
+    /// by [`add_label_set`](Self::add_label_set) and its own time.
+    pub fn push_line_with(&mut self, span: LineSpan, labels: SharedLabels, timestamp_ns: u64) {
+        assert!(
+            span.start as usize + span.len as usize <= self.filled,
+            "a line lies within the filled bytes"
+        );
+        assert!(
+            self.lines.len() < limits::CHUNK_LINES_MAX,
+            "the span table has room"
+        );
+        assert!(
+            self.metas.len() == self.lines.len(),
+            "a chunk holds lines with metas only"
+        );
+        self.lines.push(span);
+        self.metas.push(LineMeta {
+            labels_start: labels.labels_start,
+            labels_len: labels.labels_len,
+            inline_start: labels.inline_start,
+            inline_len: labels.inline_len,
+            timestamp_ns,
+        });
     }
 
     /// Lines in the chunk.

@@ -6,6 +6,9 @@
 //! durable file machinery) stands on. It runs on whichever source thread
 //! reads the files, allocates nothing and keeps no state between lines.
 
+pub mod api;
 pub mod json_file;
+pub mod lines;
+pub mod watch;
 
 pub use json_file::{DecodeError, JsonFileLine, LogStream, decode_in_place};

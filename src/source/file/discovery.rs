@@ -76,6 +76,41 @@ impl Discovery {
         }
     }
 
+    /// Replaces the patterns with plain `paths` (the docker source's
+    /// container logs) and makes a scan due: the directories of new paths
+    /// are watched from the scan on, those of paths gone are let go.
+    pub fn set_paths(&mut self, paths: &[String]) {
+        self.include.clear();
+        self.include.extend_from_slice(paths);
+        let wanted: std::collections::BTreeSet<PathBuf> =
+            paths.iter().map(|path| fixed_directory(path)).collect();
+        let inotify = self.inotify.as_mut();
+        let mut dropped = Vec::new();
+        self.directories.retain(|(directory, watch)| {
+            let keep = wanted.contains(directory);
+            if !keep && let Some(watch) = watch {
+                dropped.push(watch.clone());
+            }
+            keep
+        });
+        if let Some(inotify) = inotify {
+            for watch in dropped {
+                // Gone already when its directory was removed.
+                let _ = inotify.watches().remove(watch);
+            }
+        }
+        for directory in wanted {
+            if !self
+                .directories
+                .iter()
+                .any(|(known, _)| *known == directory)
+            {
+                self.directories.push((directory, None));
+            }
+        }
+        self.next_scan = Instant::now();
+    }
+
     /// Whether a scan is due: its interval passed, or inotify reported a
     /// new file (see [`read_events`](Self::read_events)).
     pub fn is_due(&self, now: Instant) -> bool {

@@ -71,6 +71,7 @@
 //! Allocations: per new file (its entry, labels and buffers), per scan,
 //! and per position write; none per line.
 
+mod containers;
 mod discovery;
 mod ledger;
 mod reading;
@@ -94,6 +95,7 @@ pub use crate::source::SourceLinks;
 use crate::source::positions::{FileIdentity, PositionRecord, PositionStore};
 use crate::source::{Receipt, SourceChunk, StreamId};
 
+pub use containers::DockerSettings;
 use discovery::Discovery;
 pub use discovery::is_glob;
 use ledger::{FileKey, Ledger};
@@ -157,6 +159,9 @@ pub struct FileSourceSettings {
     pub rotate_wait: Duration,
     pub exit_on_eof: bool,
     pub positions: PositionSettings,
+    /// A docker source: the container logs to follow come from dockerd,
+    /// not from `paths`.
+    pub docker: Option<DockerSettings>,
 }
 
 /// Stream numbers, unique in the process: a batch reuses a label slice
@@ -215,6 +220,8 @@ struct FollowedFile {
     last_read: Instant,
     rotations: u64,
     truncations: u64,
+    /// A container log's decoding state and labels (docker source).
+    docker: Option<Box<containers::DockerFile>>,
 }
 
 /// A file followed before it had a descriptor.
@@ -230,17 +237,27 @@ impl FollowedFile {
     /// it and its buffer is freed, so a closed file holds none. It is read
     /// again when the file is read next.
     fn unread_carried(&mut self) {
-        self.offset -= self.pending.len() as u64;
+        self.offset = self.receipt().end_offset;
         self.pending = Vec::new();
+        if let Some(docker) = self.docker.as_mut() {
+            docker.lines.forget_joining();
+        }
     }
 
-    /// Where the lines read so far end: the offset before the carried tail.
+    /// Where the lines read so far end: the offset before the carried
+    /// tail, or before the first piece of a container log's line still
+    /// being joined.
     fn receipt(&self) -> Receipt {
+        let carried = self.offset - self.pending.len() as u64;
+        let joining = self
+            .docker
+            .as_ref()
+            .and_then(|docker| docker.lines.hold_back());
         Receipt {
             device: self.key.0,
             inode: self.key.1,
             serial: self.serial,
-            end_offset: self.offset - self.pending.len() as u64,
+            end_offset: joining.map_or(carried, |start| start.min(carried)),
         }
     }
 }
@@ -297,6 +314,8 @@ pub struct FileSource {
     pushed_unwoken: usize,
     /// Where the grid of read rounds starts (see `on_grid`).
     started: Instant,
+    /// A docker source's containers.
+    containers: Option<Box<containers::Containers>>,
 }
 
 impl FileSource {
@@ -318,7 +337,14 @@ impl FileSource {
         );
         assert!(settings.max_files > 0, "max_files is validated non-zero");
         let discovery = Discovery::new(&settings.paths, &settings.exclude, settings.glob_interval);
+        let containers = settings.docker.as_ref().map(|docker| {
+            Box::new(containers::Containers::new(
+                docker.clone(),
+                docker.watch(Arc::clone(&metrics)),
+            ))
+        });
         Self {
+            containers,
             discovery,
             settings,
             symbols,
@@ -404,6 +430,7 @@ impl FileSource {
         while !self.stop.load(Ordering::Acquire) {
             self.take_commits();
             let now = Instant::now();
+            self.poll_containers(now);
             self.note_writes(now);
             if self.discovery.is_due(now) {
                 self.discover();
@@ -413,6 +440,9 @@ impl FileSource {
             // Files bring their own poll times; past them, an idle source
             // looks at its scans and positions at the slowest poll rate.
             let mut next_due = now + self.settings.poll_interval * POLL_BACKOFF_MAX;
+            if let Some(due) = self.containers_due() {
+                next_due = next_due.min(due);
+            }
             for index in 0..self.files.len() {
                 if self.files[index].next_poll <= now {
                     progressed |= self.poll_file(index);
@@ -553,6 +583,7 @@ impl FileSource {
                 index.contains_key(&key)
             });
         self.publish_files();
+        self.publish_containers();
     }
 
     /// Writes the positions if something changed. A delivery is written at

@@ -61,7 +61,7 @@ impl FileSource {
         let file = &self.files[index];
         // A carried tail that still holds a whole span is taken before
         // anything new is read, so that it cannot grow.
-        let read_nothing = carries_spans(&file.pending, self.settings.max_line_bytes);
+        let read_nothing = carries_spans(&file.pending, self.split_bytes());
         let read_room = if read_nothing {
             0
         } else {
@@ -72,6 +72,7 @@ impl FileSource {
         };
         let file = &mut self.files[index];
         chunk.reset(file.stream, &file.labels, &file.inline, now_ns());
+        let base_offset = file.offset - file.pending.len() as u64;
         chunk.append(&file.pending);
         file.pending.clear();
         let (bytes, asked) = if read_nothing {
@@ -101,22 +102,20 @@ impl FileSource {
         // no second read to learn it.
         let short = bytes < asked;
         self.metrics.bytes_read.add(bytes as u64);
-        let outcome = chunk.split(self.settings.max_line_bytes, false);
-        file.pending.extend_from_slice(chunk.tail(outcome.consumed));
-        file.read_bytes_next = next_read_bytes(chunk.lines().len(), outcome.consumed);
+        let (consumed, split_lines) = self.split_read(index, &mut chunk, base_offset, false);
+        let split_bytes = self.split_bytes();
+        let file = &mut self.files[index];
+        file.read_bytes_next = next_read_bytes(split_lines, consumed);
         debug_assert!(
-            file.pending.len() <= limits::CHUNK_BYTES + self.settings.max_line_bytes,
+            file.pending.len() <= 2 * limits::CHUNK_BYTES + split_bytes,
             "carried tail {} bytes",
             file.pending.len()
         );
-        chunk.receipt = Some(file.receipt());
-        self.metrics.lines_split.add(outcome.pieces_split);
-        let has_lines = !chunk.lines().is_empty();
+        let has_lines = split_lines > 0;
         self.hand_on(chunk);
         Ok(if bytes == 0 && !has_lines {
             ReadStep::EndOfFile
-        } else if short && !carries_spans(&self.files[index].pending, self.settings.max_line_bytes)
-        {
+        } else if short && !carries_spans(&self.files[index].pending, self.split_bytes()) {
             ReadStep::ProgressToEnd
         } else {
             ReadStep::Progress
@@ -271,7 +270,7 @@ impl FileSource {
     /// Emits a file's carried-over bytes as final lines (unterminated tail):
     /// for a file that is gone, truncated, or at `exit_on_eof`.
     pub(super) fn emit_pending(&mut self, index: usize) {
-        while !self.files[index].pending.is_empty() {
+        while !self.files[index].pending.is_empty() || Self::is_joining(&self.files[index]) {
             let bytes = self.files[index].pending.len();
             let Some(mut chunk) = self.take_chunk(bytes, true) else {
                 tracing::error!(source = %self.settings.id, path = %self.files[index].path.display(), bytes, "dispatcher gone; last partial line not delivered");
@@ -279,12 +278,10 @@ impl FileSource {
             };
             let file = &mut self.files[index];
             chunk.reset(file.stream, &file.labels, &file.inline, now_ns());
+            let base_offset = file.offset - file.pending.len() as u64;
             chunk.append(&file.pending);
             file.pending.clear();
-            let outcome = chunk.split(self.settings.max_line_bytes, true);
-            file.pending.extend_from_slice(chunk.tail(outcome.consumed));
-            chunk.receipt = Some(file.receipt());
-            self.metrics.lines_split.add(outcome.pieces_split);
+            self.split_read(index, &mut chunk, base_offset, true);
             self.hand_on(chunk);
         }
     }

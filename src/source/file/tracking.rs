@@ -40,6 +40,7 @@ impl FileSource {
                     if self.files[index].path != *path {
                         // Renamed to a name that is followed too: the same
                         // file, under its first name's label.
+                        self.note_renamed(&self.files[index]);
                         self.files[index].path.clone_from(path);
                     }
                 }
@@ -129,6 +130,7 @@ impl FileSource {
     ) -> usize {
         let label: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
         let (labels, inline) = self.file_labels(&label);
+        let docker = self.docker_file(&path);
         // A successor at a rotated file's path carries on its counts.
         let (rotations, truncations) = self.files.iter().filter(|file| file.label == label).fold(
             (0, 0),
@@ -171,6 +173,7 @@ impl FileSource {
             last_read: Instant::now(),
             rotations,
             truncations,
+            docker,
         };
         self.index.insert(key, self.files.len());
         self.files.push(file);

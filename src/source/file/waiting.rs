@@ -16,6 +16,7 @@ use crate::wake::{self, Waker};
 
 const WAKE: Token = Token(0);
 const INOTIFY: Token = Token(1);
+const EVENTS: Token = Token(2);
 
 /// Events taken per wait: the source reads every ready source itself, so
 /// the list only needs to end the wait.
@@ -28,6 +29,8 @@ pub enum Waiter {
         events: Events,
         /// The inotify descriptor, and whether it is in the poll now.
         inotify: Option<(RawFd, bool)>,
+        /// The docker source's event stream, while it is open.
+        docker_events: Option<RawFd>,
     },
     Park,
 }
@@ -43,6 +46,7 @@ impl Waiter {
                     poll,
                     events: Events::with_capacity(EVENTS_MAX),
                     inotify: inotify.map(|fd| (fd, true)),
+                    docker_events: None,
                 }
             }
             Err(error) => {
@@ -63,6 +67,34 @@ impl Waiter {
         Ok((poll, waker))
     }
 
+    /// Watches `fd` (a docker source's event stream) instead of the one
+    /// watched before, if any; `None` watches none.
+    pub fn watch_events(&mut self, fd: Option<RawFd>) {
+        let Waiter::Poll {
+            poll,
+            docker_events,
+            ..
+        } = self
+        else {
+            return;
+        };
+        if *docker_events == fd {
+            return;
+        }
+        let registry = poll.registry();
+        if let Some(old) = docker_events.take() {
+            // Closed already when the stream was dropped: nothing to undo.
+            let _ = registry.deregister(&mut SourceFd(&old));
+        }
+        if let Some(new) = fd
+            && registry
+                .register(&mut SourceFd(&new), EVENTS, Interest::READABLE)
+                .is_ok()
+        {
+            *docker_events = Some(new);
+        }
+    }
+
     /// Waits at most `timeout` for a wake-up, or also for an inotify event
     /// when `watch_writes`. A source that will read soon anyway leaves
     /// inotify out: a writer's every `write` would otherwise wake it.
@@ -74,6 +106,7 @@ impl Waiter {
                 poll,
                 events,
                 inotify,
+                ..
             } => {
                 if let Some((fd, registered)) = inotify
                     && *registered != watch_writes

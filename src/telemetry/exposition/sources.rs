@@ -107,7 +107,7 @@ pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
     // and no positions.
     let files: Vec<Arc<SourceMetrics>> = sources
         .iter()
-        .filter(|source| source.source_type == "file")
+        .filter(|source| matches!(source.source_type, "file" | "docker"))
         .cloned()
         .collect();
     per_source(out, &FILES_WATCHED, &files, |source| {
@@ -152,6 +152,117 @@ pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
         source.syslog.connections_idle_closed.get()
     });
     render_files(out, sources);
+    render_docker(out, sources);
+}
+
+pub static CONTAINERS_MONITORED: Family = Family::gauge(
+    "log_capturer_containers_monitored",
+    "1 for each container a docker source follows.",
+);
+pub static CONTAINER_LOGS_COLLECTED: Family = Family::counter(
+    "log_capturer_logs_collected_total",
+    "Lines taken from a container's log, by stream.",
+);
+pub static CONTAINER_EVENTS: Family = Family::counter(
+    "log_capturer_container_events_total",
+    "Container events (start, die, destroy, rename) seen by a docker source.",
+);
+pub static CONTAINER_STREAMS_ACTIVE: Family = Family::gauge(
+    "log_capturer_container_streams_active",
+    "Container log files a docker source follows (current and rotated).",
+);
+pub static CONTAINER_STREAM_ROTATIONS: Family = Family::counter(
+    "log_capturer_container_stream_rotations_total",
+    "Container log files found rotated by the json-file driver.",
+);
+pub static DOCKER_RECONNECTS: Family = Family::counter(
+    "log_capturer_docker_reconnects_total",
+    "Connections to dockerd re-established after it went away.",
+);
+pub static DOCKER_API_ERRORS: Family = Family::counter(
+    "log_capturer_docker_api_errors_total",
+    "Requests to dockerd that failed, and event streams lost.",
+);
+pub static DOCKER_UNDECODED: Family = Family::counter(
+    "log_capturer_docker_lines_undecoded_total",
+    "Container log lines that were not json-file lines, handed on as read with parse_error=\"true\".",
+);
+pub static DOCKER_OTHER_DRIVERS: Family = Family::counter(
+    "log_capturer_docker_containers_other_driver_total",
+    "Containers not followed because they log with another driver than json-file.",
+);
+
+/// The families of the docker sources.
+fn render_docker(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
+    let docker: Vec<Arc<SourceMetrics>> = sources
+        .iter()
+        .filter(|source| source.source_type == "docker")
+        .cloned()
+        .collect();
+    let containers: Vec<_> = docker
+        .iter()
+        .flat_map(|source| {
+            source
+                .docker
+                .containers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+        .collect();
+    CONTAINERS_MONITORED.header(out);
+    for container in &containers {
+        let labels = [
+            ("container_id", container.id.as_str()),
+            ("container_name", container.name.as_str()),
+            ("image", container.image.as_str()),
+        ];
+        CONTAINERS_MONITORED.sample(out, &labels, 1u64);
+    }
+    CONTAINER_LOGS_COLLECTED.header(out);
+    for container in &containers {
+        for (stream, lines) in ["stdout", "stderr"].into_iter().zip(container.collected) {
+            let labels = [("stream", stream), ("container", container.name.as_str())];
+            CONTAINER_LOGS_COLLECTED.sample(out, &labels, lines);
+        }
+    }
+    CONTAINER_EVENTS.header(out);
+    for source in &docker {
+        let events = source
+            .docker
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((event, container), count) in events.iter() {
+            let labels = [
+                ("event_type", event.as_str()),
+                ("container", container.as_str()),
+            ];
+            CONTAINER_EVENTS.sample(out, &labels, *count);
+        }
+    }
+    let total =
+        |value: fn(&SourceMetrics) -> u64| docker.iter().map(|source| value(source)).sum::<u64>();
+    CONTAINER_STREAMS_ACTIVE.header(out);
+    CONTAINER_STREAMS_ACTIVE.sample(out, &[], total(|source| source.docker.streams_active.get()));
+    CONTAINER_STREAM_ROTATIONS.header(out);
+    CONTAINER_STREAM_ROTATIONS.sample(
+        out,
+        &[],
+        total(|source| source.docker.stream_rotations.get()),
+    );
+    per_source(out, &DOCKER_RECONNECTS, &docker, |source| {
+        source.docker.reconnects.get()
+    });
+    per_source(out, &DOCKER_API_ERRORS, &docker, |source| {
+        source.docker.api_errors.get()
+    });
+    per_source(out, &DOCKER_UNDECODED, &docker, |source| {
+        source.docker.undecoded.get()
+    });
+    per_source(out, &DOCKER_OTHER_DRIVERS, &docker, |source| {
+        source.docker.other_drivers.get()
+    });
 }
 
 pub static LABEL_SYMBOLS: Family = Family::gauge(
