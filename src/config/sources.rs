@@ -294,9 +294,9 @@ impl DockerSourceConfig {
             }
         }
         for (index, selector) in self.include_labels.iter().enumerate() {
-            if !selector
+            if selector
                 .split_once('=')
-                .is_some_and(|(key, _)| !key.is_empty())
+                .is_none_or(|(key, _)| key.is_empty())
             {
                 return Err((
                     "include_labels",

@@ -199,15 +199,19 @@ impl EngineClient {
         stream
             .set_nonblocking(true)
             .map_err(|source| self.io(what, source))?;
-        let mut events = EventStream {
+        let mut decoder = EventDecoder::default();
+        let mut early = Vec::new();
+        // Bytes after the head are the stream's first: events they hold
+        // are handed out with the first read.
+        decoder
+            .feed(&buffer[head_end..], &mut early)
+            .map_err(|error| self.malformed(what, format!("{error:?}")))?;
+        Ok(EventStream {
             socket: self.socket.clone(),
             stream,
-            raw: Vec::with_capacity(4096),
-            body: Vec::with_capacity(4096),
-            chunk_left: 0,
-        };
-        events.raw.extend_from_slice(&buffer[head_end..]);
-        Ok(events)
+            decoder,
+            early,
+        })
     }
 
     fn connect(&self) -> Result<UnixStream, ApiError> {
@@ -234,21 +238,13 @@ impl EngineClient {
         limited
             .read_to_end(&mut response)
             .map_err(|source| self.io(what, source))?;
-        let head_end = find_head_end(&response)
-            .ok_or_else(|| self.malformed(what, "no end of the response head".to_string()))?;
-        let head =
-            Head::parse(&response[..head_end]).map_err(|reason| self.malformed(what, reason))?;
-        let body = &response[head_end..];
-        let body = if head.chunked {
-            dechunk(body).map_err(|reason| self.malformed(what, reason))?
-        } else {
-            body.to_vec()
-        };
-        if !(200..300).contains(&head.status) {
+        let (status, body) =
+            parse_response(&response).map_err(|reason| self.malformed(what, reason))?;
+        if !(200..300).contains(&status) {
             return Err(ApiError::Status {
                 socket: self.socket.clone(),
                 what,
-                status: head.status,
+                status,
             });
         }
         if body.len() > RESPONSE_BYTES_MAX {
@@ -290,12 +286,9 @@ impl EngineClient {
 pub struct EventStream {
     socket: PathBuf,
     stream: UnixStream,
-    /// Bytes received and not yet de-chunked.
-    raw: Vec<u8>,
-    /// De-chunked bytes not yet taken as events (a partial event).
-    body: Vec<u8>,
-    /// Bytes of the current chunk still in `raw`'s future.
-    chunk_left: usize,
+    decoder: EventDecoder,
+    /// Events that came with the response head.
+    early: Vec<ContainerEvent>,
 }
 
 impl EventStream {
@@ -309,15 +302,17 @@ impl EventStream {
     /// not parse, are skipped (counted in the returned number).
     pub fn read_events(&mut self, events: &mut Vec<ContainerEvent>) -> Result<u64, ApiError> {
         let mut buffer = [0u8; 8192];
-        let mut closed = false;
+        let mut skipped = 0;
+        events.append(&mut self.early);
         loop {
-            match self.stream.read(&mut buffer) {
+            let bytes = match self.stream.read(&mut buffer) {
                 Ok(0) => {
-                    closed = true;
-                    break;
+                    return Err(ApiError::EventsClosed {
+                        socket: self.socket.clone(),
+                    });
                 }
-                Ok(bytes) => self.raw.extend_from_slice(&buffer[..bytes]),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Ok(bytes) => bytes,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(skipped),
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(source) => {
                     return Err(ApiError::Io {
@@ -326,63 +321,98 @@ impl EventStream {
                         source,
                     });
                 }
-            }
-            if self.raw.len() > EVENT_BYTES_MAX {
-                break;
-            }
+            };
+            skipped +=
+                self.decoder
+                    .feed(&buffer[..bytes], events)
+                    .map_err(|error| match error {
+                        FeedError::Ended => ApiError::EventsClosed {
+                            socket: self.socket.clone(),
+                        },
+                        FeedError::Malformed(reason) => ApiError::Malformed {
+                            socket: self.socket.clone(),
+                            what: "the event stream",
+                            reason,
+                        },
+                    })?;
         }
+    }
+}
+
+/// Why the event stream's bytes end it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedError {
+    /// The last chunk came: dockerd ended the stream.
+    Ended,
+    Malformed(String),
+}
+
+/// The event stream's body decoder: chunked transfer coding, then one
+/// JSON event per line. Apart from the socket so that it can be fuzzed.
+///
+/// Invariant: `raw` holds less than one chunk-size line plus
+/// [`EVENT_BYTES_MAX`], `body` at most [`EVENT_BYTES_MAX`] (a partial
+/// event); more is an error.
+#[derive(Debug, Default)]
+pub struct EventDecoder {
+    /// Bytes received and not yet de-chunked.
+    raw: Vec<u8>,
+    /// De-chunked bytes not yet taken as events (a partial event).
+    body: Vec<u8>,
+    /// Bytes of the current chunk not received yet.
+    chunk_left: usize,
+}
+
+impl EventDecoder {
+    /// Takes `bytes` of the body as received; appends the container events
+    /// they complete to `events` and returns how many other lines were
+    /// skipped (other event types, lines that do not parse).
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        events: &mut Vec<ContainerEvent>,
+    ) -> Result<u64, FeedError> {
+        self.raw.extend_from_slice(bytes);
         self.dechunk_raw()?;
         let skipped = self.take_events(events);
-        if self.body.len() > EVENT_BYTES_MAX {
-            return Err(ApiError::Malformed {
-                socket: self.socket.clone(),
-                what: "the event stream",
-                reason: format!("an event of more than {EVENT_BYTES_MAX} bytes"),
-            });
-        }
-        if closed {
-            return Err(ApiError::EventsClosed {
-                socket: self.socket.clone(),
-            });
+        if self.body.len() > EVENT_BYTES_MAX || self.raw.len() > EVENT_BYTES_MAX {
+            return Err(FeedError::Malformed(format!(
+                "an event of more than {EVENT_BYTES_MAX} bytes"
+            )));
         }
         Ok(skipped)
     }
 
     /// Moves whole chunk data from `raw` to `body`.
-    fn dechunk_raw(&mut self) -> Result<(), ApiError> {
+    fn dechunk_raw(&mut self) -> Result<(), FeedError> {
         let mut at = 0;
-        loop {
+        let outcome = loop {
             if self.chunk_left > 0 {
                 let take = self.chunk_left.min(self.raw.len() - at);
                 self.body.extend_from_slice(&self.raw[at..at + take]);
                 at += take;
                 self.chunk_left -= take;
                 if self.chunk_left > 0 {
-                    break;
+                    break Ok(());
                 }
-                // The CRLF after the data is read with the next size line.
+                // The CRLF after the data is skipped with the next size line.
             }
             let rest = &self.raw[at..];
             let rest = rest.strip_prefix(b"\r\n").unwrap_or(rest);
             let skipped = self.raw.len() - at - rest.len();
             let Some(line_end) = memchr::memmem::find(rest, b"\r\n") else {
-                break;
+                break Ok(());
             };
-            let size = chunk_size(&rest[..line_end]).map_err(|reason| ApiError::Malformed {
-                socket: self.socket.clone(),
-                what: "the event stream",
-                reason,
-            })?;
-            if size == 0 {
-                return Err(ApiError::EventsClosed {
-                    socket: self.socket.clone(),
-                });
-            }
+            let size = match chunk_size(&rest[..line_end]) {
+                Ok(0) => break Err(FeedError::Ended),
+                Ok(size) => size,
+                Err(reason) => break Err(FeedError::Malformed(reason)),
+            };
             at += skipped + line_end + 2;
             self.chunk_left = size;
-        }
+        };
         self.raw.drain(..at);
-        Ok(())
+        outcome
     }
 
     /// Parses the complete lines of `body` as events.
@@ -403,6 +433,21 @@ impl EventStream {
         self.body.drain(..start);
         skipped
     }
+}
+
+/// A whole response to a request (head and body, as read to its end):
+/// its status and its body, de-chunked.
+pub fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let head_end =
+        find_head_end(response).ok_or_else(|| "no end of the response head".to_string())?;
+    let head = Head::parse(&response[..head_end])?;
+    let body = &response[head_end..];
+    let body = if head.chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok((head.status, body))
 }
 
 /// A response's status line and the headers the client uses.
@@ -524,9 +569,8 @@ mod tests {
         let mut stream = EventStream {
             socket: PathBuf::from("/test.sock"),
             stream: ours,
-            raw: Vec::new(),
-            body: Vec::new(),
-            chunk_left: 0,
+            decoder: EventDecoder::default(),
+            early: Vec::new(),
         };
         let first = br#"{"Type":"container","Action":"start","Actor":{"ID":"abc","Attributes":{"name":"web"}}}"#;
         let second = br#"{"Type":"network","Action":"connect","Actor":{"ID":"n1"}}"#;

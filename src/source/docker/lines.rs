@@ -293,12 +293,12 @@ impl JsonLines {
             chunk.add_label_set(&labels.stdout, inline()),
             chunk.add_label_set(&labels.stderr, inline()),
         ];
-        for index in 0..2 {
+        for (index, set) in sets.into_iter().enumerate() {
             if self.joining[index].start_offset.is_some() {
                 if chunk.line_count() >= limits::CHUNK_LINES_MAX {
                     return false;
                 }
-                self.hand_on_joined(chunk, index, sets[index], false);
+                self.hand_on_joined(chunk, index, set, false);
             }
         }
         true
