@@ -19,6 +19,9 @@ use std::process::{Command, Output, Stdio};
 
 const PACKAGE: &str = "log-capturer";
 
+/// The drop-in that grants a docker source what it needs, shipped off.
+const DOCKER_DROP_IN: &str = "/usr/lib/systemd/system/log-capturer.service.d/docker-source.conf";
+
 fn run(program: &str, arguments: &[&str]) -> Output {
     Command::new(program)
         .args(arguments)
@@ -96,6 +99,7 @@ fn check_installed_files() {
         "/usr/share/doc/log-capturer/grafana-dashboard.json",
         "/usr/share/doc/log-capturer/alerts.yml",
         "/usr/share/doc/log-capturer/copyright",
+        DOCKER_DROP_IN,
     ] {
         assert!(Path::new(path).is_file(), "{path} is installed");
     }
@@ -118,6 +122,49 @@ fn check_installed_files() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+/// The docker drop-in is off as shipped (comments only), and once its
+/// lines are uncommented in /etc, as its text says, systemd accepts the
+/// unit with it and it grants the socket's group and the capability to
+/// read the logs.
+fn check_docker_drop_in() {
+    let shipped = std::fs::read_to_string(DOCKER_DROP_IN).expect("read the drop-in");
+    let active: Vec<&str> = shipped
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .collect();
+    assert!(active.is_empty(), "the docker drop-in is off: {active:?}");
+    let settings: Vec<&str> = shipped
+        .lines()
+        .filter_map(|line| line.strip_prefix('#'))
+        .filter(|line| line.starts_with('[') || line.contains('='))
+        .filter(|line| !line.starts_with(' '))
+        .collect();
+    assert_eq!(settings.first(), Some(&"[Service]"), "{settings:?}");
+    let directory = Path::new("/etc/systemd/system/log-capturer.service.d");
+    std::fs::create_dir_all(directory).expect("create the drop-in directory");
+    let enabled = directory.join("docker-source.conf");
+    std::fs::write(&enabled, settings.join("\n") + "\n").expect("write the drop-in");
+    let verify = run(
+        "systemd-analyze",
+        &["verify", "/usr/lib/systemd/system/log-capturer.service"],
+    );
+    std::fs::remove_file(&enabled).expect("remove the drop-in");
+    let _ = std::fs::remove_dir(directory);
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify with the docker drop-in: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let text = settings.join("\n");
+    for granted in [
+        "SupplementaryGroups=docker",
+        "AmbientCapabilities=CAP_DAC_READ_SEARCH",
+        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH",
+    ] {
+        assert!(text.contains(granted), "{granted} in {text}");
+    }
 }
 
 fn check_user() {
@@ -207,6 +254,7 @@ fn package_installs_checks_and_purges() {
     run_ok("dpkg", &["-i", deb.to_str().expect("UTF-8 path")]);
     assert_eq!(package_status().as_deref(), Some("install ok installed"));
     check_installed_files();
+    check_docker_drop_in();
     check_user();
     check_config_runs();
     let listed = run_ok("dpkg", &["-L", PACKAGE]);
