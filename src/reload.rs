@@ -49,6 +49,14 @@ pub enum ReloadError {
         #[source]
         source: std::io::Error,
     },
+    /// A docker source that cannot reach dockerd or read its logs now.
+    #[error("config file {}: `sources.{source_id}`", path.display())]
+    Docker {
+        path: std::path::PathBuf,
+        source_id: String,
+        #[source]
+        source: crate::source::docker::watch::AccessError,
+    },
 }
 
 /// What a reload should do.
@@ -73,6 +81,7 @@ pub fn check(path: &Path, running: &[u8], held: &Listeners) -> Result<Check, Rel
     }
     let loaded = Config::load(path)?;
     endpoints_available(path, &loaded.config, held)?;
+    docker_reachable(path, &loaded.config)?;
     Ok(Check::Changed {
         loaded: Box::new(loaded),
         text,
@@ -113,6 +122,26 @@ fn endpoints_available(path: &Path, config: &Config, held: &Listeners) -> Result
                 return Err(busy("unix", format!("socket {}", socket.display()), error));
             }
         }
+    }
+    Ok(())
+}
+
+/// Every docker source can reach dockerd and read the container logs now:
+/// the daemon started on the new config would refuse to start otherwise.
+fn docker_reachable(path: &Path, config: &Config) -> Result<(), ReloadError> {
+    for (id, source) in &config.sources {
+        let SourceConfig::Docker(docker) = source else {
+            continue;
+        };
+        crate::source::docker::watch::ContainerWatch::check_access(
+            &docker.socket,
+            docker.containers_root.as_deref(),
+        )
+        .map_err(|source| ReloadError::Docker {
+            path: path.to_path_buf(),
+            source_id: id.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

@@ -165,9 +165,8 @@ fn build_one(
             handover,
         )?)),
         SourceConfig::Docker(docker) => {
+            ContainerWatch::check_access(&docker.socket, docker.containers_root.as_deref())?;
             let settings = docker_settings(id, docker, whole);
-            let watch = &settings.docker.as_ref().expect("a docker source").watch;
-            ContainerWatch::check_access(watch)?;
             SourceThread::File(Box::new(FileSource::new(
                 settings,
                 Arc::clone(symbols),

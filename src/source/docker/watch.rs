@@ -119,12 +119,12 @@ impl ContainerWatch {
     /// Checks, before the daemon starts, that dockerd answers on the
     /// socket and that the container directories can be read: the docker
     /// source needs root, or the `docker` group and read access there.
-    pub fn check_access(settings: &WatchSettings) -> Result<(), AccessError> {
-        let client = EngineClient::new(&settings.socket);
+    pub fn check_access(socket: &Path, containers_root: Option<&Path>) -> Result<(), AccessError> {
+        let client = EngineClient::new(socket);
         let socket = |source| AccessError::Socket { source };
         client.ping().map_err(socket)?;
-        let directory = match &settings.containers_root {
-            Some(root) => Some(root.clone()),
+        let directory = match containers_root {
+            Some(root) => Some(root.to_path_buf()),
             // Where dockerd keeps the logs: the directory of a running
             // container's log, if there is one to ask about.
             None => {
