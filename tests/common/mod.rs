@@ -1,6 +1,7 @@
 //! Helpers shared by the whole-daemon tests.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod fake_loki;
 pub mod loki;
 
