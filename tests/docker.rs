@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, sample};
 use common::docker::{IMAGE, PrivateDockerd};
+use common::{Daemon, sample};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -512,7 +512,12 @@ container_labels = ["com.example.service"]"#,
     const PAIRS: u64 = 50_000;
     // 5,000 pairs a second at most: 10,000 lines/s per container.
     let fast = pair_writer(PAIRS, 50, 10_000);
-    let web = |service| [("com.example.role", "web"), ("com.example.service", service)];
+    let web = |service| {
+        [
+            ("com.example.role", "web"),
+            ("com.example.service", service),
+        ]
+    };
     let few = format!("{}; sleep 600", pair_writer(100, 100, 1));
     let mut ids = HashMap::new();
     for (name, labels) in [
@@ -527,7 +532,12 @@ container_labels = ["com.example.service"]"#,
     // Endless but bounded: 1,000 lines/s until stopped.
     ids.insert(
         "app-d",
-        dockerd.run("app-d", &web("delta"), &[], &pair_writer(1_000_000, 10, 20_000)),
+        dockerd.run(
+            "app-d",
+            &web("delta"),
+            &[],
+            &pair_writer(1_000_000, 10, 20_000),
+        ),
     );
 
     let daemon = Daemon::start(&config);
@@ -676,7 +686,6 @@ container_labels = ["com.example.service"]"#,
     println!("{total} lines checked; took {:?}", started.elapsed());
 }
 
-
 /// Goal: a daemon killed with SIGKILL while containers write, and started
 /// again, loses no line: positions are committed after delivery, and the
 /// restarted daemon resumes from them; the lines sent twice stay within
@@ -797,7 +806,10 @@ fn json_file_rotation_loses_nothing() {
         .filter(|line| line.starts_with("log_capturer_container_stream_rotations_total"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
-    println!("rotations counted: {rotations}; took {:?}", started.elapsed());
+    println!(
+        "rotations counted: {rotations}; took {:?}",
+        started.elapsed()
+    );
     assert!(rotations > 0.0, "rotations counted");
     daemon.stop();
 }
@@ -976,7 +988,11 @@ socket = "{socket}"
             .expect("stderr")
             .read_to_string(&mut stderr)
             .expect("read stderr");
-        assert!(!status.success(), "run with {} exits non-zero", socket.display());
+        assert!(
+            !status.success(),
+            "run with {} exits non-zero",
+            socket.display()
+        );
         assert!(
             stderr.contains(&socket.display().to_string()),
             "the message names {}: {stderr}",

@@ -81,7 +81,9 @@ impl PrivateDockerd {
 
     /// The json-file log of the container with the full id `id`.
     pub fn log_path(&self, id: &str) -> PathBuf {
-        self.containers_root().join(id).join(format!("{id}-json.log"))
+        self.containers_root()
+            .join(id)
+            .join(format!("{id}-json.log"))
     }
 
     /// dockerd's own log (its standard output and error, all runs).
@@ -204,7 +206,10 @@ impl PrivateDockerd {
             .stdin(tar.stdout.take().expect("tar output"))
             .output()
             .expect("run docker import");
-        assert!(tar.wait().expect("tar").success(), "tar of the image failed");
+        assert!(
+            tar.wait().expect("tar").success(),
+            "tar of the image failed"
+        );
         assert!(
             import.status.success(),
             "docker import failed: {}\ndockerd log:\n{}",
