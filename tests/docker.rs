@@ -151,10 +151,13 @@ impl SinkOutput {
             self.entries.push(entry);
             return;
         }
-        if let Some(at) = text.rfind("{\"timestamp\"")
-            && at > 0
-            && let Some(entry) = parse_entry(&text[at..])
-        {
+        // The whole object glued after the piece: the first `{"` past the
+        // start from which the rest parses.
+        let glued = text
+            .match_indices("{\"")
+            .filter(|(at, _)| *at > 0)
+            .find_map(|(at, _)| Some((at, parse_entry(&text[at..])?)));
+        if let Some((at, entry)) = glued {
             self.entries.push(entry);
             self.torn.push(text[..at].to_string());
             return;
