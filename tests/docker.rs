@@ -377,18 +377,47 @@ fn monitored(id: &str, name: &str) -> String {
     )
 }
 
+/// Asserts that a dropped dockerd of directory `dir` left no process (a
+/// command line naming `dir`, or one in the cgroup of one of the
+/// containers `ids`), no mount under `dir`, and not `dir` itself.
+fn assert_nothing_left(dir: &Path, ids: &[String]) {
+    let dir_text = dir.display().to_string();
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if cmdline.contains(&dir_text) || ids.iter().any(|id| cgroup.contains(id.as_str())) {
+            left.push(cmdline);
+        }
+    }
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter(|line| line.contains(&dir_text))
+        .collect();
+    assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+    assert!(!dir.exists(), "{dir_text} removed");
+}
+
 /// Goal: the private dockerd harness itself works on this machine, apart
 /// from the daemon: dockerd starts and answers `/_ping`, a container's
 /// lines land in its json-file log where the docker source will look for
 /// them (`containers_root`, and the API's `LogPath`), a restart of dockerd
 /// with `--live-restore` keeps a running container and its log going, and
-/// dropping the harness leaves no dockerd, containerd, shim or mount.
+/// dropping the harness leaves no dockerd, containerd, shim, container
+/// process or mount, even after dockerd was killed with a container running.
 ///
 /// Method: start a dockerd; run a container writing 1,000 lines to stdout
 /// and 10 to stderr and read its json log; run a paced writer, restart
 /// dockerd while it writes, and check its log is complete and in order;
-/// drop the harness and look for processes naming its directory and mounts
-/// under it.
+/// drop the harness and look for processes naming its directory or in
+/// its containers' cgroups, and mounts under it; then the same after a
+/// dockerd killed with SIGKILL while a container runs.
 #[test]
 fn private_dockerd_writes_json_file_logs() {
     let _serial = one_at_a_time();
@@ -457,27 +486,28 @@ fn private_dockerd_writes_json_file_logs() {
         achieved_rate(&records)
     );
 
+    let ids = vec![dockerd.inspect("h1", "{{.Id}}"), id];
     drop(dockerd);
-    let dir_text = dir.display().to_string();
-    let mut left = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&dir_text) {
-            left.push(cmdline);
-        }
-    }
-    assert!(left.is_empty(), "processes left behind: {left:?}");
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let mounts: Vec<&str> = mountinfo
-        .lines()
-        .filter(|line| line.contains(&dir_text))
-        .collect();
-    assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
-    assert!(!dir.exists(), "{dir_text} removed");
+    assert_nothing_left(&dir, &ids);
+
+    // A dockerd that crashed with a container running leaves containerd,
+    // a shim, the container and mounts: the drop removes them all.
+    let mut crashed = PrivateDockerd::start();
+    let dir = crashed.dir().to_path_buf();
+    let id = crashed.run("h3", &[], &[], "sleep 600");
+    crashed.kill();
+    let (processes, mounts) = crashed.leftovers();
+    println!(
+        "after SIGKILL of dockerd: {} processes and {} mounts of it left: {processes:?}",
+        processes.len(),
+        mounts.len()
+    );
+    assert!(
+        processes.len() >= 2,
+        "the container and its shim outlive a killed dockerd"
+    );
+    drop(crashed);
+    assert_nothing_left(&dir, &[id]);
     println!("took {:?}", started.elapsed());
 }
 

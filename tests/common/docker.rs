@@ -328,6 +328,37 @@ impl PrivateDockerd {
         self.spawn();
     }
 
+    /// SIGKILL to the pid in the pid file, and reaps it: dockerd crashes,
+    /// leaving its containerd, shims and containers (and its mounts) for
+    /// the drop to clean up.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = self.pid().unwrap_or(child.id() as i32);
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
+    /// Processes and mounts this dockerd left behind (both empty once it
+    /// is dropped): command lines naming its directory or in a cgroup of
+    /// one of its containers, and mount points under its directory.
+    pub fn leftovers(&self) -> (Vec<String>, Vec<String>) {
+        let processes = self
+            .leftover_pids()
+            .into_iter()
+            .map(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                format!(
+                    "{pid}: {}",
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                )
+            })
+            .collect();
+        (processes, self.mounts())
+    }
+
     /// SIGTERM to the pid in the pid file; waits for dockerd to exit.
     fn terminate(&mut self) {
         let Some(mut child) = self.child.take() else {
