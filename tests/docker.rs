@@ -913,8 +913,9 @@ fn dockerd_restart_reconnects_and_goes_on() {
 ///
 /// Method: with `streams = ["stdout"]`, a container writes `before`, one
 /// line of 102,400 `a`, `after`, and a line to stderr; the json log holds
-/// the long line in 7 pieces (six of 16 KiB); the sink must get exactly `before`, the
-/// 102,400-byte line and `after`, in that order, and nothing of stderr.
+/// the long line in 7 pieces (six of 16 KiB); the sink must get exactly
+/// `before`, the 102,400-byte line and `after`, in that order, and nothing
+/// of stderr.
 #[test]
 fn long_line_arrives_whole() {
     let _serial = one_at_a_time();
