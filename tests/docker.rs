@@ -520,7 +520,7 @@ fn private_dockerd_writes_json_file_logs() {
 /// removed is read to the last line Docker logged; containers the filters
 /// leave out (a name glob excluded, a name not included, a label that does
 /// not match) send nothing; the metrics show the containers followed and
-/// the start, die and destroy events.
+/// the log files followed and the start, die and destroy events.
 ///
 /// Method: a private dockerd; app-a and app-b (50,000 pairs each) and
 /// app-d (an endless slower writer) run before the daemon starts, app-c
@@ -578,13 +578,15 @@ container_labels = ["com.example.service"]"#,
     let body_of_running = {
         let mut body = String::new();
         common::wait_until(
-            "app-a, app-b, app-c and app-d monitored",
+            "app-a, app-b, app-c and app-d monitored, their logs followed",
             Duration::from_secs(20),
             || {
                 body = metrics(&daemon);
                 ["app-a", "app-b", "app-c", "app-d"]
                     .iter()
                     .all(|name| sample(&body, &monitored(&ids[name], name)) == Some(1.0))
+                    && sample(&body, "log_capturer_container_streams_active")
+                        .is_some_and(|streams| streams >= 4.0)
             },
         );
         body
