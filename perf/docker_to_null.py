@@ -159,7 +159,7 @@ def main() -> None:
     dockerd = start_dockerd(work)
     try:
         import_image(work)
-        container = docker(work, "run", "-d", "--network", "none", "--name", "bench", "bench", "sleep", "3600")
+        container = docker(work, "run", "-d", "--network", "none", "--name", "bench", "bench", "busybox", "sleep", "3600")
         inspected = json.loads(docker(work, "inspect", container))[0]
         write_lines(inspected["LogPath"], f"{work}/input.log", count)
         docker_source = f"""[sources.bench]
