@@ -1039,3 +1039,82 @@ socket = "{socket}"
         );
     }
 }
+
+/// Goal: a renamed container's later lines carry its new name (the rename
+/// is counted); and a reload to a changed config while dockerd is down is
+/// refused, because the daemon started on it could not reach dockerd: the
+/// old config runs on, and lines written after dockerd is back arrive.
+///
+/// Method: app-old writes `one`, waits for a file made by `docker exec`,
+/// writes `two`; it is renamed to app-new in between. Then dockerd is
+/// stopped, the config changed (a new static label) and SIGHUP sent: the
+/// refusal names the socket; with dockerd started again, `three` (written
+/// by a container started then) arrives with the old config's labels.
+#[test]
+fn rename_relabels_and_reload_without_dockerd_is_refused() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut dockerd = PrivateDockerd::start();
+    let config = docker_config(dir.path(), &dockerd, "");
+    let (daemon, _) = common::start_daemon_with_log(&config);
+    let mut output = SinkOutput::new(dir.path().join("out.jsonl"));
+    dockerd.run(
+        "app-old",
+        &[],
+        &[],
+        "echo one; i=0; while [ ! -e /go ] && [ $i -lt 600 ]; do busybox usleep 50000; i=$((i+1)); done; echo two",
+    );
+    output.wait_for(1, Duration::from_secs(30));
+    assert_eq!(output.entries[0].message, "one");
+    assert_eq!(output.entries[0].label("container_name"), "app-old");
+    dockerd.docker(&["rename", "app-old", "app-new"]);
+    let renamed =
+        "log_capturer_container_events_total{event_type=\"rename\",container=\"app-new\"}";
+    common::wait_until("the rename counted", Duration::from_secs(20), || {
+        sample(&metrics(&daemon), renamed) == Some(1.0)
+    });
+    dockerd.docker(&["exec", "app-new", "busybox", "touch", "/go"]);
+    output.wait_for(2, Duration::from_secs(30));
+    assert_eq!(output.entries[1].message, "two");
+    assert_eq!(output.entries[1].label("container_name"), "app-new");
+
+    dockerd.stop_daemon();
+    let changed = std::fs::read_to_string(&config)
+        .expect("read config")
+        .replace("env = \"test\"", "env = \"changed\"");
+    std::fs::write(&config, changed).expect("write config");
+    common::send_signal(&daemon.child, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refusal = loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = daemon
+            .stderr
+            .recv_timeout(remaining)
+            .expect("a log line about the reload within 20 s");
+        if line.contains("refused") {
+            break line;
+        }
+    };
+    let socket = dockerd.socket().display().to_string();
+    assert!(
+        refusal.contains(&socket),
+        "the refusal names {socket}: {refusal}"
+    );
+    assert_eq!(
+        sample(
+            &metrics(&daemon),
+            "log_capturer_config_reloads_total{result=\"failure\"}"
+        ),
+        Some(1.0)
+    );
+    dockerd.start_again();
+    dockerd.run("app-late", &[], &[], "echo three");
+    output.wait_for(3, Duration::from_secs(60));
+    assert_eq!(output.entries[2].message, "three");
+    assert_eq!(
+        output.entries[2].label("env"),
+        "test",
+        "the old config runs on"
+    );
+    daemon.stop();
+}

@@ -359,6 +359,17 @@ impl PrivateDockerd {
         (processes, self.mounts())
     }
 
+    /// Stops dockerd (SIGTERM, waits for it) and leaves it stopped, until
+    /// [`start_again`](Self::start_again).
+    pub fn stop_daemon(&mut self) {
+        self.terminate();
+    }
+
+    /// Starts dockerd again after [`stop_daemon`](Self::stop_daemon).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// SIGTERM to the pid in the pid file; waits for dockerd to exit.
     fn terminate(&mut self) {
         let Some(mut child) = self.child.take() else {
