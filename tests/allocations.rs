@@ -448,3 +448,61 @@ fn measure_outage(config: &Config) -> OutageOutcome {
         seconds: started.elapsed().as_secs_f64(),
     }
 }
+
+/// Goal: a container log line (json-file) costs no allocation in steady
+/// state: decoded in place, its time and stream label set per chunk.
+/// Method: a private dockerd runs one container that writes nothing; its
+/// `<id>-json.log` is filled with 1.3M json-file lines (stdout and stderr
+/// alternating, escapes in the text) before an in-process pipeline with a
+/// docker source and a null sink reads them.
+#[test]
+fn docker_lines_allocate_at_most_one_hundredth() {
+    let _serial = serial();
+    let dockerd = common::docker::PrivateDockerd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = dockerd.run("app-quiet", &[], &[], "busybox sleep 600");
+    let mut log = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dockerd.log_path(&id))
+            .expect("open the container's log"),
+    );
+    for number in 0..INPUT_LINES {
+        let stream = if number % 2 == 0 { "stdout" } else { "stderr" };
+        let nanos = number % 1_000_000_000;
+        std::io::Write::write_all(
+            &mut log,
+            format!(
+                "{{\"log\":\"seq={number:012} \\\"quoted\\\"\\ttab \\u003cangle\\u003e padding-padding-padding\\n\",\"stream\":\"{stream}\",\"time\":\"2026-11-28T10:00:00.{nanos:09}Z\"}}\n"
+            )
+            .as_bytes(),
+        )
+        .expect("write the log");
+    }
+    drop(log);
+    let text = format!(
+        "[daemon]\npin_threads = false\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n\n\
+         [sources.dk]\ntype = \"docker\"\nsocket = \"{socket}\"\ncontainers_root = \"{root}\"\n\n\
+         [sinks.drop]\ntype = \"null\"\n",
+        data = dir.path().join("data").display(),
+        socket = dockerd.socket().display(),
+        root = dockerd.containers_root().display(),
+    );
+    let config = Config::from_toml(&text, Path::new("allocations.toml")).expect("valid config");
+    let pipeline = Pipeline::start(&config).expect("pipeline starts");
+    let processed = || pipeline.metrics().dispatcher.lines_processed.get();
+    let (lines_start, allocations_start) = sample_when(WARM_UP_LINES, processed);
+    let (lines_end, allocations_end) = sample_when(lines_start + MEASURED_LINES, processed);
+    assert!(
+        lines_end < INPUT_LINES,
+        "measurement ended before the input did ({lines_end})"
+    );
+    pipeline.request_stop();
+    let source = Arc::clone(&pipeline.metrics().sources[0]);
+    pipeline.join(Duration::from_secs(30)).expect("clean stop");
+    assert_eq!(source.docker.undecoded.get(), 0, "every line was decoded");
+    let lines = lines_end - lines_start;
+    let per_line = (allocations_end - allocations_start) as f64 / lines as f64;
+    println!("docker source: {per_line:.5} allocations per line over {lines}");
+    assert!(per_line <= 0.01, "{per_line} allocations per line");
+}
