@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use ureq::http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
+use ureq::http::Uri;
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
 use crate::sink::loki::config::{LokiCompression, LokiFormat, LokiSinkConfig};
@@ -34,6 +36,10 @@ pub enum LokiClientError {
     },
     #[error("sink {sink}: ca_file {path} holds no PEM certificate")]
     CaFileEmpty { sink: String, path: PathBuf },
+    #[error("sink {sink}: url {url:?} is not a URL")]
+    Url { sink: String, url: String },
+    #[error("sink {sink}: {key} is not a valid HTTP header value")]
+    Header { sink: String, key: &'static str },
 }
 
 /// A push's answer, and the first bytes of Loki's message for the log.
@@ -52,13 +58,21 @@ impl Pushed {
     }
 }
 
+/// Loki's tenant header (`X-Scope-OrgID`), lower-cased as `http` keeps
+/// header names.
+const TENANT_HEADER: HeaderName = HeaderName::from_static("x-scope-orgid");
+
+/// The request's target and headers are parsed once, here: a request then
+/// clones them (reference counts), so that a push does not allocate to
+/// parse the URL or copy header values.
 pub struct LokiClient {
     agent: ureq::Agent,
     url: String,
-    content_type: &'static str,
+    uri: Uri,
+    content_type: HeaderValue,
     gzip: bool,
-    tenant_id: Option<String>,
-    authorization: Option<String>,
+    tenant_id: Option<HeaderValue>,
+    authorization: Option<HeaderValue>,
     gzipped: Vec<u8>,
 }
 
@@ -88,19 +102,39 @@ impl LokiClient {
             .max_idle_connections_per_host(2)
             .tls_config(tls.build())
             .build();
-        let authorization = config.basic_auth.as_ref().map(|auth| {
-            let pair = format!("{}:{}", auth.user, auth.password);
-            format!("Basic {}", base64(pair.as_bytes()))
-        });
+        let header = |key: &'static str, value: String| {
+            HeaderValue::try_from(value).map_err(|_| LokiClientError::Header {
+                sink: sink.to_string(),
+                key,
+            })
+        };
+        let authorization = config
+            .basic_auth
+            .as_ref()
+            .map(|auth| {
+                let pair = format!("{}:{}", auth.user, auth.password);
+                header("basic_auth", format!("Basic {}", base64(pair.as_bytes())))
+            })
+            .transpose()?;
+        let tenant_id = config
+            .tenant_id
+            .clone()
+            .map(|tenant| header("tenant_id", tenant))
+            .transpose()?;
+        let uri = config.url.parse().map_err(|_| LokiClientError::Url {
+            sink: sink.to_string(),
+            url: config.url.clone(),
+        })?;
         Ok(Self {
             agent: agent_config.into(),
             url: config.url.clone(),
-            content_type: match config.format {
+            uri,
+            content_type: HeaderValue::from_static(match config.format {
                 LokiFormat::Protobuf => "application/x-protobuf",
                 LokiFormat::Json => "application/json",
-            },
+            }),
             gzip: config.compression == LokiCompression::Gzip,
-            tenant_id: config.tenant_id.clone(),
+            tenant_id,
             authorization,
             gzipped: Vec::new(),
         })
@@ -122,16 +156,16 @@ impl LokiClient {
         };
         let mut request = self
             .agent
-            .post(&self.url)
-            .header("Content-Type", self.content_type);
+            .post(self.uri.clone())
+            .header(CONTENT_TYPE, self.content_type.clone());
         if self.gzip {
-            request = request.header("Content-Encoding", "gzip");
+            request = request.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         if let Some(tenant) = &self.tenant_id {
-            request = request.header("X-Scope-OrgID", tenant);
+            request = request.header(TENANT_HEADER, tenant.clone());
         }
         if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization);
+            request = request.header(ureq::http::header::AUTHORIZATION, authorization.clone());
         }
         if let Some(timeout) = timeout {
             request = request.config().timeout_global(Some(timeout)).build();
