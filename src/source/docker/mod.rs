@@ -1,10 +1,19 @@
-//! The Docker container source's building blocks.
+//! The Docker container source's parts: how it finds containers and how
+//! it reads their lines. The source itself is the file source
+//! (`source::file`) with these parts plugged in (`source::file::containers`).
 //!
-//! So far this holds the decoder of the `json-file` log driver's lines
-//! ([`json_file`]): the part every other piece of the container source
-//! (discovery through the Engine API, following `<id>-json.log` with the
-//! durable file machinery) stands on. It runs on whichever source thread
-//! reads the files, allocates nothing and keeps no state between lines.
+//! * [`api`]: a small synchronous HTTP/1.1 client of the Engine API over
+//!   its Unix socket (ping, list, inspect, the `/events` stream).
+//! * [`watch`]: which containers are followed, kept current from the event
+//!   stream; reconnects with backoff; the access check at start-up.
+//! * [`json_file`]: the decoder of one `json-file` driver line, in place.
+//! * [`lines`]: a chunk of JSON lines turned into entries (time, stream
+//!   labels, Docker's partial pieces joined).
+//!
+//! Thread: the docker source's. Layering: these modules use `labels`,
+//! `limits`, `metrics` and `source` (the chunk), never the file source;
+//! the file source uses them. Allocations: per container and per event;
+//! none per line (a joined line is copied once into its stream's buffer).
 
 pub mod api;
 pub mod json_file;
