@@ -122,6 +122,7 @@ impl Config {
         warnings.extend(self.loki_unbounded_stream_labels(document));
         warnings.extend(self.sources_no_sink_takes(document));
         warnings.extend(self.stdin_beside_other_sources(document));
+        warnings.extend(self.docker_sources_sharing_a_socket(document));
         warnings.extend(self.syslog_endpoints(document)?);
         warnings.extend(self.check_memory(document)?);
         Ok(warnings)
@@ -576,6 +577,32 @@ impl Config {
     }
 
     /// A warning for each source glob that matches no file now.
+    /// Two docker sources on one dockerd ship the lines of every container
+    /// both select twice: a warning naming both (their selections may be
+    /// meant to be apart).
+    fn docker_sources_sharing_a_socket(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        let mut seen: Vec<(&str, &std::path::Path)> = Vec::new();
+        for (id, source) in &self.sources {
+            let SourceConfig::Docker(docker) = source else {
+                continue;
+            };
+            if let Some((first, _)) = seen.iter().find(|(_, socket)| *socket == docker.socket) {
+                warnings.push(ConfigWarning {
+                    path: document.path().to_path_buf(),
+                    key: format!("sources.{id}.socket"),
+                    line: document.key_line(&["sources", id, "socket"]),
+                    message: format!(
+                        "sources.{first} reads {} too: the lines of a container both select are shipped twice",
+                        docker.socket.display()
+                    ),
+                });
+            }
+            seen.push((id, &docker.socket));
+        }
+        warnings
+    }
+
     fn empty_globs(&self, document: &Document<'_>) -> Vec<ConfigWarning> {
         let mut warnings = Vec::new();
         for (id, source) in &self.sources {

@@ -327,8 +327,15 @@ impl DockerSourceConfig {
                 ),
             ));
         }
+        let mut names = std::collections::BTreeMap::new();
         for key in &self.container_labels {
             let name = crate::source::docker::watch::label_name(key);
+            if let Some(other) = names.insert(name.clone(), key) {
+                return Err((
+                    "container_labels",
+                    format!("{other:?} and {key:?} would both be the label {name:?}"),
+                ));
+            }
             if key.is_empty() || DOCKER_LABELS.contains(&name.as_str()) {
                 return Err((
                     "container_labels",

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use ureq::http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use ureq::http::Uri;
+use ureq::http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
 use crate::sink::loki::config::{LokiCompression, LokiFormat, LokiSinkConfig};

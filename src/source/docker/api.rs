@@ -118,6 +118,9 @@ pub struct ContainerEvent {
     pub action: String,
     #[serde(rename = "Actor")]
     pub actor: EventActor,
+    /// When it happened, nanoseconds since the epoch (0 if not given).
+    #[serde(rename = "timeNano", default)]
+    pub time_ns: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,11 +174,20 @@ impl EngineClient {
     }
 
     /// Opens the stream of container events, read without blocking.
-    pub fn events(&self) -> Result<EventStream, ApiError> {
+    /// With `since_ns`, dockerd first sends the events it kept from that
+    /// time on (nanoseconds since the epoch).
+    pub fn events(&self, since_ns: Option<u64>) -> Result<EventStream, ApiError> {
         let what = "the event stream";
         // filters={"type":["container"]}, URL-encoded.
-        let path =
+        let mut path =
             format!("/{API_VERSION}/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D");
+        if let Some(since) = since_ns {
+            path.push_str(&format!(
+                "&since={}.{:09}",
+                since / 1_000_000_000,
+                since % 1_000_000_000
+            ));
+        }
         let mut stream = self.connect()?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n");
         stream

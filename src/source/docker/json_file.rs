@@ -69,6 +69,13 @@ pub struct JsonFileLine {
     pub partial: bool,
 }
 
+/// Whether reading a string writes its decoded text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Check,
+    InPlace,
+}
+
 /// Why a line could not be decoded. Offsets count from the line's start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -116,7 +123,11 @@ pub fn decode_in_place(line: &mut [u8]) -> Result<JsonFileLine, DecodeError> {
                 if log.is_some() {
                     return Err(duplicate("log", key_offset));
                 }
-                log = Some(cursor.unescape_string(line)?);
+                // Checked only, for now: the line is changed once all of
+                // it decodes, so that a line that does not stays as read.
+                let at = cursor.at;
+                cursor.unescape_string(line, Write::Check)?;
+                log = Some(at..at);
             }
             b"stream" => {
                 if stream.is_some() {
@@ -163,15 +174,21 @@ pub fn decode_in_place(line: &mut [u8]) -> Result<JsonFileLine, DecodeError> {
             offset: cursor.at,
         });
     }
-    let mut log = log.ok_or(DecodeError::Missing { member: "log" })?;
+    let log_at = log.ok_or(DecodeError::Missing { member: "log" })?.start;
+    let stream = stream.ok_or(DecodeError::Missing { member: "stream" })?;
+    let time_ns = time_ns.ok_or(DecodeError::Missing { member: "time" })?;
+    // The whole line decodes: only now is it changed.
+    let mut log = Cursor { at: log_at }
+        .unescape_string(line, Write::InPlace)
+        .expect("the string was checked");
     let partial = !(log.end > log.start && line[log.end - 1] == b'\n');
     if !partial {
         log.end -= 1;
     }
     Ok(JsonFileLine {
         log,
-        stream: stream.ok_or(DecodeError::Missing { member: "stream" })?,
-        time_ns: time_ns.ok_or(DecodeError::Missing { member: "time" })?,
+        stream,
+        time_ns,
         partial,
     })
 }
@@ -240,7 +257,16 @@ impl Cursor {
     }
 
     /// A string un-escaped into its own bytes: the range of the result.
-    fn unescape_string(&mut self, line: &mut [u8]) -> Result<Range<usize>, DecodeError> {
+    /// Reads the string at `self.at`, un-escaping it into its own bytes
+    /// (`Write::InPlace`) or only checking that it would decode
+    /// (`Write::Check`, which changes nothing and fails where `InPlace`
+    /// would); returns where the text is (its length is right only when
+    /// written).
+    fn unescape_string(
+        &mut self,
+        line: &mut [u8],
+        mode: Write,
+    ) -> Result<Range<usize>, DecodeError> {
         self.expect(line, b'"', "'\"'")?;
         let start = self.at;
         let mut write = start;
@@ -252,20 +278,27 @@ impl Cursor {
                 });
             };
             debug_assert!(write <= self.at, "write {write} read {}", self.at);
-            line.copy_within(self.at..self.at + found, write);
+            if mode == Write::InPlace {
+                line.copy_within(self.at..self.at + found, write);
+            }
             write += found;
             self.at += found;
             if line[self.at] == b'"' {
                 self.at += 1;
                 return Ok(start..write);
             }
-            write = self.unescape_one(line, write)?;
+            write = self.unescape_one(line, write, mode)?;
         }
     }
 
-    /// Decodes the escape at `self.at` into `line[write..]`; returns the
-    /// new write position.
-    fn unescape_one(&mut self, line: &mut [u8], write: usize) -> Result<usize, DecodeError> {
+    /// Decodes the escape at `self.at` into `line[write..]` (when
+    /// writing); returns the new write position.
+    fn unescape_one(
+        &mut self,
+        line: &mut [u8],
+        write: usize,
+        mode: Write,
+    ) -> Result<usize, DecodeError> {
         let offset = self.at;
         let escaped = *line
             .get(self.at + 1)
@@ -289,12 +322,16 @@ impl Cursor {
                     "write {write} read {}",
                     self.at
                 );
-                line[write..write + text.len()].copy_from_slice(text.as_bytes());
+                if mode == Write::InPlace {
+                    line[write..write + text.len()].copy_from_slice(text.as_bytes());
+                }
                 return Ok(write + text.len());
             }
             _ => return Err(DecodeError::Escape { offset }),
         };
-        line[write] = byte;
+        if mode == Write::InPlace {
+            line[write] = byte;
+        }
         Ok(write + 1)
     }
 

@@ -4,12 +4,17 @@
 //! Thread: the docker source's. At start and after every reconnect the
 //! watch opens the `/events` stream first, then lists the running
 //! containers and inspects each (so that no start falls between the two);
-//! then it follows the stream: a `start` is inspected and followed at once,
-//! a `destroy` lets the container go (its log file, deleted with it, is
-//! still read to its end by the file machinery), a `rename` renames it.
+//! then it follows the stream: a `start` is followed at once from the
+//! event's attributes (name, image, labels; the log is where the driver
+//! puts it), without a request, so that the source opens the log of a
+//! container that lives milliseconds before dockerd deletes it; a
+//! `destroy` lets the container go (its log, deleted with it, is still
+//! read to its end through the open descriptor), a `rename` renames it.
 //! When the stream ends (dockerd stopped or restarted) the watch tries
-//! again after [`RECONNECT_DELAY_MIN`], doubling to [`RECONNECT_DELAY_MAX`];
-//! the containers it knows stay followed meanwhile.
+//! again after [`RECONNECT_DELAY_MIN`], doubling to [`RECONNECT_DELAY_MAX`],
+//! asking for the events since the last one it saw (dockerd keeps its
+//! recent ones), so that a container that started and ended meanwhile is
+//! still read; the containers it knows stay followed meanwhile.
 //!
 //! Selection: a container is followed when its name matches an
 //! `include_containers` glob (all when there is none) and no
@@ -17,8 +22,9 @@
 //! it logs with the `json-file` driver. Containers with another driver
 //! are counted and reported once each.
 //!
-//! Limits: [`CONTAINERS_MAX`] containers followed; the series of container
-//! events are forgotten with their container past [`EVENT_SERIES_MAX`].
+//! Limits: [`CONTAINERS_MAX`] containers followed; the event series of the
+//! last [`GONE_SERIES_CONTAINERS`] containers let go are kept, older ones
+//! forgotten.
 //! Allocations: per container found and per event, never per line.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,14 +38,19 @@ use crate::metrics::{ContainerStatus, SourceMetrics};
 /// First wait before reconnecting to dockerd.
 pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(250);
 
-/// Longest wait between reconnection attempts.
-pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
+/// Longest wait between reconnection attempts: a `--rm` container that
+/// starts and is removed while the stream is down is lost (its log is
+/// deleted with it), so the gap after dockerd is back is kept short; a
+/// failed attempt costs one `connect(2)`.
+pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 
 /// Most containers followed at once; more are reported and skipped.
 pub const CONTAINERS_MAX: usize = 4096;
 
-/// Most (event, container) series kept for the events counter.
-pub const EVENT_SERIES_MAX: usize = 4 * CONTAINERS_MAX;
+/// Containers let go whose event series are still published; older ones'
+/// series are forgotten (a host that runs a container per job would
+/// otherwise grow the endpoint by every name it ever ran).
+pub const GONE_SERIES_CONTAINERS: usize = 64;
 
 /// How a docker source selects and labels containers.
 #[derive(Debug, Clone)]
@@ -94,6 +105,13 @@ pub struct ContainerWatch {
     renamed: Vec<String>,
     metrics: Arc<SourceMetrics>,
     connected_once: bool,
+    /// `timeNano` of the last event applied.
+    last_event_ns: u64,
+    /// Where dockerd keeps container directories, from a `LogPath`.
+    learned_root: Option<PathBuf>,
+    /// Names of containers let go, oldest first, whose event series are
+    /// still published.
+    gone_names: std::collections::VecDeque<String>,
 }
 
 impl ContainerWatch {
@@ -113,6 +131,9 @@ impl ContainerWatch {
             renamed: Vec::new(),
             metrics,
             connected_once: false,
+            last_event_ns: 0,
+            learned_root: None,
+            gone_names: std::collections::VecDeque::new(),
         }
     }
 
@@ -182,7 +203,11 @@ impl ContainerWatch {
 
     /// Opens the event stream, then lists and inspects the containers.
     fn connect(&mut self, now: Instant) {
-        let stream = match self.client.events() {
+        // After a loss, the events since the last one seen come first
+        // (dockerd keeps its recent events): a container that started and
+        // ended while the stream was down is still found.
+        let since = (self.connected_once && self.last_event_ns > 0).then_some(self.last_event_ns);
+        let stream = match self.client.events(since) {
             Ok(stream) => stream,
             Err(error) => return self.failed(&error, now),
         };
@@ -235,6 +260,14 @@ impl ContainerWatch {
     }
 
     fn apply(&mut self, event: &ContainerEvent) {
+        // A reconnection asks for the events since the last one seen: the
+        // ones at its time may come again.
+        if event.time_ns != 0 {
+            if event.time_ns <= self.last_event_ns {
+                return;
+            }
+            self.last_event_ns = event.time_ns;
+        }
         let id = event.actor.id.as_str();
         let name = event
             .actor
@@ -249,7 +282,9 @@ impl ContainerWatch {
         }
         self.count_event(&event.action, &name);
         match event.action.as_str() {
-            "start" if !self.containers.contains_key(id) => self.inspect_and_follow(id),
+            "start" if !self.containers.contains_key(id) => {
+                self.follow_started(id, &event.actor.attributes);
+            }
             "destroy" => self.let_go(id),
             "rename" => {
                 if let Some(container) = self.containers.get_mut(id) {
@@ -281,9 +316,31 @@ impl ContainerWatch {
         *events
             .entry((action.to_string(), container.to_string()))
             .or_insert(0) += 1;
-        if events.len() > EVENT_SERIES_MAX {
-            let names: BTreeSet<&str> = self.containers.values().map(|c| c.name.as_str()).collect();
-            events.retain(|(_, name), _| names.contains(name.as_str()));
+    }
+
+    /// Keeps the event series of a container let go for a while (so its
+    /// destroy is seen by a scrape), and forgets the series of the
+    /// containers let go longest ago past [`GONE_SERIES_CONTAINERS`].
+    fn forget_events_of(&mut self, name: String) {
+        self.gone_names.push_back(name);
+        while self.gone_names.len() > GONE_SERIES_CONTAINERS {
+            let Some(oldest) = self.gone_names.pop_front() else {
+                break;
+            };
+            // A name taken again by a followed container keeps its series.
+            if self
+                .containers
+                .values()
+                .any(|container| container.name == oldest)
+            {
+                continue;
+            }
+            self.metrics
+                .docker
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|(_, name), _| *name != oldest);
         }
     }
 
@@ -315,18 +372,63 @@ impl ContainerWatch {
             }
             return;
         }
+        let dockerd_path = PathBuf::from(&details.log_path);
+        if let Some(root) = dockerd_path.parent().and_then(Path::parent) {
+            self.learned_root = Some(root.to_path_buf());
+        }
+        let log_path = match &self.settings.containers_root {
+            Some(root) => log_path_under(root, &details.id),
+            None => dockerd_path,
+        };
+        if !log_path.is_file() {
+            tracing::warn!(source = %self.settings.id, container = %name, path = %log_path.display(), "the container's json-file log is not there (is containers_root right?); followed once it appears");
+        }
+        let image = details.config.image.clone();
+        self.add_container(details.id, name, image, &labels, log_path);
+    }
+
+    /// Follows a container that just started from its event alone (name,
+    /// image and labels are among the event's attributes): no request,
+    /// so that its log is opened before a short-lived container is gone.
+    /// A log not where the json-file driver puts it (another driver, or
+    /// the root not known yet) is looked up by an inspection instead.
+    fn follow_started(&mut self, id: &str, attributes: &BTreeMap<String, String>) {
+        let root = self
+            .settings
+            .containers_root
+            .as_ref()
+            .or(self.learned_root.as_ref());
+        let log_path = root.map(|root| log_path_under(root, id));
+        let (Some(log_path), Some(name)) = (log_path, attributes.get("name")) else {
+            return self.inspect_and_follow(id);
+        };
+        if !log_path.is_file() {
+            return self.inspect_and_follow(id);
+        }
+        // The attributes hold the container's labels beside these.
+        let mut labels = attributes.clone();
+        labels.remove("name");
+        let image = labels.remove("image").unwrap_or_default();
+        if !self.selects(name, &labels) {
+            return;
+        }
+        self.add_container(id.to_string(), name.clone(), image, &labels, log_path);
+    }
+
+    fn add_container(
+        &mut self,
+        id: String,
+        name: String,
+        image: String,
+        labels: &BTreeMap<String, String>,
+        log_path: PathBuf,
+    ) {
         if self.containers.len() >= CONTAINERS_MAX {
-            if self.over_limit.insert(details.id.clone()) {
+            if self.over_limit.insert(id) {
                 tracing::warn!(source = %self.settings.id, container = %name, limit = CONTAINERS_MAX, "too many containers; not followed");
             }
             return;
         }
-        let log_path = match &self.settings.containers_root {
-            Some(root) => root
-                .join(&details.id)
-                .join(format!("{}-json.log", details.id)),
-            None => PathBuf::from(&details.log_path),
-        };
         let chosen = self
             .settings
             .container_labels
@@ -338,17 +440,17 @@ impl ContainerWatch {
             })
             .collect();
         let container = Container {
-            short_id: details.id.chars().take(12).collect(),
-            id: details.id.clone(),
+            short_id: id.chars().take(12).collect(),
+            id: id.clone(),
             name,
-            image: details.config.image.clone(),
+            image,
             labels: chosen,
             log_path: log_path.clone(),
             collected: [0, 0],
         };
         tracing::info!(source = %self.settings.id, container = %container.name, path = %log_path.display(), "following container");
-        self.by_path.insert(log_path, details.id.clone());
-        self.containers.insert(details.id, container);
+        self.by_path.insert(log_path, id.clone());
+        self.containers.insert(id, container);
         self.changed = true;
     }
 
@@ -356,6 +458,7 @@ impl ContainerWatch {
         if let Some(container) = self.containers.remove(id) {
             self.by_path.remove(&container.log_path);
             self.changed = true;
+            self.forget_events_of(container.name);
         }
         self.other_drivers.remove(id);
         self.over_limit.remove(id);
@@ -424,6 +527,11 @@ impl ContainerWatch {
             collected: container.collected,
         }));
     }
+}
+
+/// Where the json-file driver writes a container's log under `root`.
+fn log_path_under(root: &Path, id: &str) -> PathBuf {
+    root.join(id).join(format!("{id}-json.log"))
 }
 
 /// A label name made of a container label's key: every character that is

@@ -90,7 +90,14 @@ impl FileSource {
             self.discovery.set_paths(&paths);
             containers.paths = paths;
         }
-        for id in containers.watch.take_renamed() {
+        let renamed = containers.watch.take_renamed();
+        if changed {
+            // At once, not at the next round: a container that lives a
+            // few milliseconds (`docker run --rm`) must have its log open
+            // before dockerd deletes it.
+            self.discover();
+        }
+        for id in renamed {
             for index in 0..self.files.len() {
                 let path = self.files[index].path.clone();
                 let Some(docker) = self.files[index].docker.as_ref() else {

@@ -176,12 +176,15 @@ fn bad_lines_are_errors_naming_the_fault() {
 #[test]
 fn every_truncation_and_flipped_byte_is_handled() {
     // Goal: a torn or corrupted line (a crash mid-write, a flipped bit)
-    // gives an error or a line, never a panic, and the range stays inside.
+    // gives an error or a line, never a panic, and the range stays inside;
+    // a line that gives an error is left as it was read (it is delivered
+    // raw), though its `log` held escapes that decode.
     // Method: every prefix and every single-byte change of a real line.
     let original = br#"{"log":"a \"b\" \u00e9 \ud83d\ude00\n","stream":"stderr","attrs":{"k":["v",1]},"time":"2026-11-27T12:54:03.032065827Z"}"#;
     for end in 0..original.len() {
         let mut bytes = original[..end].to_vec();
         assert!(decode_in_place(&mut bytes).is_err(), "prefix {end}");
+        assert_eq!(bytes, &original[..end], "prefix {end} unchanged");
     }
     for position in 0..original.len() {
         for value in [
@@ -196,8 +199,12 @@ fn every_truncation_and_flipped_byte_is_handled() {
         ] {
             let mut bytes = original.to_vec();
             bytes[position] = value;
-            if let Ok(line) = decode_in_place(&mut bytes) {
-                assert!(line.log.start <= line.log.end && line.log.end <= bytes.len());
+            let changed = bytes.clone();
+            match decode_in_place(&mut bytes) {
+                Ok(line) => {
+                    assert!(line.log.start <= line.log.end && line.log.end <= bytes.len());
+                }
+                Err(_) => assert_eq!(bytes, changed, "byte {position} = {value}: left as read"),
             }
         }
     }
