@@ -506,11 +506,6 @@ impl ContainerWatch {
         std::mem::take(&mut self.renamed)
     }
 
-    /// Whether a container is followed.
-    pub fn is_followed(&self, id: &str) -> bool {
-        self.containers.contains_key(id)
-    }
-
     /// Publishes the followed containers for the metrics endpoint.
     pub fn publish(&self) {
         let mut statuses = self
