@@ -859,3 +859,58 @@ fn loki_sink_problems_are_named_with_key_and_line() {
         assert!(stdout.contains(expected), "{expected:?} missing: {stdout}");
     }
 }
+
+/// Goal: a docker source's mistakes are named with key and line by both
+/// commands (none needs dockerd: they are refused before it is asked),
+/// and two docker sources on one socket are accepted with a warning.
+/// Method: bad `include_labels`, empty `streams`, a container label that
+/// would be `stream`, two container labels giving one name, a too small
+/// `max_line_bytes`; then two sources on one socket through check-config.
+#[test]
+fn docker_source_mistakes_are_named_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |source_keys: &str| {
+        format!(
+            "[daemon]\nmetrics_addr = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n\n[sources.dk]\ntype = \"docker\"\nsocket = \"/nonexistent/docker.sock\"\n{source_keys}\n\n[sinks.drop]\ntype = \"null\"\n",
+            data = dir.path().join("data").display(),
+        )
+    };
+    for (keys, key, needle, reason) in [
+        (
+            "include_labels = [\"=x\"]",
+            "sources.dk.include_labels",
+            "include_labels",
+            "is not key=value",
+        ),
+        ("streams = []", "sources.dk.streams", "streams", "must name"),
+        (
+            "container_labels = [\"stream\"]",
+            "sources.dk.container_labels",
+            "container_labels",
+            "which the daemon sets itself",
+        ),
+        (
+            "container_labels = [\"a.b\", \"a-b\"]",
+            "sources.dk.container_labels",
+            "container_labels",
+            "would both be the label \"a_b\"",
+        ),
+        (
+            "max_line_bytes = 100",
+            "sources.dk.max_line_bytes",
+            "max_line_bytes",
+            "below the least of 1024",
+        ),
+    ] {
+        assert_rejected(dir.path(), &config(keys), key, needle, reason);
+    }
+    let twice =
+        config("") + "\n[sources.dk2]\ntype = \"docker\"\nsocket = \"/nonexistent/docker.sock\"\n";
+    let stdout = assert_accepted(dir.path(), &twice);
+    assert!(
+        stdout.contains("warning")
+            && stdout.contains("sources.dk2.socket")
+            && stdout.contains("shipped twice"),
+        "the warning names the second source: {stdout}"
+    );
+}
