@@ -99,6 +99,7 @@ struct Shipped {
     /// Lines processed when the window ended.
     lines_end: u64,
     sinks: Vec<Arc<log_capturer::metrics::SinkMetrics>>,
+    sources: Vec<Arc<log_capturer::metrics::SourceMetrics>>,
 }
 
 /// Ships a file of `INPUT_LINES` numbered lines (written in `dir`) through
@@ -111,7 +112,15 @@ fn ship_file(dir: &Path, sinks: &str) -> Shipped {
     common::write_numbered_lines(&mut file, 0, INPUT_LINES);
     drop(file);
     let text = common::file_source_config(&input, "exit_on_eof = true", sinks);
-    let config = Config::from_toml(&text, Path::new("allocations.toml")).expect("valid config");
+    measure(&text)
+}
+
+/// Runs an in-process pipeline on the config `text` (whose sources hold
+/// `INPUT_LINES` lines), counting allocations from `WARM_UP_LINES`
+/// processed lines over the next `MEASURED_LINES`, while the sources still
+/// have input left; then stops the pipeline.
+fn measure(text: &str) -> Shipped {
+    let config = Config::from_toml(text, Path::new("allocations.toml")).expect("valid config");
     let pipeline = Pipeline::start(&config).expect("pipeline starts");
     let processed = || pipeline.metrics().dispatcher.lines_processed.get();
     let (lines_start, allocations_start) = sample_when(WARM_UP_LINES, processed);
@@ -122,12 +131,14 @@ fn ship_file(dir: &Path, sinks: &str) -> Shipped {
     );
     pipeline.request_stop();
     let sinks = pipeline.metrics().sinks.clone();
+    let sources = pipeline.metrics().sources.clone();
     pipeline.join(Duration::from_secs(30)).expect("clean stop");
     Shipped {
         lines: lines_end - lines_start,
         allocations: allocations_end - allocations_start,
         lines_end,
         sinks,
+        sources,
     }
 }
 
@@ -488,21 +499,11 @@ fn docker_lines_allocate_at_most_one_hundredth() {
         socket = dockerd.socket().display(),
         root = dockerd.containers_root().display(),
     );
-    let config = Config::from_toml(&text, Path::new("allocations.toml")).expect("valid config");
-    let pipeline = Pipeline::start(&config).expect("pipeline starts");
-    let processed = || pipeline.metrics().dispatcher.lines_processed.get();
-    let (lines_start, allocations_start) = sample_when(WARM_UP_LINES, processed);
-    let (lines_end, allocations_end) = sample_when(lines_start + MEASURED_LINES, processed);
-    assert!(
-        lines_end < INPUT_LINES,
-        "measurement ended before the input did ({lines_end})"
-    );
-    pipeline.request_stop();
-    let source = Arc::clone(&pipeline.metrics().sources[0]);
-    pipeline.join(Duration::from_secs(30)).expect("clean stop");
-    assert_eq!(source.docker.undecoded.get(), 0, "every line was decoded");
-    let lines = lines_end - lines_start;
-    let per_line = (allocations_end - allocations_start) as f64 / lines as f64;
+    let shipped = measure(&text);
+    let undecoded = shipped.sources[0].docker.undecoded.get();
+    assert_eq!(undecoded, 0, "every line was decoded");
+    let lines = shipped.lines;
+    let per_line = shipped.allocations as f64 / lines as f64;
     println!("docker source: {per_line:.5} allocations per line over {lines}");
     assert!(per_line <= 0.01, "{per_line} allocations per line");
 }

@@ -371,40 +371,15 @@ impl SourceChunk {
             line_bytes <= received_bytes,
             "a line lies within what was received"
         );
-        assert!(
-            self.lines.len() < limits::CHUNK_LINES_MAX,
-            "the span table has room"
-        );
-        assert!(
-            self.metas.len() == self.lines.len(),
-            "a chunk holds message lines only"
-        );
         let start = self.filled;
         self.commit_read(received_bytes);
-        self.lines.push(LineSpan {
+        let span = LineSpan {
             start: u32::try_from(start).expect("a chunk is smaller than 4 GiB"),
             len: u32::try_from(line_bytes).expect("a line is smaller than 4 GiB"),
             terminated: true,
-        });
-        let inline_start = self.meta_inline.len();
-        let labels_start = self.meta_labels.len();
-        for (key, value) in inline {
-            self.meta_inline.push(InlineValue {
-                key,
-                start: u32::try_from(self.meta_text.len()).expect("inline text is bounded"),
-                len: u32::try_from(value.len()).expect("a label value is bounded"),
-            });
-            self.meta_text.push_str(value);
-        }
-        self.metas.push(LineMeta {
-            labels_start: u32::try_from(labels_start).expect("labels are bounded"),
-            labels_len: u16::try_from(labels.len()).expect("a line has few labels"),
-            inline_start: u32::try_from(inline_start).expect("inline values are bounded"),
-            inline_len: u16::try_from(self.meta_inline.len() - inline_start)
-                .expect("a line has few labels"),
-            timestamp_ns,
-        });
-        self.meta_labels.extend_from_slice(labels);
+        };
+        let labels = self.add_label_set(labels, inline);
+        self.push_line_with(span, labels, timestamp_ns);
     }
 
     /// Copies `message` in as one line with its own labels and time.
