@@ -109,7 +109,48 @@ fn sources(figures: &mut Figures) -> Vec<Arc<SourceMetrics>> {
         source(figures, "app", app_files),
         source(figures, "audit", audit_files),
         syslog_source(figures),
+        docker_source(),
     ]
+}
+
+/// A docker source with two containers (one name with characters the
+/// label escaping must handle) and its counters; fixed figures, so that
+/// the rest of the text keeps its numbers.
+fn docker_source() -> Arc<SourceMetrics> {
+    let source = SourceMetrics {
+        id: "containers".to_string(),
+        source_type: "docker",
+        ..SourceMetrics::default()
+    };
+    let docker = &source.docker;
+    *docker.containers.lock().expect("not poisoned") = vec![
+        crate::metrics::ContainerStatus {
+            id: "0123456789ab".to_string(),
+            name: "opensips-1".to_string(),
+            image: "opensips:3.4".to_string(),
+            collected: [1200, 34],
+        },
+        crate::metrics::ContainerStatus {
+            id: "ba9876543210".to_string(),
+            name: "odd\"name".to_string(),
+            image: "busybox".to_string(),
+            collected: [5, 0],
+        },
+    ];
+    {
+        let mut events = docker.events.lock().expect("not poisoned");
+        events.insert(("start".to_string(), "opensips-1".to_string()), 2);
+        events.insert(("die".to_string(), "opensips-1".to_string()), 1);
+    }
+    docker.reconnects.add(3);
+    docker.api_errors.add(7);
+    docker.stream_rotations.add(11);
+    docker.streams_active.set(3);
+    docker.undecoded.add(1);
+    docker.other_drivers.add(2);
+    source.lines_dispatched.add(1239);
+    source.lines_read.add(1240);
+    Arc::new(source)
 }
 
 /// A syslog source: no files, its own counters.
