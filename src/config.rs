@@ -436,15 +436,15 @@ pub struct FileSourceConfig {
     pub exit_on_eof: bool,
 }
 
-fn default_glob_interval_ms() -> NonZeroU64 {
+pub(crate) fn default_glob_interval_ms() -> NonZeroU64 {
     NonZeroU64::new(5_000).expect("not zero")
 }
 
-fn default_max_files() -> NonZeroUsize {
+pub(crate) fn default_max_files() -> NonZeroUsize {
     NonZeroUsize::new(1024).expect("not zero")
 }
 
-fn default_rotate_wait_ms() -> NonZeroU64 {
+pub(crate) fn default_rotate_wait_ms() -> NonZeroU64 {
     NonZeroU64::new(10_000).expect("not zero")
 }
 
@@ -456,7 +456,7 @@ pub(crate) fn default_max_line_bytes() -> usize {
     1024 * 1024
 }
 
-fn default_poll_interval_ms() -> NonZeroU64 {
+pub(crate) fn default_poll_interval_ms() -> NonZeroU64 {
     NonZeroU64::new(50).expect("not zero")
 }
 

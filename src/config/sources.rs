@@ -253,10 +253,10 @@ pub struct DockerSourceConfig {
     #[serde(default = "super::default_start_at")]
     pub start_at: crate::source::file::StartAt,
     /// How often an idle log is looked at when inotify says nothing.
-    #[serde(default = "default_docker_poll_interval_ms")]
+    #[serde(default = "super::default_poll_interval_ms")]
     pub poll_interval_ms: NonZeroU64,
     /// Most log files open at once (current and rotated ones).
-    #[serde(default = "default_docker_max_files")]
+    #[serde(default = "super::default_max_files")]
     pub max_files: NonZeroUsize,
 }
 
@@ -266,14 +266,6 @@ fn default_docker_socket() -> PathBuf {
 
 fn default_streams() -> Vec<String> {
     vec!["stdout".to_string(), "stderr".to_string()]
-}
-
-fn default_docker_poll_interval_ms() -> NonZeroU64 {
-    NonZeroU64::new(50).expect("not zero")
-}
-
-fn default_docker_max_files() -> NonZeroUsize {
-    NonZeroUsize::new(1024).expect("not zero")
 }
 
 impl DockerSourceConfig {

@@ -286,9 +286,10 @@ fn docker_settings(id: &str, config: &DockerSourceConfig, whole: &Config) -> Fil
         max_line_bytes: config.max_line_bytes,
         poll_interval: Duration::from_millis(config.poll_interval_ms.get()),
         write_wait: write_wait(config.poll_interval_ms.get(), whole),
-        glob_interval: Duration::from_secs(5),
+        // A docker source has no keys for these: the file source's defaults.
+        glob_interval: Duration::from_millis(crate::config::default_glob_interval_ms().get()),
         max_files: config.max_files.get(),
-        rotate_wait: Duration::from_secs(10),
+        rotate_wait: Duration::from_millis(crate::config::default_rotate_wait_ms().get()),
         exit_on_eof: false,
         positions: position_settings(whole),
         docker: Some(DockerSettings {

@@ -25,7 +25,7 @@
 
 use crate::labels::{LabelSet, Symbol};
 use crate::limits;
-use crate::source::{LineSpan, SourceChunk};
+use crate::source::{LineSpan, SharedLabels, SourceChunk};
 
 use super::json_file::{LogStream, decode_in_place};
 
@@ -47,6 +47,19 @@ pub struct StreamLabels {
     pub undecoded: LabelSet,
     /// Values the symbol table had no room for, shared by all three.
     pub inline: Vec<(Symbol, std::sync::Arc<str>)>,
+}
+
+impl StreamLabels {
+    /// Stores the three sets in `chunk`, once for all its lines: stdout,
+    /// stderr, undecoded.
+    fn store_in(&self, chunk: &mut SourceChunk) -> [SharedLabels; 3] {
+        let inline = || self.inline.iter().map(|(key, value)| (*key, &**value));
+        [
+            chunk.add_label_set(&self.stdout, inline()),
+            chunk.add_label_set(&self.stderr, inline()),
+            chunk.add_label_set(&self.undecoded, inline()),
+        ]
+    }
 }
 
 /// Which streams a source takes.
@@ -146,12 +159,7 @@ impl JsonLines {
         debug_assert!(scratch.is_empty(), "the scratch spans are empty");
         chunk.swap_lines(scratch);
         let labels = context.labels;
-        let inline = || labels.inline.iter().map(|(key, value)| (*key, &**value));
-        let sets = [
-            chunk.add_label_set(&labels.stdout, inline()),
-            chunk.add_label_set(&labels.stderr, inline()),
-            chunk.add_label_set(&labels.undecoded, inline()),
-        ];
+        let sets = labels.store_in(chunk);
         let read_at_ns = chunk.read_at_ns;
         let mut carried = None;
         for &raw in scratch.iter() {
@@ -219,7 +227,7 @@ impl JsonLines {
         offset: u64,
         time_ns: u64,
         partial: bool,
-        set: crate::source::SharedLabels,
+        set: SharedLabels,
         max_line_bytes: usize,
     ) {
         let mut piece = chunk.line(text).len();
@@ -264,7 +272,7 @@ impl JsonLines {
         &mut self,
         chunk: &mut SourceChunk,
         index: usize,
-        set: crate::source::SharedLabels,
+        set: SharedLabels,
         terminated: bool,
     ) {
         let joining = &mut self.joining[index];
@@ -288,12 +296,8 @@ impl JsonLines {
     /// gone and read to its end): returns false when the chunk has no room
     /// for them.
     pub fn flush_joining(&mut self, chunk: &mut SourceChunk, labels: &StreamLabels) -> bool {
-        let inline = || labels.inline.iter().map(|(key, value)| (*key, &**value));
-        let sets = [
-            chunk.add_label_set(&labels.stdout, inline()),
-            chunk.add_label_set(&labels.stderr, inline()),
-        ];
-        for (index, set) in sets.into_iter().enumerate() {
+        let sets = labels.store_in(chunk);
+        for (index, set) in sets.into_iter().take(2).enumerate() {
             if self.joining[index].start_offset.is_some() {
                 if chunk.line_count() >= limits::CHUNK_LINES_MAX {
                     return false;

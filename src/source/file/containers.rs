@@ -47,9 +47,12 @@ pub struct DockerFile {
 }
 
 impl Containers {
-    pub fn new(settings: DockerSettings, watch: ContainerWatch) -> Self {
+    pub fn new(
+        settings: &DockerSettings,
+        metrics: std::sync::Arc<crate::metrics::SourceMetrics>,
+    ) -> Self {
         Self {
-            watch,
+            watch: ContainerWatch::new(settings.watch.clone(), metrics),
             streams: settings.streams,
             scratch: Vec::with_capacity(crate::limits::CHUNK_LINES_MAX),
             paths: Vec::new(),
@@ -250,12 +253,5 @@ impl FileSource {
         file.docker
             .as_ref()
             .is_some_and(|docker| docker.lines.is_joining())
-    }
-}
-
-impl DockerSettings {
-    /// The watch of this source.
-    pub fn watch(&self, metrics: std::sync::Arc<crate::metrics::SourceMetrics>) -> ContainerWatch {
-        ContainerWatch::new(self.watch.clone(), metrics)
     }
 }

@@ -337,12 +337,10 @@ impl FileSource {
         );
         assert!(settings.max_files > 0, "max_files is validated non-zero");
         let discovery = Discovery::new(&settings.paths, &settings.exclude, settings.glob_interval);
-        let containers = settings.docker.as_ref().map(|docker| {
-            Box::new(containers::Containers::new(
-                docker.clone(),
-                docker.watch(Arc::clone(&metrics)),
-            ))
-        });
+        let containers = settings
+            .docker
+            .as_ref()
+            .map(|docker| Box::new(containers::Containers::new(docker, Arc::clone(&metrics))));
         Self {
             containers,
             discovery,

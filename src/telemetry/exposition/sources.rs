@@ -105,11 +105,7 @@ pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
     });
     // The file families only for file sources: the others have no files
     // and no positions.
-    let files: Vec<Arc<SourceMetrics>> = sources
-        .iter()
-        .filter(|source| matches!(source.source_type, "file" | "docker"))
-        .cloned()
-        .collect();
+    let files = of_types(sources, &["file", "docker"]);
     per_source(out, &FILES_WATCHED, &files, |source| {
         source.files_watched.get()
     });
@@ -140,11 +136,7 @@ pub fn render(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
     per_source(out, &POSITIONS_CORRUPT, &files, |source| {
         source.positions_corrupt.get()
     });
-    let syslog: Vec<Arc<SourceMetrics>> = sources
-        .iter()
-        .filter(|source| source.source_type == "syslog")
-        .cloned()
-        .collect();
+    let syslog = of_types(sources, &["syslog"]);
     per_source(out, &SYSLOG_CONNECTIONS, &syslog, |source| {
         source.syslog.connections_active.get()
     });
@@ -194,11 +186,7 @@ pub static DOCKER_OTHER_DRIVERS: Family = Family::counter(
 
 /// The families of the docker sources.
 fn render_docker(out: &mut Exposition, sources: &[Arc<SourceMetrics>]) {
-    let docker: Vec<Arc<SourceMetrics>> = sources
-        .iter()
-        .filter(|source| source.source_type == "docker")
-        .cloned()
-        .collect();
+    let docker = of_types(sources, &["docker"]);
     let containers: Vec<_> = docker
         .iter()
         .flat_map(|source| {
@@ -286,6 +274,15 @@ pub fn render_symbols(out: &mut Exposition, symbols: &SymbolTable) {
     LABEL_BYTES.sample(out, &[], symbols.bytes() as u64);
     LABELS_NOT_INTERNED.header(out);
     LABELS_NOT_INTERNED.sample(out, &[], symbols.not_interned.get());
+}
+
+/// The sources of the given `type`s, for the families only they have.
+fn of_types(sources: &[Arc<SourceMetrics>], types: &[&str]) -> Vec<Arc<SourceMetrics>> {
+    sources
+        .iter()
+        .filter(|source| types.contains(&source.source_type))
+        .cloned()
+        .collect()
 }
 
 /// A family with one series per source, labelled `source_id`.
